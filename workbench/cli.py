@@ -1,0 +1,44 @@
+"""The `workbench` command line.
+
+Each subcommand lives in `workbench/commands/<module>.py` and exposes
+`add_arguments(parser)` and `run(args) -> int`. Command modules keep their heavy
+imports (TensorFlow, Keras) inside `run`, so `workbench --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# (command name, module under workbench.commands, one-line help). The single list of commands.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("variants", "variants", "print the EfficientNet family table (resolution, parameters, FLOPs)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f"workbench.commands.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
