@@ -1,0 +1,80 @@
+"""Augmentation presets `none | light | standard | strong`, applied to training batches only.
+
+Random-resized crop happens per image while decoding (see `dataset.py`: decoding only the crop window is much
+cheaper than decoding then cropping). The batch-level part is built from Keras 3 layers, which are safe inside
+tf.data: RandomFlip, RandAugment, MixUp and CutMix. Keras 3.15 has all of them, so keras-cv is not needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentPreset:
+    """What a preset does. crop_scale: area range of the random-resized crop (None: the evaluation centre crop)."""
+
+    name: str
+    crop_scale: tuple[float, float] | None
+    flip: bool = False
+    rand_augment_ops: int = 0
+    rand_augment_factor: float = 0.0
+    mix: bool = False  # MixUp or CutMix (one of the two per batch, chosen at random): soft labels
+    mixup_alpha: float = 0.2
+    cutmix_factor: float = 1.0
+
+
+AUGMENT_PRESETS: dict[str, AugmentPreset] = {
+    "none": AugmentPreset("none", crop_scale=None),
+    "light": AugmentPreset("light", crop_scale=(0.5, 1.0), flip=True),
+    # The crop and RandAugment magnitudes follow the EfficientNet recipe, scaled down for small datasets.
+    "standard": AugmentPreset("standard", crop_scale=(0.25, 1.0), flip=True, rand_augment_ops=2,
+                              rand_augment_factor=0.3),
+    "strong": AugmentPreset("strong", crop_scale=(0.08, 1.0), flip=True, rand_augment_ops=2,
+                            rand_augment_factor=0.5, mix=True),
+}
+
+
+def get_preset(name: str) -> AugmentPreset:
+    try:
+        return AUGMENT_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown augmentation preset {name!r}; use one of {', '.join(AUGMENT_PRESETS)}") from None
+
+
+def batch_augmenter(preset: AugmentPreset, seed: int = 0):
+    """A function (images (B,R,R,3) float32 in [0,255], labels (B,C)) -> same, or None when the preset has no
+    batch-level augmentation. Built once per dataset so the Keras layers keep their random state across batches.
+    """
+    if not (preset.flip or preset.rand_augment_ops or preset.mix):
+        return None
+    import keras
+    import tensorflow as tf
+
+    flip = keras.layers.RandomFlip("horizontal", seed=seed) if preset.flip else None
+    rand_augment = (
+        keras.layers.RandAugment(value_range=(0, 255), num_ops=preset.rand_augment_ops,
+                                 factor=preset.rand_augment_factor, seed=seed + 1)
+        if preset.rand_augment_ops else None
+    )
+    mixup = keras.layers.MixUp(alpha=preset.mixup_alpha, seed=seed + 2) if preset.mix else None
+    cutmix = keras.layers.CutMix(factor=preset.cutmix_factor, seed=seed + 3) if preset.mix else None
+
+    def augment(images, labels, choice):
+        if flip is not None:
+            images = flip(images, training=True)
+        if rand_augment is not None:
+            images = tf.clip_by_value(rand_augment(images, training=True), 0.0, 255.0)
+        if mixup is not None:
+            def do_mixup():
+                out = mixup({"images": images, "labels": labels}, training=True)
+                return out["images"], out["labels"]
+
+            def do_cutmix():
+                out = cutmix({"images": images, "labels": labels}, training=True)
+                return out["images"], out["labels"]
+
+            images, labels = tf.cond(choice < 0.5, do_mixup, do_cutmix)
+        return tf.cast(images, tf.float32), tf.cast(labels, tf.float32)
+
+    return augment

@@ -1,0 +1,315 @@
+"""tf.data input: decode → resize (→ augment) → batch → prefetch, from a `Manifest`.
+
+Output of every dataset: (images float32 RGB in [0, 255] of shape (B, R, R, 3), one-hot float32 labels (B, C)).
+Normalisation stays inside the model.
+
+Speed (2-core laptops are a target): image sizes are known from the manifest, so crop windows are computed before
+decoding. JPEGs are decoded with DCT-domain downscaling (`ratio` 2, 4 or 8) whenever the image stays at least as
+large as the target after it, and only the crop window is decoded (`decode_and_crop_jpeg`). Deterministic parts
+can be cached (memory or file), so later epochs skip decoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import tensorflow as tf
+
+from pipelines.augment import AugmentPreset, batch_augmenter, get_preset
+from pipelines.manifest import SPLITS, Manifest
+
+_RATIOS = (1, 2, 4, 8)
+_JPEG, _PNG = 0, 1
+# With a training cache, images are kept with their short side at most this many times the target, so a cache of
+# a photo dataset fits in memory; random-resized crops then come from that copy.
+TRAIN_CACHE_SCALE = 1.25
+AUTO_CACHE_BYTES = 1 << 30  # cache="auto": in memory when the cached split is estimated below 1 GiB
+_SHARD_POLICIES = {
+    "auto": tf.data.experimental.AutoShardPolicy.AUTO,
+    "data": tf.data.experimental.AutoShardPolicy.DATA,
+    "file": tf.data.experimental.AutoShardPolicy.FILE,
+    "off": tf.data.experimental.AutoShardPolicy.OFF,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """Options of the tf.data input.
+
+    image_size: output side R in pixels (the variant's resolution).
+    resize: "crop" keeps the aspect ratio (short side to R, then centre crop for evaluation; random-resized crop for
+        training); "stretch" resizes the whole image to R x R.
+    cache: "auto" (memory when the split's cache fits in 1 GiB), "memory", "none", or a file path prefix.
+    shard_policy: tf.distribute auto-shard policy: "data" (default; every worker reads the files, each keeps its
+        share of elements, which works for a list of files in memory), "file", "auto" or "off".
+    deterministic: keep element order fixed given the seed (evaluation datasets are always deterministic).
+    """
+
+    image_size: int = 224
+    batch_size: int = 32
+    augment: str = "light"
+    seed: int = 0
+    resize: str = "crop"
+    cache: str = "auto"
+    shuffle_buffer: int = 0  # 0: the whole split
+    deterministic: bool = True
+    shard_policy: str = "data"
+    drop_remainder: bool = False
+
+    def __post_init__(self) -> None:
+        get_preset(self.augment)
+        if self.resize not in ("crop", "stretch"):
+            raise ValueError(f"resize={self.resize!r}; use 'crop' (keep aspect ratio) or 'stretch'")
+        if self.shard_policy not in _SHARD_POLICIES:
+            raise ValueError(f"shard_policy={self.shard_policy!r}; use one of {', '.join(_SHARD_POLICIES)}")
+        if self.image_size < 1 or self.batch_size < 1:
+            raise ValueError(f"image_size ({self.image_size}) and batch_size ({self.batch_size}) must be positive")
+
+
+@dataclasses.dataclass
+class Datasets:
+    """The three datasets of a manifest, and the un-augmented view of any split."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+    manifest: Manifest
+    config: DatasetConfig
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest.classes
+
+    def steps(self, split: str) -> int:
+        """Batches per epoch of `split`."""
+        n = len(self.manifest.split_records(split))
+        if split == "train" and self.config.drop_remainder:
+            return n // self.config.batch_size
+        return math.ceil(n / self.config.batch_size)
+
+    def plain(self, split: str) -> tf.data.Dataset:
+        """`split` without augmentation or shuffling, in manifest order (e.g. to cache backbone features)."""
+        return make_dataset(self.manifest, split, self.config, training=False)
+
+
+def make_datasets(
+    manifest: Manifest, image_size: int = 224, batch_size: int = 32, augment: str = "light", seed: int = 0,
+    **options: Any,
+) -> Datasets:
+    """Train (shuffled, augmented), val and test (deterministic, manifest order) datasets. See DatasetConfig."""
+    config = DatasetConfig(image_size=image_size, batch_size=batch_size, augment=augment, seed=seed, **options)
+    return Datasets(
+        train=make_dataset(manifest, "train", config, training=True),
+        val=make_dataset(manifest, "val", config, training=False),
+        test=make_dataset(manifest, "test", config, training=False),
+        manifest=manifest,
+        config=config,
+    )
+
+
+# --------------------------------------------------------------------------- building blocks
+def _ratio(short, target):
+    """Index into _RATIOS of the largest DCT downscale that keeps `short` (pixels) at least `target`."""
+    index = tf.constant(0, tf.int32)
+    for i, r in enumerate(_RATIOS[1:], 1):
+        index = tf.where(short // r >= target, i, index)
+    return index
+
+
+def _decode_window(path, fmt, height, width, window, target):
+    """Decode the window [y, x, h, w] (full-image pixel coordinates) of an image as uint8 RGB.
+
+    For JPEG only the window is decoded, at the largest DCT scale that keeps its short side >= target.
+    """
+    contents = tf.io.read_file(path)
+
+    def jpeg():
+        index = _ratio(tf.minimum(window[2], window[3]), target)
+
+        def branch(r):
+            def decode():
+                # With ratio r, libjpeg's output (and the crop window) is in 1/r-scaled pixels.
+                h_scaled, w_scaled = (height + r - 1) // r, (width + r - 1) // r
+                y, x = window[0] // r, window[1] // r
+                h = tf.clip_by_value(window[2] // r, 1, h_scaled - y)
+                w = tf.clip_by_value(window[3] // r, 1, w_scaled - x)
+                return tf.io.decode_and_crop_jpeg(contents, tf.stack([y, x, h, w]), channels=3, ratio=r)
+
+            return decode
+
+        return tf.switch_case(index, [branch(r) for r in _RATIOS])
+
+    def png():
+        image = tf.io.decode_png(contents, channels=3)
+        return image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+
+    image = tf.cond(tf.equal(fmt, _JPEG), jpeg, png)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _centre_window(height, width, resize: str):
+    if resize == "stretch":
+        return tf.stack([0, 0, height, width])
+    side = tf.minimum(height, width)
+    return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
+
+
+def _random_window(height, width, scale, seed):
+    """Random-resized crop window (Inception / EfficientNet style): area in `scale`, aspect ratio in [3/4, 4/3]."""
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.stack([height, width, 3]),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def _resize(image, size):
+    return tf.image.resize(image, [size, size], method="bilinear")
+
+
+def _to_uint8(image):
+    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def _cache_bytes(manifest: Manifest, split: str, config: DatasetConfig, training: bool) -> int:
+    total = 0
+    for r in manifest.split_records(split):
+        if training and config.resize == "crop":
+            short = min(r.width, r.height)
+            keep = min(1.0, TRAIN_CACHE_SCALE * config.image_size / max(short, 1))
+            total += int(r.width * keep) * int(r.height * keep) * 3
+        else:
+            total += config.image_size**2 * 3
+    return total
+
+
+def _cache_mode(manifest, split, config, training) -> str:
+    """The resolved cache setting: "none", "memory" or a file path prefix."""
+    cache = config.cache
+    if cache == "auto":
+        cache = "memory" if _cache_bytes(manifest, split, config, training) <= AUTO_CACHE_BYTES else "none"
+    return cache if cache not in (None, "") else "none"
+
+
+def _apply_cache(ds, mode: str, split: str, config: DatasetConfig, training: bool):
+    if mode == "none":
+        return ds
+    if mode == "memory":
+        return ds.cache()
+    return ds.cache(f"{mode}-{split}-{config.image_size}-{config.resize}{'-train' if training else ''}")
+
+
+def _options(config: DatasetConfig, deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.experimental_distribute.auto_shard_policy = _SHARD_POLICIES[config.shard_policy]
+    return options
+
+
+def _files(manifest: Manifest, split: str):
+    records = manifest.split_records(split)
+    labels = manifest.split_labels(split)
+    return tf.data.Dataset.from_tensor_slices((
+        tf.constant([r.source_path for r in records], tf.string),
+        tf.constant([_JPEG if r.decode_format == "JPEG" else _PNG for r in records], tf.int32),
+        tf.constant([r.height for r in records], tf.int32),
+        tf.constant([r.width for r in records], tf.int32),
+        tf.constant(labels, tf.int32),
+    ))
+
+
+def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, training: bool) -> tf.data.Dataset:
+    """One split as batches. training=True: shuffled, random-resized crop and the preset's batch augmentation."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    size, num_classes = config.image_size, manifest.num_classes
+    autotune = tf.data.AUTOTUNE
+    preset: AugmentPreset = get_preset(config.augment)
+    random_crop = training and preset.crop_scale is not None and config.resize == "crop"
+    deterministic = config.deterministic or not training
+    n = len(manifest.split_records(split))
+    cache = _cache_mode(manifest, split, config, training)
+    ds = _files(manifest, split)
+
+    def one_hot(label):
+        return tf.one_hot(label, num_classes, dtype=tf.float32)
+
+    if not random_crop:
+        def evaluate(path, fmt, height, width, label):
+            window = _centre_window(height, width, config.resize)
+            image = _to_uint8(_resize(_decode_window(path, fmt, height, width, window, size), size))
+            image.set_shape([size, size, 3])
+            return image, label
+
+        ds = ds.map(evaluate, num_parallel_calls=autotune, deterministic=deterministic)
+        ds = _apply_cache(ds, cache, split, config, training)
+        if training:
+            ds = ds.shuffle(config.shuffle_buffer or max(n, 1), seed=config.seed, reshuffle_each_iteration=True)
+        ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), one_hot(label)), num_parallel_calls=autotune)
+    else:
+        scale = preset.crop_scale
+        if cache == "none":
+            # Fast path: shuffle the file list, then decode only each random crop window.
+            ds = ds.shuffle(config.shuffle_buffer or max(n, 1), seed=config.seed, reshuffle_each_iteration=True)
+            seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+
+            def train_fused(element, seed):
+                path, fmt, height, width, label = element
+                window = _random_window(height, width, scale, seed)
+                image = _resize(_decode_window(path, fmt, height, width, window, size), size)
+                image.set_shape([size, size, 3])
+                return image, one_hot(label)
+
+            ds = tf.data.Dataset.zip((ds, seeds)).map(train_fused, num_parallel_calls=autotune,
+                                                       deterministic=deterministic)
+        else:
+            # Cached path: decode once to a bounded size, cache, then crop from the cached copy every epoch.
+            def decode_for_cache(path, fmt, height, width, label):
+                full = tf.stack([0, 0, height, width])
+                keep = int(math.ceil(TRAIN_CACHE_SCALE * size))
+                image = _decode_window(path, fmt, height, width, full, keep)
+                shape = tf.shape(image)
+                short = tf.minimum(shape[0], shape[1])
+                factor = tf.minimum(1.0, keep / tf.cast(short, tf.float32))
+                new = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * factor), tf.int32)
+                image = tf.cond(factor < 1.0, lambda: _to_uint8(tf.image.resize(image, new, antialias=True)),
+                                lambda: image)
+                return image, label
+
+            ds = ds.map(decode_for_cache, num_parallel_calls=autotune, deterministic=deterministic)
+            ds = _apply_cache(ds, cache, split, config, training)
+            ds = ds.shuffle(config.shuffle_buffer or max(n, 1), seed=config.seed, reshuffle_each_iteration=True)
+            seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+
+            def train_cached(element, seed):
+                image, label = element
+                shape = tf.shape(image)
+                w = _random_window(shape[0], shape[1], scale, seed)
+                crop = image[w[0]:w[0] + w[2], w[1]:w[1] + w[3]]
+                out = _resize(crop, size)
+                out.set_shape([size, size, 3])
+                return out, one_hot(label)
+
+            ds = tf.data.Dataset.zip((ds, seeds)).map(train_cached, num_parallel_calls=autotune,
+                                                       deterministic=deterministic)
+
+    ds = ds.batch(config.batch_size, drop_remainder=training and config.drop_remainder,
+                  num_parallel_calls=autotune, deterministic=deterministic)
+    augment = batch_augmenter(preset, config.seed) if training else None
+    if augment is not None:
+        choices = tf.data.Dataset.random(seed=config.seed + 7, rerandomize_each_iteration=True).map(
+            lambda x: tf.cast(x % 1000, tf.float32) / 1000.0)
+        ds = tf.data.Dataset.zip((ds, choices)).map(
+            lambda batch, choice: augment(batch[0], batch[1], choice), num_parallel_calls=autotune,
+            deterministic=deterministic)
+    ds = ds.prefetch(autotune)
+    return ds.with_options(_options(config, deterministic))

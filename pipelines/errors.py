@@ -1,0 +1,11 @@
+"""The one error type the input pipelines raise for unusable user data."""
+
+from __future__ import annotations
+
+
+class DataError(ValueError):
+    """User data cannot be used as given.
+
+    The message names the input (a path, an archive member, a class), says what is wrong and what to do about it,
+    so the CLI and the app can show it as is.
+    """

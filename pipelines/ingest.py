@@ -1,0 +1,198 @@
+"""`ingest`: find a dataset's files, check every one of them once, split them, and write the manifest."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipelines import splits as splitting
+from pipelines.archives import ZipLimits
+from pipelines.errors import DataError
+from pipelines.images import PILLOW_MAX_PIXELS, check_image
+from pipelines.manifest import Manifest, Record
+from pipelines.sources import Found, find_folder, find_zip, write_arrays
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """Options of `ingest`. Fractions are of each class's images (stratified)."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    # Images over this many pixels are refused as possible decompression bombs (Pillow's limit or stricter).
+    max_image_pixels: int = PILLOW_MAX_PIXELS
+    zip_limits: ZipLimits = ZipLimits()
+    # Warn when the largest class has this many times the images of the smallest.
+    imbalance_ratio: float = 3.0
+    tfds_data_dir: str | None = None
+    tfds_download: bool = True
+    workers: int = 0  # threads for the file checks; 0: two per CPU core, at most 16
+
+    def __post_init__(self) -> None:
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value} must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} must be "
+                             "below 1 so that training keeps some images")
+        if not 0 < self.max_image_pixels <= PILLOW_MAX_PIXELS:
+            raise ValueError(f"max_image_pixels={self.max_image_pixels} must be in 1..{PILLOW_MAX_PIXELS} "
+                             "(Pillow's decompression-bomb limit or stricter)")
+
+
+def _is_arrays(data: Any) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 3 and not isinstance(data[0], (str, os.PathLike))
+
+
+def _find(data: Any, data_dir: Path, config: IngestConfig) -> Found:
+    from pipelines.sample import sample_dataset_path
+
+    if data is None:
+        return find_folder(sample_dataset_path(), source="embedded sample (CIFAR-10 subset)")
+    if _is_arrays(data):
+        images, labels, class_names = data
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return write_arrays(images, labels, class_names, tempfile.mkdtemp(prefix="arrays-", dir=data_dir))
+    if isinstance(data, str) and data.startswith("tfds:") or type(data).__module__.startswith("tensorflow_datasets"):
+        from pipelines.tfds_source import find_tfds
+
+        name = data if isinstance(data, str) else data.name
+        data_dir.mkdir(parents=True, exist_ok=True)
+        dest = tempfile.mkdtemp(prefix=f"tfds-{name.removeprefix('tfds:').replace('/', '_')}-", dir=data_dir)
+        return find_tfds(data, dest, data_dir=config.tfds_data_dir, download=config.tfds_download)
+    if not isinstance(data, (str, os.PathLike)):
+        raise DataError(f"cannot read data of type {type(data).__name__}; give a folder, a .zip, 'tfds:NAME' or "
+                        "(images, labels, class_names)")
+    path = Path(data).expanduser()
+    if path.is_file() or path.suffix.lower() == ".zip":
+        return find_zip(path, data_dir / "extracted", config.zip_limits)
+    return find_folder(path)
+
+
+def ingest(
+    data: Any = None,
+    workdir: str | os.PathLike | None = None,
+    config: IngestConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **overrides: Any,
+) -> Manifest:
+    """Read a dataset, check every file once with Pillow, split it, and return (and save) its manifest.
+
+    data: a folder of class folders (optionally with train/ val/ test/ at the top), a .zip of the same, "tfds:NAME"
+        or a `tfds` builder, a tuple (images, labels, class_names), or None for the embedded sample.
+    workdir: where extracted archives, normalised image copies and `manifest.json` go (a run directory, say).
+        None: a new temporary directory, which the caller may delete once done with the data.
+    overrides: IngestConfig fields, e.g. `seed=1, test_fraction=0.2`.
+    progress: called as progress(done, total) while files are checked.
+
+    Raises DataError when the data cannot be used (no file is ever skipped silently: unusable files are in the
+    manifest as quarantined, with the reason).
+    """
+    config = dataclasses.replace(config or IngestConfig(), **overrides)
+    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="workbench-data-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "data"
+    found = _find(data, data_dir, config)
+    records = _check_files(found, data_dir / "normalised", config, progress)
+    manifest = _split(found, records, config)
+    manifest.save(workdir / "manifest.json")
+    return manifest
+
+
+def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progress) -> list[Record]:
+    workers = config.workers or min(16, 2 * (os.cpu_count() or 1))
+    total = len(found.files)
+
+    def check(f):
+        result = check_image(f.path, max_pixels=config.max_image_pixels, normalised_dir=normalised_dir)
+        return Record(
+            path=str(f.path), label=f.label, split=f.split if result.ok else None,
+            width=result.width, height=result.height, format=result.format,
+            status="ok" if result.ok else "quarantined", reason=result.reason,
+            decode_path=result.decode_path if result.ok else "",
+        )
+
+    records = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        for i, record in enumerate(pool.map(check, found.files), 1):
+            records.append(record)
+            if progress is not None:
+                progress(i, total)
+    return records
+
+
+def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifest:
+    warnings = list(found.warnings)
+    usable = collections.Counter(r.label for r in records if r.ok)
+    bad = collections.Counter(r.label for r in records if not r.ok)
+    if len(found.classes) < 2:
+        only = f"only one class, {found.classes[0]!r}" if found.classes else "no classes"
+        raise DataError(f"{found.source} has {only}; a classifier needs at least two classes, "
+                        "each in its own folder of images")
+    empty = [c for c in found.classes if usable[c] == 0]
+    if empty:
+        details = "; ".join(
+            f"{c!r} ({bad[c]} file(s), all quarantined: "
+            f"{next(r.reason for r in records if r.label == c and not r.ok)})" if bad[c] else f"{c!r} (no files)"
+            for c in empty
+        )
+        raise DataError(f"{found.source}: class(es) with no usable image: {details}. Add images to each class "
+                        "folder or remove the folder")
+
+    present = {s for r in records if r.ok for s in [r.split] if s}
+    carve_val = config.val_fraction if "val" not in present else 0.0
+    carve_test = config.test_fraction if "test" not in present else 0.0
+    if found.user_splits:
+        for split, fraction in (("val", carve_val), ("test", carve_test)):
+            if fraction:
+                warnings.append(f"the data has no {split} split: {fraction:.0%} of each class's training images "
+                                f"became {split} images (stratified, seed {config.seed})")
+        missing = [f"{c!r} has no {s} image" for s in sorted(present) for c in found.classes
+                   if not any(r.ok and r.label == c and r.split == s for r in records)]
+        if missing:
+            warnings.append("user splits: " + "; ".join(missing))
+        no_train = [c for c in found.classes if not any(r.ok and r.label == c and r.split == "train" for r in records)]
+        if no_train:
+            raise DataError(f"{found.source}: class(es) {', '.join(map(repr, no_train))} have no usable image in "
+                            "train/; add training images for them")
+
+    # Stratified assignment: per class, over the pool (no user splits) or the user's train files (carving).
+    root = os.path.commonpath([r.path for r in records]) if records else ""
+    pool: dict[str, list[int]] = collections.defaultdict(list)
+    for i, r in enumerate(records):
+        if r.ok and r.split in (None, "train"):
+            pool[r.label].append(i)
+    out = list(records)
+    if carve_val or carve_test:
+        for label in found.classes:
+            indices = pool[label]
+            keys = [os.path.relpath(records[i].path, root) for i in indices]
+            assigned = splitting.assign(keys, seed=config.seed, val_fraction=carve_val, test_fraction=carve_test)
+            for i, split in zip(indices, assigned):
+                out[i] = dataclasses.replace(records[i], split=split)
+            n = len(indices)
+            n_train, n_val, n_test = splitting.split_counts(n, carve_val, carve_test)
+            short = [s for s, k, frac in (("val", n_val, carve_val), ("test", n_test, carve_test)) if frac and k == 0]
+            if short:
+                warnings.append(f"class {label!r} has only {n} usable image(s) to split, so it has no "
+                                f"{' and no '.join(short)} image; add at least 3 images per class")
+    counts = collections.Counter(r.label for r in out if r.ok)
+    largest, smallest = max(counts.values()), min(counts.values())
+    if smallest and largest / smallest >= config.imbalance_ratio:
+        big = max(counts, key=counts.get)
+        small = min(counts, key=counts.get)
+        warnings.append(f"classes are imbalanced: {big!r} has {largest} images, {largest / smallest:.1f}x the "
+                        f"{smallest} of {small!r}; add images to small classes or use class weights")
+    quarantined = [r for r in out if not r.ok]
+    if quarantined:
+        warnings.append(f"{len(quarantined)} file(s) quarantined (not used); see the list of quarantined files")
+    return Manifest(found.source, list(found.classes), out, warnings, config.seed, found.user_splits)

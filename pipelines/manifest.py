@@ -1,0 +1,211 @@
+"""The manifest: one record per file found, written by `ingest` and read by everything downstream.
+
+`Manifest.classes` (sorted class names) is the single source of truth for label indices.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import DataError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MANIFEST_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One file of the dataset.
+
+    path: the file as the user knows it (absolute; inside the extraction directory for archives).
+    label: class name (index = position in `Manifest.classes`).
+    split: "train" | "val" | "test" for usable files, None for quarantined ones.
+    width, height: pixels after EXIF orientation; 0 when unreadable.
+    format: the format found in the file's bytes (e.g. "JPEG", "PNG"), never the extension; "" when unknown.
+    status: "ok" or "quarantined"; reason says why a file was quarantined (or "" when ok).
+    decode_path: the file tf.data reads. Equal to `path` when TensorFlow's decoders read the file correctly as is;
+        otherwise a normalised 8-bit RGB copy made once by Pillow under the work directory.
+    """
+
+    path: str
+    label: str
+    split: str | None
+    width: int
+    height: int
+    format: str
+    status: str
+    reason: str = ""
+    decode_path: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def source_path(self) -> str:
+        """The path tf.data decodes (the normalised copy if there is one)."""
+        return self.decode_path or self.path
+
+    @property
+    def decode_format(self) -> str:
+        """Format of `source_path`: normalised copies are JPEG (from JPEG sources) or PNG."""
+        if self.decode_path and self.decode_path != self.path:
+            return "JPEG" if self.decode_path.endswith(".jpg") else "PNG"
+        return self.format
+
+
+@dataclasses.dataclass
+class Manifest:
+    """The result of `ingest`: classes, every file's record and the warnings found on the way."""
+
+    source: str
+    classes: list[str]
+    records: list[Record]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    seed: int = 0
+    user_splits: bool = False
+
+    # ----------------------------------------------------------------- queries
+    def label_index(self, label: str) -> int:
+        return self.classes.index(label)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def usable(self) -> list[Record]:
+        return [r for r in self.records if r.ok]
+
+    def quarantined(self) -> list[Record]:
+        return [r for r in self.records if not r.ok]
+
+    def split_records(self, split: str) -> list[Record]:
+        """The usable records of one split, in manifest order (the order evaluation datasets yield them)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        return [r for r in self.records if r.ok and r.split == split]
+
+    def split_labels(self, split: str) -> list[int]:
+        """Label indices of `split_records(split)`, in the same order."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        return [index[r.label] for r in self.split_records(split)]
+
+    def class_counts(self, split: str | None = None) -> dict[str, int]:
+        """Usable images per class (all splits, or one), in class order."""
+        counts = collections.Counter(r.label for r in self.usable() if split is None or r.split == split)
+        return {name: counts.get(name, 0) for name in self.classes}
+
+    def split_sizes(self) -> dict[str, int]:
+        counts = collections.Counter(r.split for r in self.usable())
+        return {split: counts.get(split, 0) for split in SPLITS}
+
+    # ----------------------------------------------------------------- report
+    def report(self) -> dict[str, Any]:
+        """What ingest found, as plain JSON-ready data (the CLI's `inspect` and the app show it)."""
+        per_class = {
+            name: {split: 0 for split in SPLITS} | {"total": 0} for name in self.classes
+        }
+        for r in self.usable():
+            per_class[r.label][r.split] += 1
+            per_class[r.label]["total"] += 1
+        formats = collections.Counter(r.format for r in self.usable())
+        return {
+            "source": self.source,
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "num_files": len(self.records),
+            "num_images": len(self.usable()),
+            "counts": per_class,
+            "split_sizes": self.split_sizes(),
+            "user_splits": self.user_splits,
+            "formats": dict(sorted(formats.items())),
+            "converted": sum(1 for r in self.usable() if r.decode_path and r.decode_path != r.path),
+            "quarantined": [{"path": r.path, "label": r.label, "reason": r.reason} for r in self.quarantined()],
+            "warnings": list(self.warnings),
+        }
+
+    def format_report(self) -> str:
+        """The report as text for a terminal."""
+        rep = self.report()
+        lines = [f"source: {rep['source']}"]
+        sizes = rep["split_sizes"]
+        origin = "as given by the data" if rep["user_splits"] else f"stratified, seed {self.seed}"
+        lines.append(
+            f"{rep['num_images']} usable images in {rep['num_classes']} classes "
+            f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; splits {origin})"
+        )
+        width = max(len(c) for c in self.classes) if self.classes else 5
+        lines.append(f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6} {'total':>6}")
+        for name, c in rep["counts"].items():
+            lines.append(f"  {name:<{width}}  {c['train']:>6} {c['val']:>6} {c['test']:>6} {c['total']:>6}")
+        if rep["converted"]:
+            lines.append(f"{rep['converted']} images were converted once to clean 8-bit RGB copies")
+        if rep["quarantined"]:
+            lines.append(f"quarantined {len(rep['quarantined'])} files:")
+            lines.extend(f"  {q['path']}: {q['reason']}" for q in rep["quarantined"])
+        else:
+            lines.append("quarantined: none")
+        for warning in rep["warnings"]:
+            lines.append(f"warning: {warning}")
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": MANIFEST_VERSION,
+            "source": self.source,
+            "classes": list(self.classes),
+            "seed": self.seed,
+            "user_splits": self.user_splits,
+            "warnings": list(self.warnings),
+            "records": [dataclasses.asdict(r) for r in self.records],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        if data.get("version") != MANIFEST_VERSION:
+            raise DataError(
+                f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION}); "
+                "run the ingest again to rebuild it"
+            )
+        fields = {f.name for f in dataclasses.fields(Record)}
+        records = [Record(**{k: v for k, v in r.items() if k in fields}) for r in data["records"]]
+        return cls(
+            source=data["source"],
+            classes=list(data["classes"]),
+            records=records,
+            warnings=list(data.get("warnings", [])),
+            seed=int(data.get("seed", 0)),
+            user_splits=bool(data.get("user_splits", False)),
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the manifest as JSON atomically (temp file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Manifest:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"manifest {path} does not exist; run the ingest first") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"manifest {path} is not valid JSON ({exc}); run the ingest again") from None
+        return cls.from_dict(data)
