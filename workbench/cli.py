@@ -15,6 +15,7 @@ import sys
 # (command name, module under workbench.commands, one-line help). The single list of commands.
 COMMANDS: list[tuple[str, str, str]] = [
     ("variants", "variants", "print the EfficientNet family table (resolution, parameters, FLOPs)"),
+    ("inspect", "inspect", "check a dataset (folder, .zip, tfds:NAME) and print classes, splits and problems"),
 ]
 
 
