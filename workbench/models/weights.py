@@ -8,6 +8,7 @@ does not fit, instead of a silent mis-assignment.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -71,6 +72,11 @@ def load(model, spec: VariantSpec, weights: str | Path) -> None:
     load_weights_file(model, weights, skip=skip)
 
 
+def keras_cache_dir() -> Path:
+    """Keras' cache root, read at call time: $KERAS_HOME, else ~/.keras (as Keras does)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras")
+
+
 def fetch_keras_imagenet(variant: str, include_top: bool) -> Path:
     """Path of the official keras.applications weight file, downloading it if needed.
 
@@ -81,10 +87,13 @@ def fetch_keras_imagenet(variant: str, include_top: bool) -> Path:
 
     file_name = f"efficientnet{variant}{'' if include_top else '_notop'}.h5"
     file_hash = KERAS_WEIGHTS_HASHES[variant][0 if include_top else 1]
-    cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else Path.home() / ".keras") / "models"
+    cache_dir = keras_cache_dir()
+    cache = cache_dir / "models"
     try:
         return Path(
-            keras.utils.get_file(file_name, KERAS_WEIGHTS_URL + file_name, cache_subdir="models", file_hash=file_hash)
+            keras.utils.get_file(
+                file_name, KERAS_WEIGHTS_URL + file_name, cache_dir=str(cache_dir), cache_subdir="models", file_hash=file_hash
+            )
         )
     except Exception as exc:  # offline, proxy, bad hash: all end the same way for the user
         raise WeightsError(
