@@ -1,0 +1,116 @@
+"""Evaluate a trained run on a held-out split: report.json, plots and a terminal summary.
+
+```python
+from workbench.evaluation import evaluate
+report = evaluate("runs/r1")                  # the run's own test split
+report = evaluate("runs/r1", data="new/", split="test")
+```
+
+Images come from `pipelines.make_datasets(...).plain(split)`: the deterministic evaluation path
+(centre crop, no augmentation, manifest order), so row i of the predictions is record i of the split
+and every number can be traced back to a file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from workbench.evaluation.metrics import compute_report, summary_table
+
+__all__ = ["EVAL_SPLITS", "compute_report", "evaluate", "summary_table"]
+
+EVAL_SPLITS = ("train", "val", "test", "all")
+
+
+def _manifest(run, data, eval_dir: Path):
+    from pipelines import Manifest, ingest
+
+    if data is None:
+        if run.manifest_path is None:
+            raise ValueError(
+                f"{run.path}: the run has no manifest.json, so its test split is unknown; pass the data to "
+                "evaluate on with --data"
+            )
+        return Manifest.load(run.manifest_path)
+    # A separate work directory: ingest writes a manifest.json, which must not replace the run's own.
+    manifest = ingest(data, workdir=eval_dir / "data")
+    unknown = sorted(set(manifest.classes) - set(run.class_names))
+    if unknown:
+        raise ValueError(
+            f"{data}: classes {unknown} are not among the model's classes {run.class_names}; evaluate on data "
+            "whose class folders use the names in the run's labels.txt"
+        )
+    return manifest
+
+
+def evaluate(
+    run_dir: str | Path,
+    data=None,
+    split: str = "test",
+    *,
+    top_k: int = 5,
+    batch_size: int = 32,
+    plots: bool = True,
+) -> dict:
+    """Evaluate the run at `run_dir`; write `eval/report.json` and PNG plots; return the report.
+
+    Args:
+        run_dir: a run directory (model.keras, labels.txt, manifest.json).
+        data: None for the run's own manifest, or any data `pipelines.ingest` accepts (folder, .zip,
+            "tfds:NAME"); its class names must be among the run's classes.
+        split: train | val | test | all.
+        top_k: k of the top-k accuracy.
+        batch_size: images per prediction batch.
+        plots: also write confusion_matrix.png, per_class.png and misclassified.png.
+
+    Returns:
+        The report dict: num_examples, accuracy, top_k_accuracy, confusion_matrix (raw and
+        normalised), per_class precision/recall/f1/support, macro/weighted averages, most_confused
+        pairs, misclassified (highest loss first, with file paths), plus run, split and files written.
+    """
+    import numpy as np
+
+    from pipelines import make_datasets
+    from workbench.model_card import write_text_atomic
+    from workbench.model_files import open_run
+
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")
+    run = open_run(run_dir)
+    eval_dir = run.path / "eval"
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    manifest = _manifest(run, data, eval_dir)
+    splits = ("train", "val", "test") if split == "all" else (split,)
+    records = [r for s in splits for r in manifest.split_records(s)]
+    if not records:
+        raise ValueError(
+            f"the {split!r} split of {data or run.manifest_path} has no usable images; "
+            f"split sizes are {manifest.split_sizes()}, pick another --split"
+        )
+    datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
+    probabilities = np.concatenate(
+        [run.model.predict(datasets.plain(s), verbose=0) for s in splits if manifest.split_records(s)], axis=0
+    )
+    index = {name: i for i, name in enumerate(run.class_names)}
+    y_true = [index[r.label] for r in records]
+    report = compute_report(y_true, probabilities, run.class_names, [r.path for r in records], top_k=top_k)
+    report.update(
+        {
+            "run": str(run.path.resolve()),
+            "data": str(data) if data is not None else manifest.source,
+            "split": split,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
+    files = {"report": str(eval_dir / "report.json")}
+    if plots:
+        from workbench.evaluation.plots import plot_confusion_matrix, plot_misclassified, plot_per_class
+
+        files["confusion_matrix"] = str(plot_confusion_matrix(report, eval_dir / "confusion_matrix.png"))
+        files["per_class"] = str(plot_per_class(report, eval_dir / "per_class.png"))
+        files["misclassified"] = str(plot_misclassified(report, eval_dir / "misclassified.png"))
+    report["files"] = files
+    write_text_atomic(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,169 @@
+"""The evaluation report as plain data: confusion matrices, per-class metrics, top-k, worst mistakes.
+
+Everything here is pure NumPy / scikit-learn on arrays (no TensorFlow), so it is cheap to test and the
+numbers in `report.json` come from one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def compute_report(
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    paths: Sequence[str] | None = None,
+    top_k: int = 5,
+    max_pairs: int = 10,
+    max_examples: int = 16,
+) -> dict:
+    """Build the evaluation report from true label indices and predicted probabilities.
+
+    Args:
+        y_true: true class index per example, shape (N,).
+        probabilities: predicted class probabilities, shape (N, C), rows summing to 1.
+        class_names: the C class names in index order (the run's `labels.txt`).
+        paths: the file path of each example (for the misclassified list), or None.
+        top_k: k of the top-k accuracy (clipped to C).
+        max_pairs: how many most-confused (true, predicted) pairs to list.
+        max_examples: how many highest-loss misclassified examples to list.
+
+    Returns:
+        A JSON-serialisable dict (see `evaluate` in this package for the keys).
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    num_classes = len(class_names)
+    if probabilities.ndim != 2 or probabilities.shape != (len(y_true), num_classes):
+        raise ValueError(
+            f"probabilities have shape {probabilities.shape}, expected ({len(y_true)}, {num_classes}) "
+            "(one row per example, one column per class name)"
+        )
+    if len(y_true) == 0:
+        raise ValueError("the evaluation split is empty: there are no images to evaluate")
+    labels = list(range(num_classes))
+    y_pred = probabilities.argmax(axis=1)
+
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    support = matrix.sum(axis=1)
+    # Row-normalised: the share of each true class that went to each predicted class. Rows of
+    # classes absent from the split stay zero instead of dividing by zero.
+    normalised = np.divide(matrix, support[:, None], out=np.zeros(matrix.shape), where=support[:, None] > 0)
+
+    precision, recall, f1, support_sk = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    averages = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+    k = max(1, min(int(top_k), num_classes))
+    if k >= num_classes:
+        top_k_accuracy = 1.0  # every class is in the top k: trivially right.
+    elif num_classes == 2:
+        top_k_accuracy = float(accuracy_score(y_true, y_pred))  # k == 1 here
+    else:
+        top_k_accuracy = float(top_k_accuracy_score(y_true, probabilities, k=k, labels=labels))
+
+    # Cross-entropy of each example: the loss the model was trained on, so "highest loss" means
+    # "most confidently wrong".
+    true_probability = probabilities[np.arange(len(y_true)), y_true]
+    losses = -np.log(np.clip(true_probability, 1e-12, 1.0))
+
+    pairs = []
+    off_diagonal = matrix.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(-off_diagonal, axis=None, kind="stable")
+    for flat in order[:max_pairs]:
+        t, p = np.unravel_index(flat, matrix.shape)
+        count = int(off_diagonal[t, p])
+        if count == 0:
+            break
+        pairs.append(
+            {
+                "true": class_names[t],
+                "predicted": class_names[p],
+                "count": count,
+                "fraction_of_true": float(normalised[t, p]),
+            }
+        )
+
+    wrong = np.flatnonzero(y_pred != y_true)
+    worst = wrong[np.argsort(-losses[wrong], kind="stable")][:max_examples]
+    misclassified = [
+        {
+            "path": None if paths is None else str(paths[i]),
+            "true": class_names[y_true[i]],
+            "predicted": class_names[y_pred[i]],
+            "confidence": float(probabilities[i, y_pred[i]]),
+            "true_probability": float(true_probability[i]),
+            "loss": float(losses[i]),
+        }
+        for i in worst
+    ]
+
+    return {
+        "num_examples": int(len(y_true)),
+        "num_classes": num_classes,
+        "classes": list(class_names),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "top_k": k,
+        "top_k_accuracy": top_k_accuracy,
+        "mean_loss": float(losses.mean()),
+        "confusion_matrix": matrix.tolist(),
+        "confusion_matrix_normalized": normalised.round(6).tolist(),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support_sk[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "macro_avg": averages["macro"],
+        "weighted_avg": averages["weighted"],
+        "most_confused": pairs,
+        "misclassified": misclassified,
+    }
+
+
+def summary_table(report: dict) -> str:
+    """A plain-text table of the per-class metrics and the headline numbers, for the terminal."""
+    names = report["classes"]
+    width = max(10, *(len(n) for n in names))
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    for name in names:
+        row = report["per_class"][name]
+        lines.append(
+            f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}  {row['support']:7d}"
+        )
+    macro = report["macro_avg"]
+    lines.append(
+        f"{'macro avg':<{width}}  {macro['precision']:9.3f}  {macro['recall']:6.3f}  {macro['f1']:5.3f}  "
+        f"{report['num_examples']:7d}"
+    )
+    lines.append("")
+    lines.append(
+        f"top-1 accuracy {report['accuracy']:.4f}   top-{report['top_k']} accuracy {report['top_k_accuracy']:.4f}   "
+        f"mean loss {report['mean_loss']:.4f}   images {report['num_examples']}"
+    )
+    if report["most_confused"]:
+        confused = ", ".join(
+            f"{p['true']}→{p['predicted']} ({p['count']})" for p in report["most_confused"][:5]
+        )
+        lines.append(f"most confused: {confused}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""The model card written beside every export: what the model is, what it was trained and evaluated on.
+
+One dict (`model_card.json`) and its rendering as Markdown (`model_card.md`); both come from the run
+directory (config.yaml, manifest.json, eval/report.json), never from memory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file through a temporary name and a rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    import workbench
+
+    return {
+        "workbench": workbench.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _training_data(run) -> dict | None:
+    if run.manifest_path is None:
+        return None
+    from pipelines.manifest import Manifest
+
+    report = Manifest.load(run.manifest_path).report()
+    return {
+        "source": report["source"],
+        "num_images": report["num_images"],
+        "split_sizes": report["split_sizes"],
+        "images_per_class": {name: counts["total"] for name, counts in report["counts"].items()},
+        "quarantined": len(report["quarantined"]),
+    }
+
+
+def _evaluation(run) -> dict | None:
+    path = run.path / "eval" / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "split": report.get("split"),
+        "num_examples": report["num_examples"],
+        "accuracy": report["accuracy"],
+        "top_k": report["top_k"],
+        "top_k_accuracy": report["top_k_accuracy"],
+        "macro_f1": report["macro_avg"]["f1"],
+        "weighted_f1": report["weighted_avg"]["f1"],
+        "mean_loss": report["mean_loss"],
+    }
+
+
+def build_card(run, *, name: str, format: str, files: list[str], extra: dict | None = None) -> dict:
+    """The model card of one export of `run` (a `workbench.model_files.Run`)."""
+    training = {key: run.config[key] for key in ("weights", "epochs", "fine_tune_epochs", "batch_size", "augment", "seed") if key in run.config}
+    card = {
+        "name": name,
+        "format": format,
+        "files": files,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "variant": run.variant,
+            "resolution": run.resolution,
+            "num_classes": len(run.class_names),
+            "classes": list(run.class_names),
+            "parameters": int(run.model.count_params()),
+            "input": f"RGB images; the model resizes to {run.resolution}x{run.resolution} pixels and normalises internally",
+        },
+        "training": training,
+        "training_data": _training_data(run),
+        "evaluation": _evaluation(run),
+        "source_run": str(run.path.resolve()),
+        "versions": _versions(),
+    }
+    if extra:
+        card.update(extra)
+    return card
+
+
+def _markdown(card: dict) -> str:
+    model = card["model"]
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        f"* Format: `{card['format']}` ({', '.join(card['files'])})",
+        f"* Variant: `{model['variant']}`, input resolution {model['resolution']} px, {model['parameters']:,} parameters",
+        f"* Classes ({model['num_classes']}): {', '.join(model['classes'])}",
+        f"* Input: {model['input']}",
+        f"* Created: {card['created']} from run `{card['source_run']}`",
+        "",
+        "## Training data",
+        "",
+    ]
+    data = card.get("training_data")
+    if data:
+        sizes = data["split_sizes"]
+        lines += [
+            f"* Source: `{data['source']}`",
+            f"* {data['num_images']} images (train {sizes['train']}, val {sizes['val']}, test {sizes['test']}); "
+            f"{data['quarantined']} files quarantined",
+            "* Images per class: " + ", ".join(f"{k} {v}" for k, v in data["images_per_class"].items()),
+        ]
+    else:
+        lines.append("* Not recorded (the run has no manifest.json).")
+    if card.get("training"):
+        lines += ["", "## Training", ""] + [f"* {k}: {v}" for k, v in card["training"].items()]
+    lines += ["", "## Evaluation", ""]
+    metrics = card.get("evaluation")
+    if metrics:
+        lines += [
+            f"* Split `{metrics['split']}`, {metrics['num_examples']} images",
+            f"* Top-1 accuracy {metrics['accuracy']:.4f}, top-{metrics['top_k']} accuracy {metrics['top_k_accuracy']:.4f}",
+            f"* Macro F1 {metrics['macro_f1']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}, mean loss {metrics['mean_loss']:.4f}",
+        ]
+    else:
+        lines.append("* Not evaluated yet: run `workbench evaluate RUN` before exporting to record metrics here.")
+    quantization = card.get("quantization")
+    if quantization:
+        lines += ["", "## Quantization", ""] + [f"* {k}: {v}" for k, v in quantization.items()]
+    if card.get("signatures"):
+        lines += ["", "## Signatures", ""] + [f"* `{k}`: {v}" for k, v in card["signatures"].items()]
+    lines += ["", "## Versions", ""] + [f"* {k} {v}" for k, v in card["versions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(directory: Path, card: dict) -> tuple[Path, Path]:
+    """Write `model_card.json` and `model_card.md` into `directory`."""
+    json_path, md_path = directory / "model_card.json", directory / "model_card.md"
+    write_text_atomic(json_path, json.dumps(card, indent=2) + "\n")
+    write_text_atomic(md_path, _markdown(card))
+    return json_path, md_path
