@@ -1,0 +1,256 @@
+"""Data: choose a dataset (zip upload, local folder, TFDS name or the embedded sample) and show its ingest report."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import streamlit as st
+
+from apps import state
+from apps.state import Dataset
+from workbench.engine.config import RunConfig
+
+SOURCES = ("Embedded sample", "Upload a zip", "Local folder or zip", "TFDS dataset")
+THUMBNAIL_PX = 96
+SAMPLES_PER_CLASS = 6
+
+
+def render() -> None:
+    st.header("1 · Data")
+    st.caption(
+        "Images sorted into one folder per class (`cats/…`, `dogs/…`). Optional `train/`, `val/`, `test/` "
+        "folders above the class folders are kept as given; otherwise the images are split for you."
+    )
+    source = st.radio("Where are your images?", SOURCES, horizontal=True, key="data_source")
+    if source == "Embedded sample":
+        _sample_source()
+    elif source == "Upload a zip":
+        _upload_source()
+    elif source == "Local folder or zip":
+        _folder_source()
+    else:
+        _tfds_source()
+
+    error = state.get("data_error")
+    if error:
+        st.error(error, icon="🚫")
+    dataset = state.dataset()
+    if dataset is not None and not error:
+        render_report(dataset)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+def _sample_source() -> None:
+    st.write("A small set of real photos shipped with workbench: the quickest way to try everything.")
+    if st.button("Use the embedded sample", type="primary", key="data_use_sample"):
+        load(None, "the embedded sample", is_sample=True)
+
+
+def _upload_source() -> None:
+    uploaded = st.file_uploader(
+        "A .zip of class folders", type=["zip"], key="data_upload",
+        help="Each top-level folder in the zip (or under train/ val/ test/) is one class.",
+    )
+    if uploaded is None:
+        return
+    content = uploaded.getvalue()
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    if state.get("data_upload_digest") == digest:
+        return  # this exact file was already ingested; reruns do not repeat the work
+    state.put("data_upload_digest", digest)
+    folder = state.datasets_root() / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / _safe_filename(uploaded.name, default="upload.zip")
+    path.write_bytes(content)
+    load(str(path), f"upload {uploaded.name}")
+
+
+def _folder_source() -> None:
+    with st.form("data_folder_form", border=False):
+        path = st.text_input(
+            "Path on this machine", key="data_folder",
+            placeholder="/home/me/photos  or  /home/me/photos.zip",
+            help="A folder with one sub-folder per class, or a .zip of such a folder.",
+        )
+        submitted = st.form_submit_button("Load folder", type="primary")
+    if submitted:
+        if not path.strip():
+            _fail("Type the path of a folder of class folders (or a .zip), then press Load folder.")
+            return
+        resolved = Path(path.strip()).expanduser()
+        load(str(resolved), str(resolved))
+
+
+def _tfds_source() -> None:
+    with st.form("data_tfds_form", border=False):
+        name = st.text_input(
+            "TensorFlow Datasets name", key="data_tfds", placeholder="tf_flowers",
+            help="Any image classification dataset of tensorflow-datasets. It is downloaded on first use, "
+            "so this machine needs internet access (or the dataset already in ~/tensorflow_datasets).",
+        )
+        submitted = st.form_submit_button("Load dataset", type="primary")
+    if submitted:
+        name = name.strip().removeprefix("tfds:")
+        if not name:
+            _fail("Type a TFDS dataset name such as tf_flowers, then press Load dataset.")
+            return
+        load(f"tfds:{name}", f"TFDS {name}")
+
+
+def _safe_filename(name: str, default: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._")
+    return cleaned or default
+
+
+def _fail(message: str) -> None:
+    state.put("data_error", message)
+    state.put("dataset", None)
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | None:
+    """Ingest `data` (None: the embedded sample), remember it as the chosen dataset, or remember the
+    error for the page to show.
+
+    The split fractions and seed are the training defaults, so the split sizes shown here are the
+    ones training will use. Every failure becomes a message on the page: `DataError` carries the fix
+    in its text; anything else is reported with its type and message, never a traceback.
+    """
+    import shutil
+
+    from pipelines import DataError, ingest
+
+    defaults = RunConfig()
+    key = hashlib.sha256(str(data).encode()).hexdigest()[:16]
+    workdir = state.datasets_root() / "ingest" / key
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh look at the data each time Load is pressed
+    try:
+        with st.spinner(f"Checking every image of {label}…"):
+            fractions = {
+                name: value for name in ("val_fraction", "test_fraction")
+                if (value := getattr(defaults.recipe, name)) is not None
+            }
+            manifest = ingest(data, workdir=workdir, seed=defaults.seed, **fractions)
+    except DataError as exc:
+        _fail(f"{label}: {exc}")
+        return None
+    except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
+        _fail(f"{label}: could not be read ({type(exc).__name__}: {exc}). Check that it is a folder of "
+              "class folders, a .zip of one, or a TFDS image dataset name.")
+        return None
+    dataset = Dataset(
+        data=data, label=label, report=manifest.report(), manifest_path=str(workdir / "manifest.json"),
+        is_sample=is_sample,
+    )
+    state.put("data_error", None)
+    state.put("dataset", dataset)
+    return dataset
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _load_manifest(path: str, mtime: float):
+    from pipelines.manifest import Manifest
+
+    return Manifest.load(path)
+
+
+def manifest_of(dataset: Dataset):
+    path = Path(dataset.manifest_path)
+    return _load_manifest(str(path), path.stat().st_mtime)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def thumbnail(path: str, size: int = THUMBNAIL_PX):
+    """A small RGB copy of the image at `path` (EXIF orientation applied), as a numpy array."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image.thumbnail((size, size))
+        return np.asarray(image)
+
+
+# ---------------------------------------------------------------------------------------------- report
+def render_report(dataset: Dataset) -> None:
+    report = dataset.report
+    sizes = report["split_sizes"]
+    st.success(f"Loaded {dataset.label}: {report['num_images']} usable images in {report['num_classes']} classes.")
+    cols = st.columns(5)
+    cols[0].metric("Classes", report["num_classes"])
+    cols[1].metric("Train", sizes["train"])
+    cols[2].metric("Validation", sizes["val"])
+    cols[3].metric("Test", sizes["test"])
+    cols[4].metric("Quarantined", len(report["quarantined"]))
+    st.caption(
+        "Splits as given by the data." if report.get("user_splits")
+        else "Splits made for you, stratified per class (so every class is in every split)."
+    )
+    for warning in report["warnings"]:
+        st.warning(warning, icon="⚠️")
+
+    st.subheader("Images per class")
+    st.altair_chart(class_count_chart(report), width="stretch")
+
+    st.subheader("Samples")
+    _sample_grid(dataset)
+
+    quarantined = report["quarantined"]
+    with st.expander(f"Quarantined files ({len(quarantined)})", expanded=bool(quarantined) and len(quarantined) <= 20):
+        if quarantined:
+            st.caption("These files are skipped for training; the reason says why.")
+            st.dataframe(quarantined, width="stretch", hide_index=True)
+        else:
+            st.write("None: every file is a readable image.")
+
+    if st.button("Next: choose a model →", key="data_next"):
+        state.go_to("Model")
+        st.rerun()
+
+
+def class_count_chart(report: dict):
+    """A stacked bar chart of usable images per class and split."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [
+        {"class": name, "split": split, "images": counts[split]}
+        for name, counts in report["counts"].items()
+        for split in ("train", "val", "test")
+    ]
+    frame = pd.DataFrame(rows)
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("class:N", sort=list(report["counts"]), title=None),
+            y=alt.Y("sum(images):Q", title="images"),
+            color=alt.Color("split:N", sort=["train", "val", "test"]),
+            order=alt.Order("split_order:Q"),
+            tooltip=["class", "split", "images"],
+        )
+        .transform_calculate(split_order="indexof(['train','val','test'], datum.split)")
+        .properties(height=260)
+    )
+
+
+def _sample_grid(dataset: Dataset) -> None:
+    manifest = manifest_of(dataset)
+    by_class: dict[str, list] = {name: [] for name in manifest.classes}
+    for record in manifest.usable():
+        bucket = by_class[record.label]
+        if len(bucket) < SAMPLES_PER_CLASS:
+            bucket.append(record)
+    for name, records in by_class.items():
+        st.markdown(f"**{name}**")
+        if not records:
+            st.caption("no usable images")
+            continue
+        cols = st.columns(SAMPLES_PER_CLASS)
+        for col, record in zip(cols, records):
+            try:
+                col.image(thumbnail(record.source_path), caption=Path(record.path).name, width="stretch")
+            except OSError:
+                col.caption(f"{Path(record.path).name}: cannot be shown")

@@ -1,0 +1,73 @@
+"""The workbench app: Data → Model → Train → Evaluate → Export, in the browser.
+
+Start it with `workbench app` (or `streamlit run apps/workbench_app.py` from the project root).
+Training runs as a separate `workbench train` process; this page only starts it, tails its events and
+reads what it wrote, so a refresh, a second tab or a closed laptop lid never stops or duplicates a job.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run apps/workbench_app.py` puts apps/ on sys.path, not the project root: add the root so
+# `apps`, `workbench` and `pipelines` import the same way from a source checkout as when installed.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from apps import state  # noqa: E402
+
+
+def sidebar() -> str:
+    """Draw the navigation and the current choices; return the chosen section."""
+    goto = st.session_state.pop("_goto", None)
+    if goto in state.SECTIONS:
+        st.session_state["section"] = goto
+    with st.sidebar:
+        st.title("workbench")
+        st.caption("EfficientNet transfer learning")
+        section = st.radio(
+            "Section", state.SECTIONS, key="section",
+            format_func=lambda name: f"{state.SECTIONS.index(name) + 1}. {name}",
+        )
+        st.divider()
+        _summary()
+    return section
+
+
+def _summary() -> None:
+    from apps import jobs, runs
+
+    dataset = state.dataset()
+    st.markdown(f"**Data:** {dataset.label if dataset else '—'}")
+    st.markdown(f"**Model:** {state.get('variant') or '—'}")
+    live = jobs.live_job(state.runs_root())
+    if live is not None:
+        st.markdown(f"**Training:** `{live.name}` running")
+    else:
+        selected = runs.selected_run()
+        st.markdown(f"**Run:** `{selected.name}`" if selected else "**Run:** —")
+
+
+def main() -> None:
+    st.set_page_config(page_title="workbench", page_icon="🧪", layout="wide")
+    section = sidebar()
+    # Imported when drawn: each section pulls in only what it needs (TensorFlow only where a model is used).
+    if section == "Data":
+        from apps import data_section as page
+    elif section == "Model":
+        from apps import model_section as page
+    elif section == "Train":
+        from apps import train_section as page
+    elif section == "Evaluate":
+        from apps import evaluate_section as page
+    else:
+        from apps import export_section as page
+    page.render()
+
+
+if __name__ == "__main__":
+    main()
