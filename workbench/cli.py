@@ -16,6 +16,7 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("variants", "variants", "print the EfficientNet family table (resolution, parameters, FLOPs)"),
     ("inspect", "inspect", "check a dataset (folder, .zip, tfds:NAME) and print classes, splits and problems"),
+    ("app", "app", "start the Streamlit workbench app in the browser (Data, Model, Train, Evaluate, Export)"),
 ]
 
 
