@@ -91,10 +91,29 @@ def build_config(values: dict[str, Any], run_dir: Path) -> RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------- start
-def start(values: dict[str, Any]) -> None:
-    """Validate the config and start `workbench train` for it in a new run directory."""
-    from workbench.engine.cli_args import config_to_argv
+def config_flags(config: RunConfig) -> list[str]:
+    """`config` as `workbench train` flags, read off that command's own parser (so the spelling of every
+    flag has one source). DATA and --run-dir are left to `jobs.train_command`. An empty option whose
+    default is empty is left out; one whose default is not (weights) is passed as `none`."""
+    import argparse
 
+    from workbench.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    flag_of = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    argv: list[str] = []
+    for path, field, value, _tp in iter_fields(config):
+        if path in ("data", "run_dir") or (value is None and field.default is None):
+            continue
+        argv += [flag_of[path], "none" if value is None else str(value)]
+    return argv
+
+
+def start(values: dict[str, Any]) -> None:
+    """Validate the config and start `workbench train` for it in a new run directory.
+
+    The app evaluates and exports from its own sections, so the job only trains."""
     variant = state.get("variant") or RunConfig().variant
     run_dir = state.runs_root() / jobs.new_run_id(variant)
     try:
@@ -102,7 +121,7 @@ def start(values: dict[str, Any]) -> None:
     except ValueError as exc:
         st.error(f"Cannot start: {exc}", icon="🚫")
         return
-    argv = jobs.train_command(None, run_dir, config_to_argv(config))
+    argv = jobs.train_command(config.data, run_dir, [*config_flags(config), "--no-evaluate", "--no-export"])
     try:
         jobs.launch(argv, run_dir, state.runs_root())
     except jobs.JobAlreadyRunning as exc:
