@@ -1,0 +1,246 @@
+"""Evaluate: confusion matrix, per-class metrics, worst mistakes, Grad-CAM and a try-it box for one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from apps import runs, state
+
+EVAL_SPLITS = ("test", "val", "train", "all")
+GALLERY_COLUMNS = 6
+TOP_K = 5
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def load_run(run_dir: str, model_mtime: float):
+    """The run's Keras model, labels and resolution, loaded once per model file (mtime keys a retrain)."""
+    from workbench.model_files import open_run
+
+    return open_run(run_dir)
+
+
+def cached_run(run_dir: Path):
+    info = runs.run_info(run_dir)
+    return load_run(str(run_dir), info.model_path.stat().st_mtime)
+
+
+def report_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "eval" / "report.json"
+
+
+def read_report(run_dir: Path) -> dict | None:
+    """The run's evaluation report, if there is one at least as new as its model."""
+    path = report_path(run_dir)
+    model = Path(run_dir) / "model.keras"
+    if not path.is_file() or (model.is_file() and path.stat().st_mtime < model.stat().st_mtime):
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None
+
+
+def run_evaluation(run_dir: Path, split: str) -> dict | None:
+    """Evaluate in this process (inference only, no training); errors become a message."""
+    from workbench.evaluation import evaluate
+
+    try:
+        with st.spinner(f"Evaluating `{run_dir.name}` on its {split} split…"):
+            return evaluate(run_dir, split=split)
+    except ValueError as exc:
+        st.error(f"Evaluation failed: {exc}", icon="🚫")
+    except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
+        st.error(f"Evaluation failed ({type(exc).__name__}): {exc}", icon="🚫")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- charts
+def confusion_frame(report: dict, normalised: bool):
+    import pandas as pd
+
+    classes = report["classes"]
+    raw = report["confusion_matrix"]
+    norm = report["confusion_matrix_normalized"]
+    rows = []
+    for t, true_name in enumerate(classes):
+        for p, predicted_name in enumerate(classes):
+            rows.append({
+                "true": true_name, "predicted": predicted_name, "count": raw[t][p],
+                "share of true class": norm[t][p], "value": norm[t][p] if normalised else raw[t][p],
+            })
+    return pd.DataFrame(rows)
+
+
+def confusion_chart(report: dict, normalised: bool):
+    """Heatmap of true (rows) × predicted (columns) with the value in every cell and a tooltip."""
+    import altair as alt
+
+    classes = report["classes"]
+    frame = confusion_frame(report, normalised)
+    size = max(28, min(60, 480 // max(1, len(classes))))
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", sort=classes, title="predicted class"),
+        y=alt.Y("true:N", sort=classes, title="true class"),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color("value:Q", scale=alt.Scale(scheme="blues"),
+                        title="share" if normalised else "images"),
+        tooltip=["true", "predicted", "count", alt.Tooltip("share of true class:Q", format=".1%")],
+    )
+    fmt = ".0%" if normalised else "d"
+    text = base.mark_text(fontSize=12).encode(
+        text=alt.Text("value:Q", format=fmt),
+        color=alt.condition(alt.datum.value > frame["value"].max() / 2, alt.value("white"), alt.value("black")),
+    )
+    return (cells + text).properties(width=size * len(classes), height=size * len(classes))
+
+
+# ---------------------------------------------------------------------------------------------- page
+def render() -> None:
+    st.header("4 · Evaluate")
+    candidates = [info for info in runs.list_runs() if info.has_model and info.status != "running"]
+    if not candidates:
+        st.info("No trained model yet: train one in **3 · Train** (or wait for the running job to finish).", icon="👈")
+        return
+    names = [info.name for info in candidates]
+    selected = runs.selected_run()
+    index = names.index(selected.name) if selected is not None and selected.name in names else 0
+    name = st.selectbox("Run", names, index=index, key="eval_run")
+    run_dir = state.runs_root() / name
+    runs.select(run_dir)
+
+    report = read_report(run_dir)
+    cols = st.columns([1, 1, 3])
+    split = cols[0].selectbox("Split", EVAL_SPLITS, key="eval_split",
+                              help="test: images never used in training or model selection (the honest number).")
+    again = cols[1].button("Evaluate", key="eval_go", help="Run the model over the chosen split again.")
+    # A finished run is evaluated on first view, once; after that only when asked.
+    if again or (report is None and not state.get(f"eval_failed_{name}")):
+        report = run_evaluation(run_dir, split)
+        state.put(f"eval_failed_{name}", report is None)
+    if report is None:
+        return
+    if report["split"] != split:
+        cols[2].caption(f"Showing the {report['split']} split; press Evaluate for the {split} split.")
+
+    st.caption(f"{report['num_examples']} images of the {report['split']} split · evaluated {report.get('created', '')}")
+    metrics = st.columns(4)
+    metrics[0].metric("Accuracy", f"{report['accuracy']:.1%}")
+    metrics[1].metric(f"Top-{report['top_k']} accuracy", f"{report['top_k_accuracy']:.1%}")
+    metrics[2].metric("Macro F1", f"{report['macro_avg']['f1']:.3f}")
+    metrics[3].metric("Mean loss", f"{report['mean_loss']:.3f}")
+
+    st.subheader("Confusion matrix")
+    mode = st.radio("Show", ("raw counts", "normalised by true class"), horizontal=True, key="eval_cm_mode")
+    st.altair_chart(confusion_chart(report, normalised=mode != "raw counts"), key="confusion_matrix")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Per class")
+        st.dataframe(per_class_rows(report), hide_index=True, width="stretch")
+    with right:
+        st.subheader("Most confused")
+        pairs = report["most_confused"]
+        if pairs:
+            st.dataframe([{"true": p["true"], "predicted as": p["predicted"], "images": p["count"],
+                           "share of true class": f"{p['fraction_of_true']:.0%}"} for p in pairs],
+                         hide_index=True, width="stretch")
+        else:
+            st.write("No confusions: every image was classified correctly.")
+
+    _misclassified(report)
+    run = cached_run(run_dir)
+    _grad_cam(run, report, run_dir)
+    _try_it(run)
+
+
+def per_class_rows(report: dict) -> list[dict]:
+    return [{"class": name, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
+             "F1": round(m["f1"], 3), "images": m["support"]} for name, m in report["per_class"].items()]
+
+
+def _misclassified(report: dict) -> None:
+    from apps.data_section import thumbnail
+
+    wrong = report["misclassified"]
+    st.subheader(f"Misclassified ({len(wrong)} shown, most confident mistakes first)")
+    if not wrong:
+        st.write("None.")
+        return
+    cols = st.columns(GALLERY_COLUMNS)
+    for i, item in enumerate(wrong):
+        caption = f"true {item['true']} → {item['predicted']} ({item['confidence']:.0%})"
+        with cols[i % GALLERY_COLUMNS]:
+            try:
+                st.image(thumbnail(item["path"], 128), caption=caption, width="stretch")
+            except (OSError, TypeError):
+                st.caption(f"{Path(str(item['path'])).name}: {caption}")
+
+
+def _split_images(run_dir: Path, split: str) -> list:
+    from pipelines import Manifest
+
+    manifest = Manifest.load(Path(run_dir) / "manifest.json")
+    splits = ("train", "val", "test") if split == "all" else (split,)
+    return [r for s in splits for r in manifest.split_records(s)]
+
+
+def _grad_cam(run, report: dict, run_dir: Path) -> None:
+    import numpy as np
+
+    from workbench.explain import grad_cam, overlay
+    from workbench.imaging import load_files
+
+    st.subheader("Grad-CAM: where the model looked")
+    try:
+        records = _split_images(run_dir, report["split"])
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    if not records:
+        return
+    wrong_paths = [m["path"] for m in report["misclassified"]]
+    paths = wrong_paths + [r.path for r in records if r.path not in wrong_paths]
+    labels = {r.path: r.label for r in records}
+    cols = st.columns([2, 1])
+    path = cols[0].selectbox("Image", paths, key="eval_cam_image",
+                             format_func=lambda p: f"{labels.get(p, '?')} / {Path(p).name}"
+                             + ("  (misclassified)" if p in wrong_paths else ""))
+    target = cols[1].selectbox("Explain class", ["predicted class", *run.class_names], key="eval_cam_class")
+    record = next((r for r in records if r.path == path), None)
+    pixels = load_files([record.source_path if record else path], run.resolution)[0]
+    class_index = None if target == "predicted class" else run.class_names.index(target)
+    heatmap, class_index, probabilities = grad_cam(run.model, pixels, class_index)
+    image = pixels.astype(np.uint8)
+    predicted = run.class_names[int(np.argmax(probabilities))]
+    left, right = st.columns(2)
+    left.image(image, caption=f"true {labels.get(path, '?')} · predicted {predicted} "
+               f"({float(np.max(probabilities)):.0%})", width="stretch")
+    right.image(overlay(image, heatmap), caption=f"Grad-CAM for {run.class_names[class_index]} "
+                f"(probability {float(probabilities[class_index]):.0%})", width="stretch")
+
+
+def _try_it(run) -> None:
+    import numpy as np
+
+    from workbench.imaging import preprocess_bytes
+
+    st.subheader("Try it")
+    uploaded = st.file_uploader("An image to classify", type=["jpg", "jpeg", "png", "gif", "bmp"], key="eval_try")
+    if uploaded is None:
+        return
+    try:
+        pixels = preprocess_bytes(uploaded.getvalue(), run.resolution).numpy()
+    except Exception:  # noqa: BLE001 - TensorFlow's decode error is cryptic; say what to do instead
+        st.error(f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.", icon="🚫")
+        return
+    probabilities = run.model.predict(pixels[None], verbose=0)[0]
+    order = np.argsort(-probabilities, kind="stable")[: min(TOP_K, len(run.class_names))]
+    left, right = st.columns([1, 2])
+    left.image(pixels.astype(np.uint8), caption=uploaded.name, width="stretch")
+    right.dataframe([{"class": run.class_names[i], "probability": f"{probabilities[i]:.1%}"} for i in order],
+                    hide_index=True, width="stretch")
+    right.success(f"Prediction: **{run.class_names[order[0]]}** ({probabilities[order[0]]:.0%})")
