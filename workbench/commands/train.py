@@ -1,0 +1,115 @@
+"""`workbench train [DATA]`: fine-tune a variant, then evaluate and export the run.
+
+The flags are generated from `RunConfig` (workbench.engine.config): its help texts, choices and
+defaults are the single source of truth. Nested options take their leaf name
+(`recipe.learning_rate` -> `--learning-rate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_EXPORT_DEFAULT = "savedmodel"
+
+
+def _flag(path: str) -> str:
+    return "--" + path.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from workbench.engine.config import iter_fields
+
+    for path, field, default, _ in iter_fields():
+        help_text = field.metadata["help"] + (f" (default: {default})" if default is not None else "")
+        kwargs = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+        if "choices" in field.metadata:
+            kwargs["choices"] = field.metadata["choices"]
+        if path == "data":
+            parser.add_argument("data", nargs="?", metavar="DATA", **kwargs)
+        else:
+            if "choices" not in kwargs:
+                kwargs["metavar"] = path.rsplit(".", 1)[-1].upper()
+            parser.add_argument(_flag(path), dest=path, **kwargs)
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue runs/<id> from its last completed epoch, with its saved config")
+    parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
+    parser.add_argument("--no-export", action="store_true", help="skip the export after training")
+    parser.add_argument("--export-format", default=_EXPORT_DEFAULT,
+                        help="export format after training (savedmodel, keras, tflite, tflite-fp16, tflite-int8)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output, only the final lines")
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from workbench.engine.config import iter_fields
+
+    return {path: getattr(args, path) for path, *_ in iter_fields() if hasattr(args, path)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.engine.config import RunConfig, with_overrides
+
+    overrides = _overrides(args)
+    try:
+        if args.resume:
+            if overrides:
+                raise ValueError(
+                    f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
+                    f"(or edit {args.resume}/config.yaml)")
+        else:
+            config = with_overrides(RunConfig(), overrides).validate()
+    except ValueError as exc:
+        print(f"workbench train: {exc}", file=sys.stderr)
+        return 2
+
+    from pipelines import DataError
+
+    from workbench.engine.progress import ProgressPrinter
+    from workbench.engine.recipe import TrainingError, fine_tune, resume
+
+    listeners = [] if args.quiet else [ProgressPrinter()]
+    try:
+        result = resume(args.resume, listeners=listeners) if args.resume else fine_tune(config, listeners=listeners)
+    except (ValueError, DataError, TrainingError) as exc:
+        print(f"workbench train: {exc}", file=sys.stderr)
+        return 1
+
+    best = "n/a" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
+    print(f"run: {result.run_dir}")
+    print(f"best val accuracy: {best}" + (" (stopped early by STOP file)" if result.stopped else ""))
+    if result.model_path is None:
+        return 0
+    if not args.no_evaluate:
+        if (code := _evaluate(result.run_dir)) != 0:
+            return code
+    if not args.no_export:
+        return _export(result.run_dir, args.export_format)
+    return 0
+
+
+def _evaluate(run_dir) -> int:
+    from workbench.evaluation import evaluate
+
+    try:
+        report = evaluate(run_dir)
+    except ValueError as exc:
+        print(f"workbench train: evaluation failed: {exc}", file=sys.stderr)
+        return 1
+    accuracy = report.get("accuracy") if isinstance(report, dict) else None
+    if accuracy is not None:
+        print(f"test accuracy: {accuracy:.4f} (report: {run_dir}/eval/report.json)")
+    else:
+        print(f"evaluation: {run_dir}/eval/report.json")
+    return 0
+
+
+def _export(run_dir, export_format: str) -> int:
+    from workbench.export import export
+
+    try:
+        path = export(run_dir, export_format)
+    except ValueError as exc:
+        print(f"workbench train: export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported ({export_format}): {path}")
+    return 0

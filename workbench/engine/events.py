@@ -1,0 +1,168 @@
+"""The run event log, `runs/<id>/events.jsonl`: the single source of truth for its format.
+
+One JSON object per line, appended and flushed as it happens, never rewritten. Every event
+has `"type"` and `"time"` (Unix seconds). Types and their fields:
+
+* `phase`: `phase` (1 or 2), `name`, `epochs` (and `start_epoch`, `resumed` when a run resumes)
+* `batch`: `phase`, `epoch`, `step`, `steps`, `loss`, `accuracy`, `images_per_s`, `eta_s`
+* `epoch`: `phase`, `epoch`, `loss`, `accuracy`, `val_loss`, `val_accuracy`, `images_per_s`, `eta_s`
+* `done`: `run_dir`, `best_val_accuracy`, `model_path` (and `stopped` when a STOP file ended it)
+* `error`: `message`
+* `trial`: written by hyper-parameter search
+
+`epoch` and `step` count from 1. Writers may add fields; readers ignore what they do not know.
+The reader is tolerant: a torn last line (a writer killed mid-write) or a garbled line is
+skipped, so the app can tail a live or crashed run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+EVENT_TYPES = ("phase", "batch", "epoch", "done", "error", "trial")
+EVENTS_FILE = "events.jsonl"
+
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "phase": ("phase", "name", "epochs"),
+    "batch": ("phase", "epoch", "step", "steps", "loss", "accuracy", "images_per_s", "eta_s"),
+    "epoch": ("phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "images_per_s", "eta_s"),
+    "done": ("run_dir", "best_val_accuracy", "model_path"),
+    "error": ("message",),
+    "trial": (),
+}
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Inf: write them as null so every line stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy / tensor scalars
+        return _clean(value.item())
+    return value
+
+
+class EventWriter:
+    """Appends events to `path`. `listeners` (callables taking the event dict) see each event
+    as it is written; the CLI's progress bar is one."""
+
+    def __init__(self, path: str | Path, listeners: Iterable[Callable[[dict], None]] = ()):
+        self.path = Path(path)
+        self.listeners = list(listeners)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def emit(self, type: str, **fields: Any) -> dict:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}; known types: {', '.join(EVENT_TYPES)}")
+        missing = [f for f in REQUIRED_FIELDS[type] if f not in fields]
+        if missing:
+            raise ValueError(f"{type} event lacks {', '.join(missing)}")
+        event = {"type": type, "time": round(time.time(), 3)}
+        event.update({k: _clean(v) for k, v in fields.items()})
+        line = json.dumps(event, separators=(",", ":")) + "\n"
+        # One write per line on an O_APPEND descriptor, flushed at once: a reader never sees
+        # half of a line unless the process dies inside this write.
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def phase(self, phase: int, name: str, epochs: int, **extra: Any) -> dict:
+        return self.emit("phase", phase=phase, name=name, epochs=epochs, **extra)
+
+    def batch(self, **fields: Any) -> dict:
+        return self.emit("batch", **fields)
+
+    def epoch(self, **fields: Any) -> dict:
+        return self.emit("epoch", **fields)
+
+    def done(self, run_dir: str | Path, best_val_accuracy: float | None, model_path: str | Path | None,
+             **extra: Any) -> dict:
+        return self.emit("done", run_dir=str(run_dir), best_val_accuracy=best_val_accuracy,
+                         model_path=None if model_path is None else str(model_path), **extra)
+
+    def error(self, message: str, **extra: Any) -> dict:
+        return self.emit("error", message=message, **extra)
+
+
+def parse_events(text: str) -> list[dict]:
+    """Parse JSON lines, skipping blank, torn or garbled lines and objects without a type."""
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("type"), str):
+            events.append(event)
+    return events
+
+
+def read_events(run_dir_or_file: str | Path) -> list[dict]:
+    """All readable events of a run directory (or an events file); [] when there are none yet."""
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / EVENTS_FILE
+    try:
+        return parse_events(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return []
+
+
+def tail_events(run_dir_or_file: str | Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Events appended since byte `offset`, and the offset to pass next time.
+
+    Only complete lines are consumed: a line still being written is left for the next call.
+    """
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / EVENTS_FILE
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    complete = chunk[: end + 1]
+    return parse_events(complete.decode("utf-8", errors="replace")), offset + len(complete)
+
+
+def summarize(events: list[dict]) -> dict:
+    """Where a run stands, from its events: the last phase/epoch/batch, best val accuracy,
+    and `status` in `running | done | error`."""
+    status = "running"
+    summary: dict[str, Any] = {"best_val_accuracy": None, "phase": None, "epoch": None,
+                               "batch": None, "error": None, "done": None}
+    for event in events:
+        kind = event["type"]
+        if kind == "phase":
+            summary["phase"] = event
+        elif kind == "batch":
+            summary["batch"] = event
+        elif kind == "epoch":
+            summary["epoch"] = event
+            acc = event.get("val_accuracy")
+            if isinstance(acc, (int, float)) and (
+                summary["best_val_accuracy"] is None or acc > summary["best_val_accuracy"]
+            ):
+                summary["best_val_accuracy"] = acc
+        elif kind == "done":
+            status, summary["done"] = "done", event
+            if event.get("best_val_accuracy") is not None:
+                summary["best_val_accuracy"] = event["best_val_accuracy"]
+        elif kind == "error":
+            status, summary["error"] = "error", event
+    summary["status"] = status
+    return summary
+

@@ -1,0 +1,476 @@
+"""`fine_tune(config)`: the two-phase transfer-learning recipe, resumable, under a precision
+policy and a distribution strategy.
+
+The whole recipe, in the order it runs:
+
+1. ingest the data (every file checked once, stratified splits) into the run directory;
+2. build the variant with ImageNet weights and a fresh head for the dataset's classes;
+3. **phase 1**: backbone frozen, head only. Without pixel augmentation the backbone's pooled
+   features are computed once and the head trains on them (epochs cost milliseconds);
+4. **phase 2**: the best phase-1 weights, the top `unfreeze_blocks` blocks unfrozen (whole
+   blocks; BatchNorm stays frozen, in inference mode), a 10x lower learning rate;
+5. the best epoch of either phase (by validation accuracy) becomes `model.keras`.
+
+Both phases use AdamW with linear warmup then cosine decay, label-smoothed cross-entropy,
+class weights when the classes are imbalanced, early stopping, and a checkpoint after every
+epoch so `resume(run_dir)` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
+from workbench.engine.events import EVENTS_FILE, EventWriter, read_events
+from workbench.engine.strategy import strategy_label
+from workbench.engine.rundir import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    STOP_FILE,
+    atomic_path,
+    create_run_dir,
+    pid_file,
+    stop_requested,
+    write_labels,
+)
+
+# Imbalance above which `class_weights=auto` weights the loss (largest / smallest class count).
+IMBALANCE_RATIO = 1.5
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (the loss diverged, say); the message says what to do."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `fine_tune` returns; everything is also on disk in `run_dir`."""
+
+    run_dir: Path
+    best_val_accuracy: float | None
+    model_path: Path | None
+    stopped: bool = False                 # a STOP file ended the run early
+    best_phase: int | None = None
+    best_epoch: int | None = None
+    precision: str = "float32"
+    strategy: str = "default"
+    replicas: int = 1
+    global_batch_size: int = 0
+    cached_features: bool = False
+    seconds: float = 0.0
+
+
+class _NullWriter:
+    """Events of non-chief workers go nowhere: the chief writes the run."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: {}
+
+
+def fine_tune(config: RunConfig | dict | None = None, *,
+              listeners: Iterable[Callable[[dict], None]] = ()) -> RunResult:
+    """Train a new run. `config` is a RunConfig or a dict for `RunConfig.from_dict`.
+
+    `listeners` receive every event as it is written (the CLI's progress bar is one).
+    Raises `ValueError` (bad config or data; `pipelines.DataError` is one) or `TrainingError`;
+    either is also written to `events.jsonl` as an `error` event once the run directory exists.
+    """
+    if config is None:
+        config = RunConfig()
+    elif isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    config.validate()
+    return _Run(config, listeners=listeners).start()
+
+
+def resume(run_dir: str | Path, *, listeners: Iterable[Callable[[dict], None]] = ()) -> RunResult:
+    """Continue a run from its last completed epoch (weights, optimizer state and phase)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); give runs/<run-id>")
+    config = RunConfig.load(run_dir / CONFIG_FILE).validate()
+    return _Run(config, listeners=listeners, resume_dir=run_dir).start()
+
+
+class _Run:
+    def __init__(self, config: RunConfig, *, listeners=(), resume_dir: Path | None = None):
+        self.config = config
+        self.listeners = list(listeners)
+        self.resume_dir = resume_dir
+
+    # ------------------------------------------------------------------ set-up
+    def start(self) -> RunResult:
+        import keras
+
+        from workbench.engine.precision import precision_policy
+        from workbench.engine.strategy import is_chief, resolve_strategy
+
+        started = time.perf_counter()
+        # The strategy first: MultiWorkerMirroredStrategy must exist before other TF ops run.
+        self.strategy = resolve_strategy(self.config.strategy)
+        self.chief = is_chief(self.strategy)
+        if self.resume_dir is not None:
+            self.run_dir = self.resume_dir
+        elif self.chief:
+            self.run_dir = create_run_dir(self.config.out, self.config.variant, self.config.run_dir)
+        else:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="workbench-worker-"))
+        scratch = None if self.chief else self.run_dir
+        if self.chief:
+            self.writer = EventWriter(self.run_dir / EVENTS_FILE, self.listeners)
+        else:
+            self.writer = _NullWriter()
+        try:
+            with pid_file(self.run_dir) if self.chief else contextlib.nullcontext(), \
+                    precision_policy(self.config.precision) as policy:
+                self.policy = policy
+                keras.utils.set_random_seed(self.config.seed)
+                try:
+                    result = self._train()
+                except (ValueError, TrainingError) as exc:
+                    self.writer.error(message=str(exc))
+                    raise
+                except Exception as exc:  # unexpected: still leave a readable trace in the run
+                    self.writer.error(message=f"{type(exc).__name__}: {exc}")
+                    raise
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _train(self) -> RunResult:
+        from workbench.engine.callbacks import TrainState
+
+        config, run_dir = self.config, self.run_dir
+        resuming = self.resume_dir is not None
+        if resuming:
+            (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP that ended the last attempt
+            self.state = TrainState.load(run_dir) or TrainState()
+            done = [e for e in read_events(run_dir) if e["type"] == "done"]
+            if done and (run_dir / MODEL_FILE).exists():
+                raise ValueError(f"run {run_dir} is already complete ({MODEL_FILE} is there); "
+                                 "start a new run instead of resuming")
+        else:
+            self.state = TrainState()
+            if self.chief:
+                config.save(run_dir / CONFIG_FILE)
+
+        self.manifest = self._load_data(resuming)
+        if self.chief:
+            write_labels(run_dir, self.manifest.classes)
+        self.image_size = config.image_size or (
+            SAMPLE_IMAGE_SIZE if config.data is None else self._spec().resolution
+        )
+        self.replicas = int(self.strategy.num_replicas_in_sync)
+        self.global_batch = config.batch_size * self.replicas
+        self.class_weight = self._class_weight()
+        self.datasets = self._datasets()
+        self.best_holder: dict[str, Any] = {}
+
+        with self.strategy.scope():
+            self.model = self._build_model()
+        if self.state.best_weights and (run_dir / CHECKPOINTS_DIR / self.state.best_weights).exists():
+            self.model.load_weights(run_dir / CHECKPOINTS_DIR / self.state.best_weights)
+            self.best_holder["weights"] = self.model.get_weights()
+
+        stopped = False
+        if self.state.phase == 1 and not self.state.phase_done:
+            stopped = self._phase1()
+        if not stopped and config.fine_tune_epochs > 0 and not (self.state.phase == 2 and self.state.phase_done):
+            stopped = self._phase2()
+        return self._finish(stopped)
+
+    def _spec(self):
+        from workbench.models import get_variant
+
+        return get_variant(self.config.variant)
+
+    def _load_data(self, resuming: bool):
+        from pipelines import Manifest, ingest
+
+        if resuming:
+            path = self.run_dir / MANIFEST_FILE
+            if not path.exists():
+                raise ValueError(f"{path} is missing, so the run cannot resume on the same data; start a new run")
+            return Manifest.load(path)
+        overrides = {"seed": self.config.seed}
+        if self.config.recipe.val_fraction is not None:
+            overrides["val_fraction"] = self.config.recipe.val_fraction
+        if self.config.recipe.test_fraction is not None:
+            overrides["test_fraction"] = self.config.recipe.test_fraction
+        manifest = ingest(self.config.data, workdir=self.run_dir, **overrides)
+        sizes = manifest.split_sizes()
+        if sizes["train"] == 0 or sizes["val"] == 0:
+            raise ValueError(
+                f"{manifest.source} gives {sizes['train']} training and {sizes['val']} validation "
+                "images; training needs both: add images (a few per class at least) or change "
+                "--val-fraction"
+            )
+        return manifest
+
+    def _class_weight(self) -> dict[int, float] | None:
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        mode = self.config.recipe.class_weights
+        counts = self.manifest.class_counts("train")
+        present = {c: n for c, n in counts.items() if n > 0}
+        if mode == "none" or len(present) < 2:
+            return None
+        if mode == "auto" and max(present.values()) <= IMBALANCE_RATIO * min(present.values()):
+            return None
+        labels = np.asarray(self.manifest.split_labels("train"))
+        classes = np.unique(labels)
+        weights = compute_class_weight("balanced", classes=classes, y=labels)
+        return {int(c): float(w) for c, w in zip(classes, weights)}
+
+    def _datasets(self):
+        from pipelines import make_datasets
+
+        from workbench.engine.strategy import with_sharding_policy
+
+        from workbench.engine.strategy import shard_policy_name
+
+        ds = make_datasets(self.manifest, image_size=self.image_size, batch_size=self.global_batch,
+                           augment=self.config.augment, seed=self.config.seed,
+                           shard_policy=shard_policy_name(self.strategy))
+        self.shard = lambda d: with_sharding_policy(d, self.strategy)
+        return ds
+
+    def _use_cache(self) -> bool:
+        mode = self.config.recipe.cache_features
+        return mode == "on" or (mode == "auto" and self.config.augment == "none")
+
+    def _build_model(self):
+        from workbench.models import build_model
+
+        weights = self.config.weights
+        if isinstance(weights, str) and weights.lower() == "none":
+            weights = None
+        model = build_model(self.config.variant, num_classes=len(self.manifest.classes), weights=weights,
+                            input_shape=(self.image_size, self.image_size, 3), dropout=self.config.recipe.dropout)
+        if weights is None or str(weights) == "imagenet":
+            # A new head starts at zero (as in BiT, Kolesnikov et al. 2020): the first loss is ln(C).
+            # The keras.applications initialiser (fan_out scaling, made for 1000 classes) gives a
+            # few-class head weights of +-0.6 and first-epoch losses above 10 on pooled features.
+            head = model.get_layer("predictions")
+            for variable in head.weights:
+                variable.assign(np.zeros(variable.shape, variable.dtype))
+        return model
+
+    def _set_trainable(self, phase: int) -> list[str]:
+        """Freeze for `phase`; frozen blocks also stop their stochastic depth (a frozen block must
+        compute what the cached features hold: Keras freezes BatchNorm's statistics with
+        `trainable=False`, but a frozen Dropout still drops in training mode)."""
+        import keras
+
+        from workbench.models.surgery import block_of, freeze_backbone, unfreeze_top_blocks
+
+        if phase == 1:
+            freeze_backbone(self.model)
+            unfrozen: list[str] = []
+        else:
+            unfrozen = unfreeze_top_blocks(self.model, self.config.recipe.unfreeze_blocks)
+        if not hasattr(self, "_drop_rates"):
+            self._drop_rates = {layer.name: layer.rate for layer in self.model.layers
+                                if isinstance(layer, keras.layers.Dropout) and block_of(layer.name) is not None}
+        for layer in self.model.layers:
+            if layer.name in self._drop_rates:
+                layer.rate = self._drop_rates[layer.name] if block_of(layer.name) in unfrozen else 0.0
+        return unfrozen
+
+    def _restore_drop_rates(self) -> None:
+        for name, rate in getattr(self, "_drop_rates", {}).items():
+            self.model.get_layer(name).rate = rate
+
+    # ------------------------------------------------------------------ phases
+    def _optimizer(self, learning_rate: float, total_steps: int):
+        import keras
+
+        from workbench.engine.precision import wrap_optimizer
+
+        warmup = int(self.config.recipe.warmup_fraction * total_steps)
+        if warmup > 0:
+            schedule = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=0.0, decay_steps=max(total_steps - warmup, 1),
+                warmup_target=learning_rate, warmup_steps=warmup)
+        else:
+            schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(total_steps, 1))
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=self.config.recipe.weight_decay)
+        return wrap_optimizer(optimizer, self.policy)
+
+    def _compile(self, model, learning_rate: float, epochs: int, steps: int):
+        import keras
+
+        with self.strategy.scope():
+            optimizer = self._optimizer(learning_rate, epochs * steps)
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.config.recipe.label_smoothing),
+                metrics=["accuracy"],
+            )
+        return optimizer
+
+    def _steps(self, num_images: int) -> int:
+        return max(1, math.ceil(num_images / self.global_batch))
+
+    def _phase_event(self, phase: int, name: str, epochs: int, **extra):
+        resumed = self.resume_dir is not None and self.state.phase == phase and self.state.epochs_done > 0
+        self.writer.phase(
+            phase=phase, name=name, epochs=epochs, start_epoch=self.state.epochs_done + 1 if resumed else 1,
+            resumed=resumed, strategy=strategy_label(self.strategy), replicas=self.replicas,
+            batch_size=self.config.batch_size, global_batch_size=self.global_batch, precision=self.policy,
+            image_size=self.image_size, num_train=self.manifest.split_sizes()["train"],
+            num_val=self.manifest.split_sizes()["val"], **extra)
+
+    def _phase1(self) -> bool:
+        from workbench.models.surgery import classifier_head
+
+        config = self.config
+        self._set_trainable(1)
+        cached = self._use_cache()
+        self._phase_event(1, "head (backbone frozen)", config.epochs, cached_features=cached)
+        n_train = self.manifest.split_sizes()["train"]
+        if cached:
+            cache = self._cached_features()
+            if cache is None:
+                return True  # STOP during the feature pass
+            from workbench.engine.features import feature_dataset
+
+            train = feature_dataset(cache["train_x"], cache["train_y"], self.global_batch, shuffle=True,
+                                    seed=config.seed)
+            val = feature_dataset(cache["val_x"], cache["val_y"], self.global_batch, shuffle=False, seed=0)
+            with self.strategy.scope():
+                fit_model = classifier_head(self.model)
+            train, val = self.shard(train), self.shard(val)
+        else:
+            train, val, fit_model = self.datasets.train, self.datasets.val, self.model
+        return self._fit(1, fit_model, train, val, config.epochs,
+                         config.recipe.learning_rate, n_train)
+
+    def _phase2(self) -> bool:
+        config, state = self.config, self.state
+        if state.phase == 1:
+            state.phase, state.epochs_done, state.phase_done, state.epochs_since_best = 2, 0, False, 0
+            state.last_weights = state.last_optimizer = None
+            if self.chief:
+                state.save(self.run_dir)
+        if "weights" in self.best_holder:
+            # Fine-tune from the best head, not the last one.
+            self.model.set_weights(self.best_holder["weights"])
+        blocks = self._set_trainable(2)
+        self._phase_event(2, "fine-tune (top blocks unfrozen)", config.fine_tune_epochs, unfrozen_blocks=blocks)
+        return self._fit(2, self.model, self.datasets.train, self.datasets.val,
+                         config.fine_tune_epochs, config.recipe.fine_tune_learning_rate,
+                         self.manifest.split_sizes()["train"])
+
+    def _fit(self, phase: int, fit_model, train, val, epochs: int, learning_rate: float, n_train: int) -> bool:
+        """One phase; returns True when a STOP file ended it."""
+        from workbench.engine.callbacks import (
+            NonFiniteGuard, ProgressEvents, RunCheckpoint, RunSignals, StopFile, load_optimizer)
+
+        state = self.state
+        steps = self._steps(n_train)
+        optimizer = self._compile(fit_model, learning_rate, epochs, steps)
+        initial_epoch = state.epochs_done if state.phase == phase else 0
+        if initial_epoch > 0 and state.last_weights:
+            ckpt = self.run_dir / CHECKPOINTS_DIR
+            self.model.load_weights(ckpt / state.last_weights)
+            with self.strategy.scope():
+                load_optimizer(optimizer, fit_model.trainable_variables, ckpt / state.last_optimizer)
+        if initial_epoch >= epochs:
+            return False
+        signals = RunSignals()
+        callbacks = [
+            NonFiniteGuard(phase, signals),
+            StopFile(self.run_dir, signals),
+            ProgressEvents(self.writer, phase=phase, epochs=epochs, steps=steps, num_images=n_train,
+                           global_batch=self.global_batch),
+            RunCheckpoint(run_dir=self.run_dir, state=state, model=self.model, optimizer=optimizer,
+                          patience=self.config.recipe.early_stopping_patience, signals=signals,
+                          chief=self.chief, best_holder=self.best_holder),
+        ]
+        fit_model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, class_weight=self.class_weight, shuffle=False, verbose=0)
+        if signals.diverged:
+            if state.best_weights:
+                kept = (f"the last good checkpoints are kept in {self.run_dir / CHECKPOINTS_DIR} (best: "
+                        f"val_accuracy {state.best_val_accuracy:.4f}, phase {state.best_phase} epoch "
+                        f"{state.best_epoch})")
+            else:
+                kept = "no epoch had completed, so there is no checkpoint"
+            raise TrainingError(
+                f"{signals.diverged}; training stopped and {kept}. Lower the learning rate "
+                f"(--learning-rate / --fine-tune-learning-rate) or use --precision float32, then start a new run")
+        if signals.stopped:
+            return True
+        state.phase_done = True
+        if self.chief:
+            state.save(self.run_dir)
+        return False
+
+    def _cached_features(self) -> dict | None:
+        from workbench.engine.features import extract_features, load_cache, save_cache
+        from workbench.models.surgery import feature_extractor
+
+        path = self.run_dir / CHECKPOINTS_DIR / "features.npz"
+        key = {"variant": self.config.variant, "weights": str(self.config.weights), "image_size": self.image_size,
+               "splits": self.manifest.split_sizes(), "seed": self.config.seed}
+        cache = load_cache(path, key) if self.chief else None
+        if cache is not None:
+            return cache
+        extractor = feature_extractor(self.model)
+        sizes = self.manifest.split_sizes()
+        total_images = sizes["train"] + sizes["val"]
+        total_steps = self._steps(sizes["train"]) + self._steps(sizes["val"])
+        start = time.perf_counter()
+        progress = {"steps": 0, "images": 0}
+        cache = {}
+        for split in ("train", "val"):
+            def on_batch(_step, _n, split=split, before=dict(progress)):
+                progress["steps"] = before["steps"] + _step
+                progress["images"] = before["images"] + _n
+                seen, elapsed = progress["images"], max(time.perf_counter() - start, 1e-9)
+                # Epoch 0 of phase 1 is the single pass that computes the cached features.
+                self.writer.batch(phase=1, epoch=0, step=progress["steps"], steps=total_steps, loss=None,
+                                  accuracy=None, images_per_s=seen / elapsed,
+                                  eta_s=(total_images - seen) * elapsed / seen, stage="features", split=split)
+            result = extract_features(extractor, self.datasets.plain(split), on_batch=on_batch,
+                                      should_stop=lambda: stop_requested(self.run_dir))
+            if result is None:
+                return None
+            cache[f"{split}_x"], cache[f"{split}_y"] = result
+        if self.chief:
+            save_cache(path, key, cache)
+        return cache
+
+    # ------------------------------------------------------------------ end
+    def _finish(self, stopped: bool) -> RunResult:
+        state = self.state
+        model_path = None
+        self._restore_drop_rates()
+        if "weights" in self.best_holder:
+            self.model.set_weights(self.best_holder["weights"])
+            if self.chief:
+                model_path = self.run_dir / MODEL_FILE
+                with atomic_path(model_path) as tmp:
+                    self.model.save(tmp)
+        self.writer.done(run_dir=self.run_dir, best_val_accuracy=state.best_val_accuracy, model_path=model_path,
+                         stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch)
+        return RunResult(
+            run_dir=self.run_dir, best_val_accuracy=state.best_val_accuracy, model_path=model_path,
+            stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch, precision=self.policy,
+            strategy=strategy_label(self.strategy), replicas=self.replicas, global_batch_size=self.global_batch,
+            cached_features=self._use_cache())

@@ -1,0 +1,111 @@
+"""Distribution strategies: which devices train, who writes the run, how datasets are split.
+
+* `default`: one device (the first GPU, else the CPU).
+* `mirrored`: every GPU of this machine (or, without GPUs, every logical CPU device when more
+  than one is configured), gradients all-reduced each step.
+* `multiworker`: the same across machines; each process reads its role from `TF_CONFIG`.
+* `tpu`: a TPU found by `TPUClusterResolver` (`TPU_NAME`, or the local one).
+* `auto`: `mirrored` when more than one GPU is visible, else `default`.
+
+Batches are global: per-replica batch x `num_replicas_in_sync`. Datasets get an explicit
+auto-shard policy so tf.data never guesses (and never warns): `DATA` across workers (every
+worker reads the same files and keeps its share of the batches), `OFF` within one machine
+(MirroredStrategy splits each global batch between local replicas itself).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from workbench.engine.config import STRATEGIES
+
+
+def resolve_strategy(name: str):
+    """Build the `tf.distribute.Strategy` for `name`; a clear `ValueError` when it cannot run here."""
+    import tensorflow as tf
+
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy={name!r} is not one of {', '.join(STRATEGIES)}")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=cpus)
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "strategy=multiworker needs TF_CONFIG in the environment of every worker, e.g. "
+                'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+                '"task": {"type": "worker", "index": 0}}\' (see README, "Training on several machines")'
+            )
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except ValueError as exc:
+            raise ValueError(f"TF_CONFIG is not valid JSON ({exc}); fix the environment variable") from exc
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    # tpu
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError, RuntimeError) as exc:
+        raise ValueError(
+            f"strategy=tpu found no TPU ({exc}); run on a TPU VM or set TPU_NAME, or use "
+            "--strategy auto"
+        ) from exc
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def strategy_label(strategy) -> str:
+    """`default`, `MirroredStrategy`, ...: the class name, without the private default's."""
+    name = type(strategy).__name__
+    return "default" if name.startswith("_Default") else name
+
+
+def num_workers(strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not hasattr(strategy.extended, "_num_workers"):
+        return 1
+    return int(strategy.extended._num_workers)
+
+
+def is_multi_worker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and num_workers(strategy) > 1
+
+
+def is_chief(strategy) -> bool:
+    """Whether this process writes the run's artifacts. Single-process strategies: always.
+    Multi-worker: the `chief` task, or worker 0 when the cluster has no chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not is_multi_worker(strategy):
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def shard_policy_name(strategy) -> str:
+    """The auto-shard policy for `strategy`, as `pipelines.make_datasets(shard_policy=...)` takes it."""
+    return "data" if is_multi_worker(strategy) else "off"
+
+
+def with_sharding_policy(dataset, strategy):
+    """Attach the explicit auto-shard policy (see module docstring) to a tf.data dataset."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA if shard_policy_name(strategy) == "data"
+        else tf.data.experimental.AutoShardPolicy.OFF
+    )
+    return dataset.with_options(options)
