@@ -75,3 +75,16 @@ def running(cache: Path) -> bool:
 
 def _error_file(cache: Path) -> Path:
     return cache.with_name(f".{cache.name}.stderr")
+
+
+def stop_all(timeout: float = 10.0) -> None:
+    """Terminate every measurement still running (a server shutting down, or a test cleaning up)."""
+    for key, proc in list(_RUNNING.items()):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        _RUNNING.pop(key, None)

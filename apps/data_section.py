@@ -64,7 +64,7 @@ def _upload_source() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / _safe_filename(uploaded.name, default="upload.zip")
     path.write_bytes(content)
-    load(str(path), f"upload {uploaded.name}")
+    load(str(path), uploaded.name)
 
 
 def _folder_source() -> None:
@@ -134,7 +134,9 @@ def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | 
             }
             manifest = ingest(data, workdir=workdir, seed=defaults.seed, **fractions)
     except DataError as exc:
-        _fail(f"{label}: {exc}")
+        # The message names the file; an upload is named as the user knows it, not by its saved copy.
+        message = str(exc).replace(str(data), label) if data else str(exc)
+        _fail(message if message.startswith(label) else f"{label}: {message}")
         return None
     except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
         _fail(f"{label}: could not be read ({type(exc).__name__}: {exc}). Check that it is a folder of "
