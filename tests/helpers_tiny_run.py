@@ -71,3 +71,32 @@ def tiny_run(tmp_path_factory) -> Path:
     if "run" not in _CACHE:
         _CACHE["run"] = build_tiny_run(tmp_path_factory.mktemp("tiny_run"))
     return _CACHE["run"]
+
+
+def evaluated(tmp_path_factory) -> dict:
+    """`evaluate` of the tiny run's test split (run once per process); returns the report."""
+    from workbench.evaluation import evaluate
+
+    if "eval" not in _CACHE:
+        _CACHE["eval"] = evaluate(tiny_run(tmp_path_factory))
+    return _CACHE["eval"]
+
+
+def exported(tmp_path_factory, format: str) -> Path:
+    """The evaluated tiny run exported in `format` (each format once per process); returns export's path."""
+    from workbench.export import export
+
+    key = f"export:{format}"
+    if key not in _CACHE:
+        evaluated(tmp_path_factory)  # so the model card carries the evaluation metrics
+        out = tmp_path_factory.mktemp("exports") / "tiny"
+        _CACHE[key] = export(tiny_run(tmp_path_factory), format, out=out)
+    return _CACHE[key]
+
+
+def split_images(tmp_path_factory) -> list[str]:
+    """The files of the tiny run's test split (readable JPEGs), in manifest order."""
+    from pipelines import Manifest
+
+    manifest = Manifest.load(tiny_run(tmp_path_factory) / "manifest.json")
+    return [r.path for r in manifest.split_records("test")]

@@ -16,6 +16,10 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("variants", "variants", "print the EfficientNet family table (resolution, parameters, FLOPs)"),
     ("inspect", "inspect", "check a dataset (folder, .zip, tfds:NAME) and print classes, splits and problems"),
+    ("evaluate", "evaluate", "confusion matrix, per-class report, top-k and worst mistakes of a run (RUN/eval/)"),
+    ("explain", "explain", "Grad-CAM overlay of an image for the predicted or a chosen class"),
+    ("export", "export", "export a run as SavedModel (TF Serving), .keras or TFLite (float32, float16, int8)"),
+    ("predict", "predict", "top-k classes of images with a run, SavedModel, .keras or .tflite model"),
     ("train", "train", "fine-tune a variant on DATA (none: the embedded sample), then evaluate and export"),
     ("app", "app", "start the Streamlit workbench app in the browser (Data, Model, Train, Evaluate, Export)"),
 ]

@@ -204,17 +204,19 @@ def export(run_dir: str | Path, format: str = "savedmodel", out: str | Path | No
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; use one of {', '.join(FORMATS)}")
+    base = Path(out) if out is not None else DEFAULT_ROOT / Path(run_dir).resolve().name
+    if format == "savedmodel":
+        # Checked before the (slow) model load: a refused export should fail at once.
+        version = _next_version(base) if version is None else int(version)
+        target = base / str(version)
+        if target.exists():
+            raise FileExistsError(f"{target} already exists; TF Serving versions are immutable, pick another --version")
     run = open_run(run_dir)
-    base = Path(out) if out is not None else DEFAULT_ROOT / run.name
     base.mkdir(parents=True, exist_ok=True)
     name = base.resolve().name
     extra: dict = {}
 
     if format == "savedmodel":
-        version = _next_version(base) if version is None else int(version)
-        target = base / str(version)
-        if target.exists():
-            raise FileExistsError(f"{target} already exists; TF Serving versions are immutable, pick another --version")
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
         try:
             write_saved_model(run.model, run.class_names, run.resolution, staging)

@@ -7,6 +7,7 @@ refuses anything that is not ours or not safe before it is loaded.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +27,11 @@ class TFLiteClassifier:
         import tensorflow as tf
 
         self.path = Path(path)
-        self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=num_threads)
+        with warnings.catch_warnings():
+            # TF 2.20+ warns that tf.lite.Interpreter moves to the separate ai-edge-litert package; it is
+            # still the interpreter shipped with TensorFlow, which is all this project depends on.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self.resolution = int(self._input["shape"][1])
@@ -105,12 +110,12 @@ def _probabilities(location, encoded: list[bytes]) -> tuple[np.ndarray, list[str
             )
         outputs = signature(image_bytes=tf.constant(encoded))
         return outputs["probabilities"].numpy(), read_labels(location.labels_path)
-    labels = read_labels(location.labels_path)
     if location.kind == "tflite":
         classifier = TFLiteClassifier(location.path)
         images = decode_batch(tf.constant(encoded), classifier.resolution).numpy()
-        return classifier.predict_images(images), labels
-    model = load_keras_model(location.path)
+        return classifier.predict_images(images), read_labels(location.labels_path)
+    model = load_keras_model(location.path)  # vetted before anything else is read
+    labels = read_labels(location.labels_path)
     resolution = model_resolution(model)
     if resolution is None:
         raise ModelFileError(f"{location.path}: the model takes images of any size; workbench models have a fixed resolution")

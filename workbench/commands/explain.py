@@ -1,0 +1,27 @@
+"""`workbench explain RUN IMAGE`: a Grad-CAM overlay of the image for the predicted or a chosen class."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="RUN", help="run directory (runs/<id>/) or a .keras model")
+    parser.add_argument("image", metavar="IMAGE", help="image file (JPEG, PNG, GIF or BMP)")
+    parser.add_argument("--class", dest="class_name", default=None,
+                        help="class to explain (default: the predicted class)")
+    parser.add_argument("--out", default=None, help="output PNG (default: RUN/explain/<image>_<class>.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.explain import explain
+
+    try:
+        result = explain(args.model, args.image, class_name=args.class_name, out=args.out)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"predicted {result['predicted']}; Grad-CAM of class {result['class']} "
+          f"(p={result['probability']:.3f}) written to {result['out']}")
+    return 0

@@ -1,0 +1,37 @@
+"""`workbench export RUN --format ...`: SavedModel (TF Serving), .keras or TFLite, with labels and a model card."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from workbench.export import FORMATS  # light: TensorFlow is imported only when an export runs
+
+    parser.add_argument("run_dir", metavar="RUN", help="run directory (runs/<id>/) of a finished training run")
+    parser.add_argument("--format", default="savedmodel", choices=FORMATS,
+                        help="savedmodel (TF Serving layout), keras, tflite (float32), tflite-fp16 or tflite-int8 "
+                             "(full-integer, calibrated on the training split); default savedmodel")
+    parser.add_argument("--out", default=None, help="export base directory (default: saved_models/<run id>)")
+    parser.add_argument("--version", type=int, default=None,
+                        help="SavedModel version number (default: the next free one)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.export import export, read_card
+
+    try:
+        path = export(args.run_dir, args.format, out=args.out, version=args.version)
+    except (ValueError, OSError) as exc:  # FileExistsError is an OSError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folder = path if path.is_dir() else path.parent
+    print(f"exported {args.format} to {path}")
+    print(f"labels and model card: {folder / 'labels.txt'}, {folder / 'model_card.md'}")
+    quantization = read_card(folder).get("quantization")
+    if quantization and "int8_accuracy" in quantization:
+        print(f"int8 accuracy {quantization['int8_accuracy']:.4f} vs {quantization['reference']} "
+              f"{quantization['float32_accuracy']:.4f} on {quantization['num_images']} {quantization['split']} images "
+              f"(top-1 agreement {quantization['top1_agreement']:.4f})")
+    return 0
