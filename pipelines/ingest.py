@@ -172,7 +172,7 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
         if r.ok and r.split in (None, "train"):
             pool[r.label].append(i)
     out = list(records)
-    if carve_val or carve_test:
+    if not found.user_splits or carve_val or carve_test:
         for label in found.classes:
             indices = pool[label]
             keys = [os.path.relpath(records[i].path, root) for i in indices]

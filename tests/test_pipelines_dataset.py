@@ -123,6 +123,19 @@ def test_jpeg_dct_downscaling_matches_a_full_resolution_resize(tmp_path):
     assert np.abs(images[0] - reference)[4:-4, 4:-4].mean() < 8.0
 
 
+def test_images_smaller_than_the_target_are_upscaled(tmp_path):
+    root = tmp_path / "d"
+    for name, colour in (("x", (200, 30, 30)), ("y", (30, 30, 200))):
+        for i in range(3):
+            save(root / name / f"{i}.jpg", np.full((10, 14, 3), colour, np.uint8), "JPEG", quality=95)
+    manifest = ingest(root, tmp_path / "w", val_fraction=0.0, test_fraction=0.0)
+    for augment in ("none", "light"):
+        images, labels = collect(make_datasets(manifest, image_size=32, batch_size=4, augment=augment).train)
+        assert images.shape == (6, 32, 32, 3)
+        reds = images[:, 16, 16, 0] > images[:, 16, 16, 2]
+        assert reds.tolist() == (labels.argmax(1) == 0).tolist()
+
+
 def test_normalised_copies_flow_through_tf_data(tmp_path):
     root = tmp_path / "d"
     from PIL import Image as I
@@ -160,8 +173,8 @@ def test_cache_modes_give_the_same_evaluation_tensors(coded, tmp_path, cache):
     if cache == "file":
         (tmp_path / "cache").mkdir()
     ds = make_datasets(coded, image_size=16, batch_size=4, cache=setting, augment="light")
-    for _ in range(2):
-        assert np.array_equal(collect(ds.test)[0], reference)
+    for _ in range(2):  # caches hold uint8 (a quarter of the memory): equal up to rounding
+        assert np.abs(collect(ds.test)[0] - reference).max() <= 0.5
     train, _ = collect(ds.train)
     assert train.shape == (18, 16, 16, 3)
     if cache == "file":

@@ -243,6 +243,8 @@ def test_fractions_are_configurable(tmp_path):
     root = make_classes(tmp_path / "data", {"a": 20, "b": 20})
     manifest = ingest(root, tmp_path / "w", val_fraction=0.1, test_fraction=0.3)
     assert manifest.split_sizes() == {"train": 24, "val": 4, "test": 12}
+    everything = ingest(root, tmp_path / "w0", val_fraction=0.0, test_fraction=0.0)
+    assert everything.split_sizes() == {"train": 40, "val": 0, "test": 0}
     with pytest.raises(ValueError, match="below 1"):
         IngestConfig(val_fraction=0.5, test_fraction=0.5)
 
