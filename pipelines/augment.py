@@ -1,8 +1,9 @@
 """Augmentation presets `none | light | standard | strong`, applied to training batches only.
 
-Random-resized crop happens per image while decoding (see `dataset.py`: decoding only the crop window is much
-cheaper than decoding then cropping). The batch-level part is built from Keras 3 layers, which are safe inside
-tf.data: RandomFlip, RandAugment, MixUp and CutMix. Keras 3.15 has all of them, so keras-cv is not needed.
+Random-resized crop and the horizontal flip happen per image while decoding (see `dataset.py`: decoding only
+the crop window is much cheaper than decoding then cropping, and a per-image flip is nearly free where Keras'
+RandomFlip on a batch is not). The batch-level part is built from Keras 3 layers, which are safe inside tf.data:
+RandAugment, MixUp and CutMix. Keras 3.15 has all of them, so keras-cv is not needed.
 """
 
 from __future__ import annotations
@@ -43,15 +44,14 @@ def get_preset(name: str) -> AugmentPreset:
 
 
 def batch_augmenter(preset: AugmentPreset, seed: int = 0):
-    """A function (images (B,R,R,3) float32 in [0,255], labels (B,C)) -> same, or None when the preset has no
-    batch-level augmentation. Built once per dataset so the Keras layers keep their random state across batches.
+    """A function (images (B,R,R,3) float32 in [0,255], labels (B,C), choice in [0, 1)) -> same, or None when
+    the preset has no batch-level augmentation (RandAugment, MixUp/CutMix; choice < 0.5 picks MixUp). Built once per dataset so the Keras layers keep their random state across batches.
     """
-    if not (preset.flip or preset.rand_augment_ops or preset.mix):
+    if not (preset.rand_augment_ops or preset.mix):
         return None
     import keras
     import tensorflow as tf
 
-    flip = keras.layers.RandomFlip("horizontal", seed=seed) if preset.flip else None
     rand_augment = (
         keras.layers.RandAugment(value_range=(0, 255), num_ops=preset.rand_augment_ops,
                                  factor=preset.rand_augment_factor, seed=seed + 1)
@@ -61,8 +61,6 @@ def batch_augmenter(preset: AugmentPreset, seed: int = 0):
     cutmix = keras.layers.CutMix(factor=preset.cutmix_factor, seed=seed + 3) if preset.mix else None
 
     def augment(images, labels, choice):
-        if flip is not None:
-            images = flip(images, training=True)
         if rand_augment is not None:
             images = tf.clip_by_value(rand_augment(images, training=True), 0.0, 255.0)
         if mixup is not None:
