@@ -20,13 +20,13 @@ def test_layout_labels_and_model_card(tmp_path_factory):
     assert (version_dir / "labels.txt").read_text().split() == ["blue", "green", "red"]
     card = json.loads((version_dir / "model_card.json").read_text())
     assert card["format"] == "savedmodel"
-    assert card["model"]["variant"] == "phi=-4" and card["model"]["resolution"] == RESOLUTION
+    assert card["model"]["variant"] == "phi=-8" and card["model"]["resolution"] == RESOLUTION
     assert card["training_data"]["num_images"] == 90 and card["training_data"]["images_per_class"]["red"] == 30
     assert card["evaluation"]["accuracy"] == report["accuracy"] and card["evaluation"]["split"] == "test"
     assert {"tensorflow", "keras", "workbench", "python"} <= set(card["versions"]) and card["created"]
     assert set(card["signatures"]) == {"serving_default", "serving_rgb"}
     markdown = (version_dir / "model_card.md").read_text()
-    assert "phi=-4" in markdown and f"{report['accuracy']:.4f}" in markdown
+    assert "phi=-8" in markdown and f"{report['accuracy']:.4f}" in markdown
 
 
 def test_versions_increase_and_are_never_overwritten(tmp_path_factory):

@@ -1,0 +1,76 @@
+"""TFLite export (float32, float16, full-integer int8) run by tf.lite.Interpreter against the Keras model.
+
+Tolerances: float32 and float16 must give the Keras top-1 class on every test image and probabilities
+within 1e-4 (float32) / 0.2 (float16: half-precision weights move the
+large logits of this deliberately over-confident tiny model by a few tenths). int8 must agree with the Keras top-1 on at least 80 % of the
+images; the model card reports its accuracy against float32 on the same images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers_tiny_run import RESOLUTION, exported, split_images, tiny_run
+
+
+@pytest.fixture(scope="module")
+def keras_reference(tmp_path_factory):
+    import keras
+
+    from workbench.imaging import load_files
+
+    images = load_files(split_images(tmp_path_factory), RESOLUTION)
+    model = keras.saving.load_model(tiny_run(tmp_path_factory) / "model.keras", safe_mode=True)
+    return images, model.predict(images, verbose=0)
+
+
+def _interpret(path, images):
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    details = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(details["index"], images.shape)
+    interpreter.allocate_tensors()
+    output = interpreter.get_output_details()[0]
+    data = images
+    if details["dtype"] != np.float32:
+        scale, zero = details["quantization"]
+        data = np.clip(np.round(images / scale + zero), 0, 255).astype(details["dtype"])
+    interpreter.set_tensor(details["index"], data)
+    interpreter.invoke()
+    result = interpreter.get_tensor(output["index"]).astype(np.float32)
+    if output["dtype"] != np.float32:
+        scale, zero = output["quantization"]
+        result = (result - zero) * scale
+    return details, output, result
+
+
+@pytest.mark.parametrize("format, atol", [("tflite", 1e-4), ("tflite-fp16", 0.2)])
+def test_float_tflite_matches_keras_top1(tmp_path_factory, keras_reference, format, atol):
+    images, expected = keras_reference
+    path = exported(tmp_path_factory, format)
+    details, _, probabilities = _interpret(path, images)
+    assert details["dtype"] == np.float32 and list(details["shape_signature"]) == [-1, RESOLUTION, RESOLUTION, 3]
+    assert probabilities.argmax(1).tolist() == expected.argmax(1).tolist()
+    np.testing.assert_allclose(probabilities, expected, atol=atol)
+    assert (path.parent / "labels.txt").is_file() and (path.parent / "model_card.md").is_file()
+
+
+def test_int8_is_full_integer_within_tolerance_and_reports_accuracy(tmp_path_factory, keras_reference):
+    images, expected = keras_reference
+    path = exported(tmp_path_factory, "tflite-int8")
+    details, output, probabilities = _interpret(path, images)
+    # Full integer: uint8 pixels in, uint8 probabilities out; RGB [0, 255] maps onto uint8 with scale ~1.
+    assert details["dtype"] == np.uint8 and output["dtype"] == np.uint8
+    assert details["quantization"][0] == pytest.approx(1.0, abs=0.05)
+    agreement = float((probabilities.argmax(1) == expected.argmax(1)).mean())
+    assert agreement >= 0.8
+
+    card = json.loads((path.parent / "model_card.json").read_text())
+    quantization = card["quantization"]
+    assert quantization["split"] == "test" and quantization["num_images"] == len(images)
+    assert quantization["top1_agreement"] == pytest.approx(agreement, abs=1e-4)
+    assert card["tflite"]["mode"] == "int8" and card["tflite"]["calibration_images"] > 0
+    assert 0.0 <= quantization["int8_accuracy"] <= 1.0 and "float32_accuracy" in quantization

@@ -1,0 +1,67 @@
+"""`workbench predict`: the same answer from every format, as a table or JSON, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers_tiny_run import exported, split_images, tiny_run
+
+from workbench.predict import format_table, predict
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return split_images(tmp_path_factory)[:4]
+
+
+def test_every_format_gives_the_run_top1(tmp_path_factory, images):
+    reference = predict(tiny_run(tmp_path_factory), images, top_k=3)
+    assert [r["image"] for r in reference] == images
+    for result in reference:
+        probabilities = [p["probability"] for p in result["predictions"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+    version_dir = exported(tmp_path_factory, "savedmodel")
+    models = {
+        "savedmodel version": version_dir,
+        "savedmodel base": version_dir.parent,
+        "keras": exported(tmp_path_factory, "keras"),
+        "tflite": exported(tmp_path_factory, "tflite"),
+    }
+    for kind, model in models.items():
+        results = predict(model, images, top_k=1)
+        assert [r["predictions"][0]["class"] for r in results] == [r["predictions"][0]["class"] for r in reference], kind
+        assert [r["predictions"][0]["probability"] for r in results] == pytest.approx(
+            [r["predictions"][0]["probability"] for r in reference], abs=1e-4
+        ), kind
+
+
+def test_cli_table_and_json(tmp_path_factory, images, capsys):
+    from workbench.cli import main
+
+    model = exported(tmp_path_factory, "savedmodel")
+    assert main(["predict", str(model), *images[:2], "--top-k", "2", "--json"]) == 0
+    parsed = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in parsed] == images[:2] and all(len(r["predictions"]) == 2 for r in parsed)
+    assert main(["predict", str(model), images[0], "--top-k", "2"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0] == images[0] and table.count("%") == 2
+    assert format_table(parsed).splitlines()[0] == images[0]
+
+
+def test_bad_inputs_fail_with_the_file_named(tmp_path_factory, tmp_path, images, capsys):
+    from workbench.cli import main
+
+    run = tiny_run(tmp_path_factory)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.jpg: not an image"):
+        predict(run, [text])
+    with pytest.raises(ValueError, match="missing.png: image file not found"):
+        predict(run, [tmp_path / "missing.png"])
+    with pytest.raises(ValueError, match="top_k"):
+        predict(run, images, top_k=0)
+    assert main(["predict", str(tmp_path / "nothing.tflite"), images[0]]) == 2
+    err = capsys.readouterr().err
+    assert "nothing.tflite: no such file" in err and "Traceback" not in err
