@@ -27,6 +27,8 @@ def cached_json(cache: Path, argv: list[str]) -> tuple[Any | None, str | None]:
     Returns the cached answer when there is one; otherwise starts the command (once) and returns
     (None, None) while it runs, or (None, message) when it failed.
     """
+    for proc in _RUNNING.values():
+        proc.poll()  # reap finished measurements nobody asks about any more (no zombies)
     cache = Path(cache)
     if cache.is_file():
         try:
@@ -41,7 +43,10 @@ def cached_json(cache: Path, argv: list[str]) -> tuple[Any | None, str | None]:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as out, open(_error_file(cache), "wb") as err:
-            _RUNNING[key] = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=child_env())
+            # Lowest CPU priority: a measurement must never slow down a training job or the page.
+            _RUNNING[key] = subprocess.Popen(
+                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=child_env(), preexec_fn=_lowest_priority,
+            )
         return None, None
     code = proc.poll()
     if code is None:
@@ -60,6 +65,10 @@ def cached_json(cache: Path, argv: list[str]) -> tuple[Any | None, str | None]:
     message = next((line for line in reversed(lines) if line.strip()), f"exit code {code}")
     _FAILED[key] = message.removeprefix("error: ")
     return None, _FAILED[key]
+
+
+def _lowest_priority() -> None:
+    os.nice(19)
 
 
 def forget(cache: Path) -> None:

@@ -35,7 +35,7 @@ def render() -> None:
 
     error = state.get("data_error")
     if error:
-        st.error(error, icon="🚫")
+        st.error(error, icon=":material/error:")
     dataset = state.dataset()
     if dataset is not None and not error:
         render_report(dataset)
@@ -191,7 +191,7 @@ def render_report(dataset: Dataset) -> None:
         else "Splits made for you, stratified per class (so every class is in every split)."
     )
     for warning in report["warnings"]:
-        st.warning(warning, icon="⚠️")
+        st.warning(warning, icon=":material/warning:")
 
     st.subheader("Images per class")
     st.altair_chart(class_count_chart(report), width="stretch")

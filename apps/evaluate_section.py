@@ -49,11 +49,12 @@ def run_evaluation(run_dir: Path, split: str) -> dict | None:
 
     try:
         with st.spinner(f"Evaluating `{run_dir.name}` on its {split} split…"):
-            return evaluate(run_dir, split=split)
+            # plots=False: this page draws its own interactive charts; `workbench evaluate` writes the PNGs.
+            return evaluate(run_dir, split=split, plots=False)
     except ValueError as exc:
-        st.error(f"Evaluation failed: {exc}", icon="🚫")
+        st.error(f"Evaluation failed: {exc}", icon=":material/error:")
     except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
-        st.error(f"Evaluation failed ({type(exc).__name__}): {exc}", icon="🚫")
+        st.error(f"Evaluation failed ({type(exc).__name__}): {exc}", icon=":material/error:")
     return None
 
 
@@ -80,7 +81,7 @@ def confusion_chart(report: dict, normalised: bool):
 
     classes = report["classes"]
     frame = confusion_frame(report, normalised)
-    size = max(28, min(60, 480 // max(1, len(classes))))
+    size = max(24, min(72, 560 // max(1, len(classes))))  # pixels per cell: readable for 2 to 40 classes
     base = alt.Chart(frame).encode(
         x=alt.X("predicted:N", sort=classes, title="predicted class"),
         y=alt.Y("true:N", sort=classes, title="true class"),
@@ -95,7 +96,7 @@ def confusion_chart(report: dict, normalised: bool):
         text=alt.Text("value:Q", format=fmt),
         color=alt.condition(alt.datum.value > frame["value"].max() / 2, alt.value("white"), alt.value("black")),
     )
-    return (cells + text).properties(width=size * len(classes), height=size * len(classes))
+    return (cells + text).properties(width=alt.Step(size), height=alt.Step(size))
 
 
 # ---------------------------------------------------------------------------------------------- page
@@ -103,7 +104,7 @@ def render() -> None:
     st.header("4 · Evaluate")
     candidates = [info for info in runs.list_runs() if info.has_model and info.status != "running"]
     if not candidates:
-        st.info("No trained model yet: train one in **3 · Train** (or wait for the running job to finish).", icon="👈")
+        st.info("No trained model yet: train one in **3 · Train** (or wait for the running job to finish).", icon=":material/arrow_back:")
         return
     names = [info.name for info in candidates]
     selected = runs.selected_run()
@@ -135,7 +136,7 @@ def render() -> None:
 
     st.subheader("Confusion matrix")
     mode = st.radio("Show", ("raw counts", "normalised by true class"), horizontal=True, key="eval_cm_mode")
-    st.altair_chart(confusion_chart(report, normalised=mode != "raw counts"), key="confusion_matrix")
+    st.altair_chart(confusion_chart(report, normalised=mode != "raw counts"), key="confusion_matrix", width="content")
 
     left, right = st.columns(2)
     with left:
@@ -235,7 +236,7 @@ def _try_it(run) -> None:
     try:
         pixels = preprocess_bytes(uploaded.getvalue(), run.resolution).numpy()
     except Exception:  # noqa: BLE001 - TensorFlow's decode error is cryptic; say what to do instead
-        st.error(f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.", icon="🚫")
+        st.error(f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.", icon=":material/error:")
         return
     probabilities = run.model.predict(pixels[None], verbose=0)[0]
     order = np.argsort(-probabilities, kind="stable")[: min(TOP_K, len(run.class_names))]

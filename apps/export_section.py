@@ -46,9 +46,9 @@ def run_export(run_dir: Path, fmt: str) -> Path | None:
         with st.spinner(f"Exporting `{run_dir.name}` as {fmt}…"):
             return export(run_dir, fmt, out=out)
     except (ValueError, OSError) as exc:
-        st.error(f"Export failed: {exc}", icon="🚫")
+        st.error(f"Export failed: {exc}", icon=":material/error:")
     except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
-        st.error(f"Export failed ({type(exc).__name__}): {exc}", icon="🚫")
+        st.error(f"Export failed ({type(exc).__name__}): {exc}", icon=":material/error:")
     return None
 
 
@@ -56,7 +56,7 @@ def render() -> None:
     st.header("5 · Export")
     candidates = [info for info in runs.list_runs() if info.has_model and info.status != "running"]
     if not candidates:
-        st.info("No trained model yet: train one in **3 · Train** first.", icon="👈")
+        st.info("No trained model yet: train one in **3 · Train** first.", icon=":material/arrow_back:")
         return
     names = [info.name for info in candidates]
     selected = runs.selected_run()
@@ -83,7 +83,7 @@ def render() -> None:
 
 def _show_export(path: Path, fmt: str) -> None:
     folder = export_folder(path)
-    st.success(f"Exported to `{folder}`", icon="📦")
+    st.success(f"Exported to `{folder}`", icon=":material/inventory_2:")
     data = zip_folder(folder)
     st.download_button(
         f"Download the {fmt} export (.zip, {len(data) / 1e6:.1f} MB)", data=data,

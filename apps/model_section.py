@@ -172,7 +172,7 @@ def _family_table(variant: str, size: int) -> None:
         return
     if rows is None:
         st.info("Measuring parameters and FLOPs of every variant on its built graph (once; about a minute on a "
-                "small CPU)…", icon="⏳")
+                "small CPU)…", icon=":material/hourglass_top:")
         return
     dataset = state.dataset()
     train_images = dataset.report["split_sizes"]["train"] if dataset else None

@@ -119,13 +119,13 @@ def start(values: dict[str, Any]) -> None:
     try:
         config = build_config(values, run_dir)
     except ValueError as exc:
-        st.error(f"Cannot start: {exc}", icon="🚫")
+        st.error(f"Cannot start: {exc}", icon=":material/error:")
         return
     argv = jobs.train_command(config.data, run_dir, [*config_flags(config), "--no-evaluate", "--no-export"])
     try:
         jobs.launch(argv, run_dir, state.runs_root())
     except jobs.JobAlreadyRunning as exc:
-        st.warning(str(exc), icon="⏳")
+        st.warning(str(exc), icon=":material/hourglass_top:")
         runs.select(exc.run_dir)
         return
     runs.select(run_dir)
@@ -199,7 +199,7 @@ def curve_chart(frame, metric: str, phase2_start: float, show_phase2: bool):
         alt.Chart(data)
         .mark_line(point=alt.OverlayMarkDef(size=30, filled=True))
         .encode(
-            x=alt.X("epoch:Q", title="epoch"),
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format="~g", tickMinStep=1)),
             y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=metric == "accuracy")),
             color=alt.Color("split:N", sort=["train", "validation"], title=None),
             detail="phase:N",
@@ -228,6 +228,8 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         fraction = progress_fraction(config, events)
         eta = last.get("eta_s") if last else None
         phase_text = f"phase {phase['phase']}: {phase['name']}" if phase else "starting up (loading data and model)"
+        if last is not None and last.get("stage") == "features":
+            phase_text += " · computing the frozen backbone's features once"
         stop_asked = jobs.stop_requested(info.path)
         st.progress(fraction, text=f"{fraction:.0%} · ETA {format_duration(eta)} · {phase_text}"
                     + (" · stopping after this batch" if stop_asked else ""))
@@ -241,11 +243,11 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         acc = info.best_val_accuracy
         text = f"best validation accuracy {acc:.1%}" if acc is not None else "no validation accuracy recorded"
         verb = "Stopped on request; kept the best checkpoint" if info.status == "stopped" else "Finished"
-        st.success(f"{verb}: {text}.", icon="✅")
+        st.success(f"{verb}: {text}.", icon=":material/check_circle:")
     elif info.status == "error":
-        st.error(f"Training failed: {summary['error']['message']}", icon="🚫")
+        st.error(f"Training failed: {summary['error']['message']}", icon=":material/error:")
     else:
-        st.error("The training process ended without finishing (killed or crashed). Its last output:", icon="🚫")
+        st.error("The training process ended without finishing (killed or crashed). Its last output:", icon=":material/error:")
         st.code(jobs.log_tail(info.path) or "(no output)", language=None)
 
     frame, phase2_start = curve_frame(config, events)
@@ -281,7 +283,7 @@ def render() -> None:
     if live is not None:
         runs.select(live)
         st.info(f"Training run `{live.name}` is in progress (started here or in another tab). "
-                "This page follows it; nothing new starts until it ends.", icon="⏳")
+                "This page follows it; nothing new starts until it ends.", icon=":material/hourglass_top:")
         live_view(live)
     else:
         _start_panel()
@@ -296,7 +298,7 @@ def _start_panel() -> None:
     dataset = state.dataset()
     variant = state.get("variant") or RunConfig().variant
     if dataset is None:
-        st.info("Choose a dataset in **1 · Data** first.", icon="👈")
+        st.info("Choose a dataset in **1 · Data** first.", icon=":material/arrow_back:")
     else:
         size = state.get("image_size")
         st.write(f"**Data:** {dataset.label} · **Model:** `{variant}` · **Weights:** "

@@ -21,8 +21,8 @@ import streamlit as st  # noqa: E402
 from apps import state  # noqa: E402
 
 
-def sidebar() -> str:
-    """Draw the navigation and the current choices; return the chosen section."""
+def sidebar() -> tuple[str, st.delta_generator.DeltaGenerator]:
+    """Draw the navigation; return the chosen section and a sidebar slot for the summary of choices."""
     goto = st.session_state.pop("_goto", None)
     if goto in state.SECTIONS:
         st.session_state["section"] = goto
@@ -34,8 +34,8 @@ def sidebar() -> str:
             format_func=lambda name: f"{state.SECTIONS.index(name) + 1}. {name}",
         )
         st.divider()
-        _summary()
-    return section
+        slot = st.container()
+    return section, slot
 
 
 def _summary() -> None:
@@ -53,8 +53,8 @@ def _summary() -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="workbench", page_icon="🧪", layout="wide")
-    section = sidebar()
+    st.set_page_config(page_title="workbench", page_icon=":material/model_training:", layout="wide")
+    section, summary = sidebar()
     # Imported when drawn: each section pulls in only what it needs (TensorFlow only where a model is used).
     if section == "Data":
         from apps import data_section as page
@@ -67,6 +67,9 @@ def main() -> None:
     else:
         from apps import export_section as page
     page.render()
+    # Drawn last, so it shows the choices the section just made (not those of the previous rerun).
+    with summary:
+        _summary()
 
 
 if __name__ == "__main__":
