@@ -110,7 +110,8 @@ def runs_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
             "run": info.name,
             "status": info.status,
             "variant": info.config.get("variant", ""),
-            "data": Path(info.config["data"]).name if info.config.get("data") else "embedded sample",
+            "data": (Path(info.config["data"]).name if info.config.get("data")
+                     else "embedded sample" if info.config else ""),
             "best val accuracy": None if acc is None else round(float(acc), 4),
             "model": "yes" if info.has_model else "no",
         })

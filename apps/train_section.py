@@ -33,10 +33,14 @@ def option_widget(path: str, field: dataclasses.Field, default: Any, tp: Any) ->
     help_text = field.metadata.get("help")
     choices = field.metadata.get("choices")
     key = f"train_opt_{path}"
+    # The form is not drawn while a job runs, so Streamlit forgets its widgets: start from the values
+    # of the last Start instead of the defaults.
+    default = state.get("train_values", {}).get(path, default)
     if choices:
         return st.selectbox(_label(path), choices, index=list(choices).index(default), help=help_text, key=key)
-    if default is None:  # optional: empty means "let the engine decide", as in the CLI
-        return st.text_input(_label(path), value="", placeholder="default", help=help_text, key=key)
+    if field.default is None:  # optional: empty means "let the engine decide", as in the CLI
+        value = "" if default is None else str(default)
+        return st.text_input(_label(path), value=value, placeholder="default", help=help_text, key=key)
     if tp is bool:
         return st.checkbox(_label(path), value=default, help=help_text, key=key)
     if tp is int:
@@ -122,6 +126,7 @@ def start(values: dict[str, Any]) -> None:
         st.error(f"Cannot start: {exc}", icon=":material/error:")
         return
     argv = jobs.train_command(config.data, run_dir, [*config_flags(config), "--no-evaluate", "--no-export"])
+    state.put("train_values", values)
     try:
         jobs.launch(argv, run_dir, state.runs_root())
     except jobs.JobAlreadyRunning as exc:

@@ -40,10 +40,11 @@ def sidebar() -> tuple[str, st.delta_generator.DeltaGenerator]:
 
 def _summary() -> None:
     from apps import jobs, runs
+    from workbench.engine.config import RunConfig
 
     dataset = state.dataset()
     st.markdown(f"**Data:** {dataset.label if dataset else '—'}")
-    st.markdown(f"**Model:** {state.get('variant') or '—'}")
+    st.markdown(f"**Model:** {state.get('variant') or RunConfig().variant + ' (default)'}")
     live = jobs.live_job(state.runs_root())
     if live is not None:
         st.markdown(f"**Training:** `{live.name}` running")
