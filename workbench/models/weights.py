@@ -171,8 +171,10 @@ def _weighted_layers(model):
 
 
 def _snake(name: str) -> str:
+    """keras.src.utils.naming.to_snake_case (Conv2D → conv2d, BatchNormalization → batch_normalization)."""
+    name = re.sub(r"\W+", "", name)
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _check_keras3_structure(model, f, path: Path) -> None:

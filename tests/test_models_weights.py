@@ -1,0 +1,140 @@
+"""Weights: keras.applications files by name, the shipped Lite0 checkpoint, local files, clear failures."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from workbench.models import build_model
+from workbench.models.imagenet import decode_predictions, imagenet_class_names
+from workbench.models.weights import KERAS_WEIGHTS_HASHES, WeightsError
+
+
+def _keras_applications_b0_file(tmp_path, classes=1000):
+    """A keras.applications B0 saved in the legacy .h5 layout of the official ImageNet files."""
+    reference = keras.applications.EfficientNetB0(weights=None, classes=classes)
+    rng = np.random.default_rng(0)
+    # random BN statistics, so that a weight landing in the wrong layer would show in the outputs
+    for layer in reference.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    # the same normalisation as ours (its Normalization layer starts unadapted)
+    norm = next(l for l in reference.layers if isinstance(l, keras.layers.Normalization))
+    norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2, np.array(0)])
+    norm.finalize_state()
+    path = tmp_path / "efficientnetb0.h5"
+    reference.save(path)  # legacy HDF5: layer names + weight names, as keras.applications' files
+    return reference, path
+
+
+def test_keras_applications_weight_file_loads_by_name_with_identical_outputs(tmp_path):
+    reference, path = _keras_applications_b0_file(tmp_path)
+    ours = build_model("b0", 1000, weights=str(path))
+    x = np.random.default_rng(1).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def test_backbone_weights_load_under_a_new_head(tmp_path):
+    reference, path = _keras_applications_b0_file(tmp_path)
+    ours = build_model("b0", 7, weights=str(path))
+    np.testing.assert_array_equal(ours.get_layer("top_conv").get_weights()[0], reference.get_layer("top_conv").get_weights()[0])
+    assert ours.output.shape == (None, 7)
+
+
+def test_a_file_for_another_variant_names_the_first_mismatching_layer(tmp_path):
+    _, path = _keras_applications_b0_file(tmp_path)
+    with pytest.raises(WeightsError, match="no weights for layer 'block1b_dwconv'") as info:  # B2 has 2 blocks in stage 1
+        build_model("b2", 1000, weights=str(path))
+    assert str(path) in str(info.value)
+
+
+def test_own_weights_file_round_trips_and_a_misfit_is_named(tmp_path):
+    model = build_model("phi=-3", 5, input_shape=(32, 32, 3))
+    path = tmp_path / "mine.weights.h5"
+    model.save_weights(path)
+    loaded = build_model("phi=-3", 5, input_shape=(32, 32, 3), weights=str(path))
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(WeightsError, match="layer 'predictions' expects weight shapes"):
+        build_model("phi=-3", 6, input_shape=(32, 32, 3), weights=str(path))
+    with pytest.raises(WeightsError, match="not found"):
+        build_model("phi=-3", 5, weights=str(tmp_path / "missing.h5"))
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(WeightsError, match="not an HDF5 weights file"):
+        build_model("phi=-3", 5, input_shape=(32, 32, 3), weights=str(tmp_path / "junk.h5"))
+
+
+def test_imagenet_offline_fails_with_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache: a download is needed
+    with pytest.raises(WeightsError) as info:
+        build_model("b0", 10, weights="imagenet")
+    message = str(info.value)
+    assert "efficientnetb0_notop.h5" in message
+    assert str(tmp_path / "models" / "efficientnetb0_notop.h5") in message
+    assert "weights=None" in message
+
+
+def test_hashes_are_keras_applications_own():
+    from keras.src.applications import efficientnet as reference
+
+    assert KERAS_WEIGHTS_HASHES == reference.WEIGHTS_HASHES
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite4", "phi=0.5"])
+def test_variants_without_imagenet_weights_say_so(variant):
+    with pytest.raises(WeightsError, match=r"not available for .*weights=None"):
+        build_model(variant, 10, weights="imagenet")
+
+
+def _centre_crop(image: np.ndarray, size: int = 224, fraction: float = 0.875) -> np.ndarray:
+    pil = Image.fromarray(image)
+    w, h = pil.size
+    side = int(min(w, h) * fraction)
+    box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
+    return np.asarray(pil.crop(box).resize((size, size), Image.BICUBIC), dtype="float32")
+
+
+def test_lite0_imagenet_golden_photos():
+    """Real photos shipped by scikit-learn: china.jpg is a palace (698), flower.jpg a daisy (985)."""
+    from sklearn.datasets import load_sample_image
+
+    model = build_model("lite0", 1000, weights="imagenet")
+    batch = np.stack([_centre_crop(load_sample_image("china.jpg")), _centre_crop(load_sample_image("flower.jpg"))])
+    decoded = decode_predictions(model.predict(batch, verbose=0), top=5)
+    assert 698 in [i for i, _, _ in decoded[0]], decoded[0]
+    assert 985 in [i for i, _, _ in decoded[1]], decoded[1]
+    assert decoded[0][0][1] == "palace" and decoded[1][0][1] == "daisy"
+
+
+def test_lite0_imagenet_backbone_under_a_new_head():
+    full = build_model("lite0", 1000, weights="imagenet", input_shape=(64, 64, 3))
+    small = build_model("lite0", 3, weights="imagenet", input_shape=(64, 64, 3))
+    np.testing.assert_array_equal(full.get_layer("block7a_project_conv").get_weights()[0],
+                                  small.get_layer("block7a_project_conv").get_weights()[0])
+
+
+def test_imagenet_class_names():
+    names = imagenet_class_names()
+    assert len(names) == 1000 and names[0].startswith("tench") and names[985] == "daisy"
+
+
+def test_torch_checkpoint_reader_refuses_code(tmp_path):
+    import pickle
+
+    from workbench.models.torch_checkpoint import load_legacy_state_dict
+
+    evil = tmp_path / "evil.pth"
+    with evil.open("wb") as f:
+        pickle.dump(0x1950A86A20F9469CFC6C, f)
+        pickle.dump(1001, f)
+        pickle.dump({}, f)
+        f.write(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
+        load_legacy_state_dict(evil)
+    (tmp_path / "plain.pth").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a legacy"):
+        load_legacy_state_dict(tmp_path / "plain.pth")
