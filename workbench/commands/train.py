@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"workbench train: {exc}", file=sys.stderr)
         return 1
 
+    if not result.chief:
+        print("worker done: the chief worker wrote the run")
+        return 0
     best = "n/a" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
     print(f"run: {result.run_dir}")
     print(f"best val accuracy: {best}" + (" (stopped early by STOP file)" if result.stopped else ""))

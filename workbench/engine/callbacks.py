@@ -181,10 +181,10 @@ class RunCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, *, run_dir: Path, state: TrainState, model: keras.Model, optimizer,
-                 patience: int, signals: RunSignals, chief: bool, best_holder: dict):
+                 patience: int, signals: RunSignals, best_holder: dict):
         super().__init__()
         self.run_dir, self.state, self.full_model, self.optimizer = run_dir, state, model, optimizer
-        self.patience, self.signals, self.chief, self.best_holder = patience, signals, chief, best_holder
+        self.patience, self.signals, self.best_holder = patience, signals, best_holder
         self.ckpt_dir = run_dir / CHECKPOINTS_DIR
 
     def on_epoch_end(self, epoch, logs=None):
@@ -202,25 +202,23 @@ class RunCheckpoint(keras.callbacks.Callback):
             state.best_val_accuracy, state.best_phase, state.best_epoch = val_accuracy, state.phase, epoch + 1
             state.epochs_since_best = 0
             self.best_holder["weights"] = self.full_model.get_weights()
-            if self.chief:
-                state.best_weights = "best.weights.h5"
-                with atomic_path(self.ckpt_dir / state.best_weights) as tmp:
-                    self.full_model.save_weights(tmp)
+            state.best_weights = "best.weights.h5"
+            with atomic_path(self.ckpt_dir / state.best_weights) as tmp:
+                self.full_model.save_weights(tmp)
         else:
             state.epochs_since_best += 1
         state.epochs_done = epoch + 1
-        if self.chief:
-            tag = f"p{state.phase}e{epoch + 1}"
-            previous = (state.last_weights, state.last_optimizer)
-            state.last_weights, state.last_optimizer = f"last-{tag}.weights.h5", f"last-{tag}.optimizer.npz"
-            with atomic_path(self.ckpt_dir / state.last_weights) as tmp:
-                self.full_model.save_weights(tmp)
-            save_optimizer(self.optimizer, self.ckpt_dir / state.last_optimizer)
-            # state.json is written last: it names only files that are complete.
-            state.save(self.run_dir)
-            for name in previous:
-                if name and name not in (state.last_weights, state.last_optimizer):
-                    (self.ckpt_dir / name).unlink(missing_ok=True)
+        tag = f"p{state.phase}e{epoch + 1}"
+        previous = (state.last_weights, state.last_optimizer)
+        state.last_weights, state.last_optimizer = f"last-{tag}.weights.h5", f"last-{tag}.optimizer.npz"
+        with atomic_path(self.ckpt_dir / state.last_weights) as tmp:
+            self.full_model.save_weights(tmp)
+        save_optimizer(self.optimizer, self.ckpt_dir / state.last_optimizer)
+        # state.json is written last: it names only files that are complete.
+        state.save(self.run_dir)
+        for name in previous:
+            if name and name not in (state.last_weights, state.last_optimizer):
+                (self.ckpt_dir / name).unlink(missing_ok=True)
         if self.patience and state.epochs_since_best >= self.patience:
             self.signals.early_stopped = True
             self.model.stop_training = True

@@ -69,13 +69,7 @@ class RunResult:
     global_batch_size: int = 0
     cached_features: bool = False
     seconds: float = 0.0
-
-
-class _NullWriter:
-    """Events of non-chief workers go nowhere: the chief writes the run."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: {}
+    chief: bool = True                    # False on the other workers of a multi-worker run
 
 
 def fine_tune(config: RunConfig | dict | None = None, *,
@@ -120,20 +114,22 @@ class _Run:
         # The strategy first: MultiWorkerMirroredStrategy must exist before other TF ops run.
         self.strategy = resolve_strategy(self.config.strategy)
         self.chief = is_chief(self.strategy)
-        if self.resume_dir is not None:
+        # Only the chief writes the run. The other workers run the very same code (every save
+        # included: collective ops must match across workers) into a scratch directory that is
+        # deleted at the end, the pattern of TensorFlow's multi-worker Keras guide.
+        scratch = None
+        if not self.chief:
+            if self.resume_dir is not None:
+                raise ValueError("resuming a multi-worker run is not supported; start a new run")
+            self.run_dir = scratch = Path(tempfile.mkdtemp(prefix="workbench-worker-"))
+            (scratch / CHECKPOINTS_DIR).mkdir()
+        elif self.resume_dir is not None:
             self.run_dir = self.resume_dir
-        elif self.chief:
+        else:
             self.run_dir = create_run_dir(self.config.out, self.config.variant, self.config.run_dir)
-        else:
-            self.run_dir = Path(tempfile.mkdtemp(prefix="workbench-worker-"))
-        scratch = None if self.chief else self.run_dir
-        if self.chief:
-            self.writer = EventWriter(self.run_dir / EVENTS_FILE, self.listeners)
-        else:
-            self.writer = _NullWriter()
+        self.writer = EventWriter(self.run_dir / EVENTS_FILE, self.listeners if self.chief else ())
         try:
-            with pid_file(self.run_dir) if self.chief else contextlib.nullcontext(), \
-                    precision_policy(self.config.precision) as policy:
+            with pid_file(self.run_dir), precision_policy(self.config.precision) as policy:
                 self.policy = policy
                 keras.utils.set_random_seed(self.config.seed)
                 try:
@@ -164,12 +160,10 @@ class _Run:
                                  "start a new run instead of resuming")
         else:
             self.state = TrainState()
-            if self.chief:
-                config.save(run_dir / CONFIG_FILE)
+            config.save(run_dir / CONFIG_FILE)
 
         self.manifest = self._load_data(resuming)
-        if self.chief:
-            write_labels(run_dir, self.manifest.classes)
+        write_labels(run_dir, self.manifest.classes)
         self.image_size = config.image_size or (
             SAMPLE_IMAGE_SIZE if config.data is None else self._spec().resolution
         )
@@ -247,6 +241,13 @@ class _Run:
                            augment=self.config.augment, seed=self.config.seed,
                            shard_policy=shard_policy_name(self.strategy))
         self.shard = lambda d: with_sharding_policy(d, self.strategy)
+        if self.replicas > 1:
+            # A last global batch smaller than the replica count leaves a replica an empty batch,
+            # which TensorFlow's CPU convolutions reject; skip that batch (fewer images than
+            # replicas, reported in the phase events as `skipped_images`).
+            sizes = self.manifest.split_sizes()
+            ds.train = _skip_small_batches(ds.train, sizes["train"], self.global_batch, self.replicas)
+            ds.val = _skip_small_batches(ds.val, sizes["val"], self.global_batch, self.replicas)
         return ds
 
     def _use_cache(self) -> bool:
@@ -333,7 +334,16 @@ class _Run:
             resumed=resumed, strategy=strategy_label(self.strategy), replicas=self.replicas,
             batch_size=self.config.batch_size, global_batch_size=self.global_batch, precision=self.policy,
             image_size=self.image_size, num_train=self.manifest.split_sizes()["train"],
-            num_val=self.manifest.split_sizes()["val"], **extra)
+            num_val=self.manifest.split_sizes()["val"], skipped_images=self._skipped(), **extra)
+
+    def _skipped(self) -> dict[str, int]:
+        """Images left out per epoch by `_skip_small_batches` (0 on one replica)."""
+        sizes = self.manifest.split_sizes()
+        skipped = {}
+        for split in ("train", "val"):
+            last = sizes[split] % self.global_batch
+            skipped[split] = last if self.replicas > 1 and 0 < last < self.replicas else 0
+        return skipped
 
     def _phase1(self) -> bool:
         from workbench.models.surgery import classifier_head
@@ -352,6 +362,9 @@ class _Run:
             train = feature_dataset(cache["train_x"], cache["train_y"], self.global_batch, shuffle=True,
                                     seed=config.seed)
             val = feature_dataset(cache["val_x"], cache["val_y"], self.global_batch, shuffle=False, seed=0)
+            if self.replicas > 1:
+                train = _skip_small_batches(train, len(cache["train_x"]), self.global_batch, self.replicas)
+                val = _skip_small_batches(val, len(cache["val_x"]), self.global_batch, self.replicas)
             with self.strategy.scope():
                 fit_model = classifier_head(self.model)
             train, val = self.shard(train), self.shard(val)
@@ -365,8 +378,7 @@ class _Run:
         if state.phase == 1:
             state.phase, state.epochs_done, state.phase_done, state.epochs_since_best = 2, 0, False, 0
             state.last_weights = state.last_optimizer = None
-            if self.chief:
-                state.save(self.run_dir)
+            state.save(self.run_dir)
         if "weights" in self.best_holder:
             # Fine-tune from the best head, not the last one.
             self.model.set_weights(self.best_holder["weights"])
@@ -400,10 +412,13 @@ class _Run:
                            global_batch=self.global_batch),
             RunCheckpoint(run_dir=self.run_dir, state=state, model=self.model, optimizer=optimizer,
                           patience=self.config.recipe.early_stopping_patience, signals=signals,
-                          chief=self.chief, best_holder=self.best_holder),
+                          best_holder=self.best_holder),
         ]
-        fit_model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
-                      callbacks=callbacks, class_weight=self.class_weight, shuffle=False, verbose=0)
+        from workbench.engine.strategy import keras_multi_worker_fixes
+
+        with keras_multi_worker_fixes(fit_model, self.strategy):
+            fit_model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
+                          callbacks=callbacks, class_weight=self.class_weight, shuffle=False, verbose=0)
         if signals.diverged:
             if state.best_weights:
                 kept = (f"the last good checkpoints are kept in {self.run_dir / CHECKPOINTS_DIR} (best: "
@@ -417,8 +432,7 @@ class _Run:
         if signals.stopped:
             return True
         state.phase_done = True
-        if self.chief:
-            state.save(self.run_dir)
+        state.save(self.run_dir)
         return False
 
     def _cached_features(self) -> dict | None:
@@ -428,7 +442,7 @@ class _Run:
         path = self.run_dir / CHECKPOINTS_DIR / "features.npz"
         key = {"variant": self.config.variant, "weights": str(self.config.weights), "image_size": self.image_size,
                "splits": self.manifest.split_sizes(), "seed": self.config.seed}
-        cache = load_cache(path, key) if self.chief else None
+        cache = load_cache(path, key)
         if cache is not None:
             return cache
         extractor = feature_extractor(self.model)
@@ -452,8 +466,7 @@ class _Run:
             if result is None:
                 return None
             cache[f"{split}_x"], cache[f"{split}_y"] = result
-        if self.chief:
-            save_cache(path, key, cache)
+        save_cache(path, key, cache)
         return cache
 
     # ------------------------------------------------------------------ end
@@ -463,14 +476,21 @@ class _Run:
         self._restore_drop_rates()
         if "weights" in self.best_holder:
             self.model.set_weights(self.best_holder["weights"])
-            if self.chief:
-                model_path = self.run_dir / MODEL_FILE
-                with atomic_path(model_path) as tmp:
-                    self.model.save(tmp)
+            model_path = self.run_dir / MODEL_FILE
+            with atomic_path(model_path) as tmp:
+                self.model.save(tmp)
         self.writer.done(run_dir=self.run_dir, best_val_accuracy=state.best_val_accuracy, model_path=model_path,
                          stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch)
         return RunResult(
             run_dir=self.run_dir, best_val_accuracy=state.best_val_accuracy, model_path=model_path,
             stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch, precision=self.policy,
             strategy=strategy_label(self.strategy), replicas=self.replicas, global_batch_size=self.global_batch,
-            cached_features=self._use_cache())
+            cached_features=self._use_cache(), chief=self.chief)
+
+
+def _skip_small_batches(dataset, num_images: int, global_batch: int, replicas: int):
+    """Drop the last batch when it holds fewer images than there are replicas."""
+    last = num_images % global_batch
+    if 0 < last < replicas:
+        return dataset.take(num_images // global_batch)
+    return dataset

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 from workbench.engine.config import STRATEGIES
 
@@ -27,7 +29,9 @@ def resolve_strategy(name: str):
 
     if name not in STRATEGIES:
         raise ValueError(f"strategy={name!r} is not one of {', '.join(STRATEGIES)}")
-    gpus = tf.config.list_logical_devices("GPU")
+    # Physical devices: listing logical ones would initialise the runtime, after which
+    # MultiWorkerMirroredStrategy can no longer configure its collective ops.
+    gpus = tf.config.list_physical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "default"
     if name == "default":
@@ -109,3 +113,36 @@ def with_sharding_policy(dataset, strategy):
         else tf.data.experimental.AutoShardPolicy.OFF
     )
     return dataset.with_options(options)
+
+
+@contextmanager
+def keras_multi_worker_fixes(model, strategy) -> Iterator[None]:
+    """Work around two Keras 3 bugs that break `fit` under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585, open): before the first step Keras reduces a sample batch across
+    workers and fails on it, and it reduces scalar metrics "along axis 0", which rank-0 values
+    lack. Inside this block the model forgets its recorded strategy (so `fit` takes the one of
+    the scope, skipping the sample-batch reduction) and per-replica metrics are averaged across
+    all workers with `axis=None`. Everything is restored on exit; other strategies are untouched.
+    """
+    if not is_multi_worker(strategy):
+        yield
+        return
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy_, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
+            return tree.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy_, reduction)
+
+    recorded = model._distribute_strategy
+    model._distribute_strategy = None
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        with strategy.scope():
+            yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        model._distribute_strategy = recorded
