@@ -216,7 +216,8 @@ def _options(config: DatasetConfig, deterministic: bool) -> tf.data.Options:
     return options
 
 
-def _ordered(manifest: Manifest, split: str, target: float, window_fn, transform, deterministic: bool):
+def _ordered(manifest: Manifest, split: str, target: float, window_fn, transform, deterministic: bool,
+             skip_errors: bool = False):
     """transform(uint8 image, label index) for every record of `split`, in manifest order.
 
     window_fn(height, width) -> full-resolution window; target: pixels the window's short side must keep after
@@ -244,10 +245,12 @@ def _ordered(manifest: Manifest, split: str, target: float, window_fn, transform
         ))
         datasets.append(ds.map(lambda p, w, h, wd, y, decode=decode: transform(decode(p, w, h, wd), y),
                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic))
+    if skip_errors:  # see make_dataset: training skips a file TensorFlow cannot decode, evaluation does not
+        datasets = [ds.ignore_errors(log_warning=True) for ds in datasets]
     if len(datasets) == 1:
         return datasets[0]
     selector = tf.data.Dataset.from_tensor_slices(tf.constant([groups.index(k) for k in keys], tf.int64))
-    return tf.data.Dataset.choose_from_datasets(datasets, selector)
+    return tf.data.Dataset.choose_from_datasets(datasets, selector, stop_on_empty_dataset=False)
 
 
 def _shuffled_random_crops(manifest: Manifest, split: str, config: DatasetConfig, scale, one_hot, flip,
@@ -315,6 +318,9 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
     def shuffle(ds):
         return ds.shuffle(config.shuffle_buffer or max(n, 1), seed=config.seed, reshuffle_each_iteration=True)
 
+    # Ingest decoded every file with Pillow already. Should TensorFlow's decoder still refuse one (a file changed
+    # on disk since, say), training skips it with a logged warning instead of stopping mid-epoch; evaluation
+    # stays strict, because its order must match `manifest.split_records`.
     # Each path does its per-image work in ONE map: an extra map per element costs ~10% of the throughput.
     if not random_crop:
         window = lambda h, w: _centre_window(h, w, config.resize)  # noqa: E731
@@ -324,7 +330,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
                 image.set_shape([size, size, 3])
                 return image, one_hot(label)
 
-            ds = _ordered(manifest, split, size, window, evaluate, deterministic)
+            ds = _ordered(manifest, split, size, window, evaluate, deterministic, skip_errors=training)
             if training:
                 ds = shuffle(ds)
         else:
@@ -333,8 +339,8 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
                 image.set_shape([size, size, 3])
                 return image, label
 
-            ds = _apply_cache(_ordered(manifest, split, size, window, evaluate_for_cache, deterministic), cache,
-                              split, config, training)
+            ds = _ordered(manifest, split, size, window, evaluate_for_cache, deterministic, skip_errors=training)
+            ds = _apply_cache(ds, cache, split, config, training)
             if training:
                 ds = shuffle(ds)
             ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), one_hot(label)),
@@ -342,6 +348,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
     elif cache == "none":
         # Fast path: shuffled file lists; only each random crop window is decoded.
         ds = _shuffled_random_crops(manifest, split, config, preset.crop_scale, one_hot, flip, deterministic)
+        ds = ds.ignore_errors(log_warning=True)
     else:
         # Cached path: decode once to a bounded size, cache, then crop from the cached copy every epoch.
         keep = int(math.ceil(TRAIN_CACHE_SCALE * size))
@@ -354,7 +361,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
                             lambda: image)
             return image, label
 
-        ds = _ordered(manifest, split, keep, lambda h, w: (0, 0, h, w), shrink, deterministic)
+        ds = _ordered(manifest, split, keep, lambda h, w: (0, 0, h, w), shrink, deterministic, skip_errors=True)
         ds = shuffle(_apply_cache(ds, cache, split, config, training))
         seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
 

@@ -111,6 +111,11 @@ def check_image(path: Path, *, max_pixels: int, normalised_dir: Path | None) -> 
                 if fmt == "JPEG" and not convert:
                     image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
                 image.load()
+                if fmt == "PNG" and not convert:
+                    # TensorFlow's libpng refuses bad chunk checksums that Pillow's decoder reads past:
+                    # verify() checks every chunk's CRC (no decompression), so tf.data never meets one.
+                    with Image.open(path) as again:
+                        again.verify()
                 decode_path = str(path)
                 if convert:
                     if normalised_dir is None:

@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,11 @@ def _find(data: Any, data_dir: Path, config: IngestConfig) -> Found:
         raise DataError(f"cannot read data of type {type(data).__name__}; give a folder, a .zip, 'tfds:NAME' or "
                         "(images, labels, class_names)")
     path = Path(data).expanduser()
-    if path.is_file() or path.suffix.lower() == ".zip":
+    if path.suffix.lower() == ".zip" or (path.is_file() and zipfile.is_zipfile(path)):
         return find_zip(path, data_dir / "extracted", config.zip_limits)
+    if path.is_file():
+        raise DataError(f"{path} is a single file; give a folder of class folders (or a .zip of one), "
+                        "e.g. data/cats/*.jpg and data/dogs/*.jpg")
     return find_folder(path)
 
 

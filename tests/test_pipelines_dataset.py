@@ -156,6 +156,15 @@ def test_normalised_copies_flow_through_tf_data(tmp_path):
             assert colour[2] > 200 and colour[0] < 60
 
 
+@pytest.mark.parametrize("augment, cache", [("light", "none"), ("light", "memory"), ("none", "none")])
+def test_training_skips_a_file_damaged_after_ingest_instead_of_crashing(coded, augment, cache):
+    victim = coded.split_records("train")[0]
+    Path(victim.path).write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # corrupted between ingest and training
+    ds = make_datasets(coded, image_size=16, batch_size=8, augment=augment, cache=cache)
+    images, labels = collect(ds.train)
+    assert images.shape[0] == len(coded.split_records("train")) - 1 and np.allclose(labels.sum(1), 1.0)
+
+
 def test_small_split_can_be_empty_without_errors(tmp_path):
     root = tmp_path / "d"
     for name in ("a", "b"):

@@ -82,6 +82,23 @@ def test_png_that_is_really_a_jpeg_is_read_by_its_content(data, tmp_path):
     assert rec.decode_format == "JPEG"  # tf.data picks the decoder from the content, not the extension
 
 
+def test_png_with_a_bad_checksum_is_quarantined(data, tmp_path):
+    path = save(data / "cats" / "badcrc.png", gradient(30, 30))
+    raw = bytearray(path.read_bytes())
+    idat = raw.find(b"IDAT")
+    length = int.from_bytes(raw[idat - 4:idat], "big")
+    raw[idat + 4 + length] ^= 0xFF  # first byte of the IDAT chunk's CRC
+    path.write_bytes(bytes(raw))
+    rec = record_of(ingest(data, tmp_path / "work"), "badcrc.png")
+    assert rec.status == "quarantined" and rec.reason
+
+
+def test_a_single_image_file_is_not_a_dataset(tmp_path):
+    path = save(tmp_path / "cat.jpg", gradient(), "JPEG")
+    with pytest.raises(DataError, match="cat.jpg is a single file; give a folder of class folders"):
+        ingest(path, tmp_path / "work")
+
+
 # ------------------------------------------------------------------ unusual but valid images
 def test_cmyk_jpeg_is_converted_to_rgb(data, tmp_path):
     cmyk = Image.new("CMYK", (32, 32), (0, 255, 255, 0))  # pure red in CMYK
