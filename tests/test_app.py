@@ -149,7 +149,13 @@ def wait_for(at, predicate, timeout: float, every: float = 2.0):
     raise AssertionError(f"timed out after {timeout}s; errors: {[e.value for e in at.error]}")
 
 
-def test_sample_dataset_trains_a_tiny_model_and_shows_a_confusion_matrix(workspace):
+def epoch_events(run_dir: Path) -> list[dict]:
+    from workbench.engine.events import read_events
+
+    return [e for e in read_events(run_dir) if e["type"] == "epoch"]
+
+
+def test_sample_dataset_trains_a_tiny_model_stops_on_request_and_shows_a_confusion_matrix(workspace):
     from apps import background
 
     at = new_app()
@@ -163,9 +169,11 @@ def test_sample_dataset_trains_a_tiny_model_and_shows_a_confusion_matrix(workspa
     assert "trains from scratch" in " ".join(c.value for c in at.caption)
     background.stop_all()  # the family table is not what this test is about: leave the CPU to training
 
+    # Far more epochs than the test waits for, and no early stopping: only the Stop button ends it early.
     goto(at, "Train")
-    at.number_input(key="train_opt_epochs").set_value(1)
+    at.number_input(key="train_opt_epochs").set_value(200)
     at.number_input(key="train_opt_fine_tune_epochs").set_value(1)
+    at.number_input(key="train_opt_recipe.early_stopping_patience").set_value(0)
     [b for b in at.button if b.label == "Start training"][0].click().run()
     assert not at.exception and not at.error
 
@@ -181,14 +189,19 @@ def test_sample_dataset_trains_a_tiny_model_and_shows_a_confusion_matrix(workspa
     assert run_dir.name in other.info[0].value
     assert not [b for b in other.button if b.label == "Start training"]
 
-    wait_for(at, lambda a: a.success or a.error, timeout=240)
+    wait_for(at, lambda a: epoch_events(run_dir) or a.error, timeout=180, every=1.0)
+    assert len(at.get("progress")) == 1 and len(at.get("vega_lite_chart")) == 2  # progress, loss and accuracy
+    at.button(key="train_stop").click().run()
+    assert (run_dir / "STOP").is_file()
+
+    wait_for(at, lambda a: a.success or a.error, timeout=180)
     assert not at.error, [e.value for e in at.error]
-    assert "Finished" in at.success[0].value
+    assert "Stopped on request" in at.success[0].value
+    assert 1 <= len(epoch_events(run_dir)) < 200
     assert (run_dir / "model.keras").is_file()
     assert [p for p in (workspace / "runs").iterdir() if not p.name.startswith(".")] == [run_dir]
-    config = (run_dir / "config.yaml").read_text()
-    assert "phi=-4" in config and "image_size: 48" in config and "weights: null" in config
-    assert len(at.get("vega_lite_chart")) == 2  # loss and accuracy curves
+    config = (run_dir / "config.yaml").read_text().splitlines()
+    assert {"variant: phi=-4", "image_size: 48", "weights: null", "epochs: 200"} <= {line.strip() for line in config}
 
     goto(at, "Evaluate")
     charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
