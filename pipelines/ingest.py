@@ -199,4 +199,4 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
     quarantined = [r for r in out if not r.ok]
     if quarantined:
         warnings.append(f"{len(quarantined)} file(s) quarantined (not used); see the list of quarantined files")
-    return Manifest(found.source, list(found.classes), out, warnings, config.seed, found.user_splits)
+    return Manifest(found.source, list(found.classes), out, warnings, config.seed, found.user_splits, found.root)

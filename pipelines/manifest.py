@@ -70,6 +70,7 @@ class Manifest:
     warnings: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     user_splits: bool = False
+    root: str = ""  # the folder the files were found in (the extraction folder for archives)
 
     # ----------------------------------------------------------------- queries
     def label_index(self, label: str) -> int:
@@ -105,6 +106,15 @@ class Manifest:
         counts = collections.Counter(r.split for r in self.usable())
         return {split: counts.get(split, 0) for split in SPLITS}
 
+    def display_path(self, record: Record) -> str:
+        """A record's path as the user knows it: relative to the dataset (inside the archive for zips)."""
+        if self.root:
+            try:
+                return Path(record.path).relative_to(self.root).as_posix()
+            except ValueError:
+                pass
+        return record.path
+
     # ----------------------------------------------------------------- report
     def report(self) -> dict[str, Any]:
         """What ingest found, as plain JSON-ready data (the CLI's `inspect` and the app show it)."""
@@ -126,7 +136,8 @@ class Manifest:
             "user_splits": self.user_splits,
             "formats": dict(sorted(formats.items())),
             "converted": sum(1 for r in self.usable() if r.decode_path and r.decode_path != r.path),
-            "quarantined": [{"path": r.path, "label": r.label, "reason": r.reason} for r in self.quarantined()],
+            "quarantined": [{"file": self.display_path(r), "path": r.path, "label": r.label, "reason": r.reason}
+                            for r in self.quarantined()],
             "warnings": list(self.warnings),
         }
 
@@ -145,10 +156,11 @@ class Manifest:
         for name, c in rep["counts"].items():
             lines.append(f"  {name:<{width}}  {c['train']:>6} {c['val']:>6} {c['test']:>6} {c['total']:>6}")
         if rep["converted"]:
-            lines.append(f"{rep['converted']} images were converted once to clean 8-bit RGB copies")
+            lines.append(f"{rep['converted']} image(s) converted once to clean 8-bit RGB copies "
+                         "(CMYK, 16-bit, alpha, palette, animated, EXIF-rotated or non-JPEG/PNG)")
         if rep["quarantined"]:
-            lines.append(f"quarantined {len(rep['quarantined'])} files:")
-            lines.extend(f"  {q['path']}: {q['reason']}" for q in rep["quarantined"])
+            lines.append(f"quarantined {len(rep['quarantined'])} file(s):")
+            lines.extend(f"  {q['file']}: {q['reason']}" for q in rep["quarantined"])
         else:
             lines.append("quarantined: none")
         for warning in rep["warnings"]:
@@ -163,6 +175,7 @@ class Manifest:
             "classes": list(self.classes),
             "seed": self.seed,
             "user_splits": self.user_splits,
+            "root": self.root,
             "warnings": list(self.warnings),
             "records": [dataclasses.asdict(r) for r in self.records],
         }
@@ -183,6 +196,7 @@ class Manifest:
             warnings=list(data.get("warnings", [])),
             seed=int(data.get("seed", 0)),
             user_splits=bool(data.get("user_splits", False)),
+            root=str(data.get("root", "")),
         )
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -47,6 +47,7 @@ class Found:
     files: list[FoundFile]
     user_splits: bool
     warnings: list[str] = dataclasses.field(default_factory=list)
+    root: str = ""  # folder the paths are shown relative to
 
 
 def class_name(name: str) -> str:
@@ -92,6 +93,7 @@ def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
     if not root.is_dir():
         raise DataError(f"{root} is neither a folder nor a .zip archive; give a folder of class folders")
     source = source or str(root)
+    top = root
     dirs, files = _listdir(root)
     # A single wrapping folder (e.g. `flowers/` inside `flowers.zip`): look inside it.
     while len(dirs) == 1 and not files and not _split_layout(dirs) and _listdir(dirs[0])[0]:
@@ -128,7 +130,7 @@ def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
             f"{source} holds no class folders; put the images of each class in a folder named after the class "
             "(e.g. data/cats/*.jpg, data/dogs/*.jpg)"
         )
-    return Found(source, sorted(classes), found_files, user_splits, warnings)
+    return Found(source, sorted(classes), found_files, user_splits, warnings, root=str(top))
 
 
 def find_zip(archive: str | os.PathLike, extract_to: str | os.PathLike, limits: ZipLimits) -> Found:
@@ -180,4 +182,5 @@ def write_arrays(images, labels, class_names, dest: str | os.PathLike) -> Found:
         path = folder / f"{i:07d}.png"
         Image.fromarray(pixels).save(path, compress_level=1)
         files.append(FoundFile(path, class_names[label], None))
-    return Found(f"in-memory arrays ({len(images)} images)", list(class_names), files, user_splits=False)
+    return Found(f"in-memory arrays ({len(images)} images)", list(class_names), files, user_splits=False,
+                 root=str(dest))

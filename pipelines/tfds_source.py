@@ -117,4 +117,4 @@ def find_tfds(data, dest: str | os.PathLike, *, data_dir: str | None = None, dow
     user_splits = len(set(mapped.values())) > 1
     if not user_splits:  # only a train split: ingest makes val and test from it
         files = [FoundFile(f.path, f.label, None) for f in files]
-    return Found(f"tfds:{builder.name}", names, files, user_splits, warnings)
+    return Found(f"tfds:{builder.name}", names, files, user_splits, warnings, root=str(dest))

@@ -51,6 +51,7 @@ def test_zip_of_class_folders_with_wrapping_folder_and_macos_junk(tmp_path):
     assert manifest.classes == ["cats", "dogs"]
     assert len(manifest.records) == 8 and not manifest.quarantined()
     assert manifest.source == str(archive)
+    assert manifest.display_path(manifest.records[0]) == "flowers/cats/0.png"  # as inside the archive
     assert all(Path(r.path).is_relative_to(tmp_path / "work" / "data" / "extracted") for r in manifest.records)
 
 

@@ -56,7 +56,7 @@ def test_inspect_json_on_a_folder_with_a_bad_file(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "d"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["classes"] == ["a", "b"] and report["num_images"] == 8
-    assert report["quarantined"][0]["path"].endswith("broken.jpg") and report["quarantined"][0]["reason"]
+    assert report["quarantined"][0]["file"] == "b/broken.jpg" and report["quarantined"][0]["reason"]
     assert sum(report["split_sizes"].values()) == 8
 
 
