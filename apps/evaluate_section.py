@@ -189,11 +189,22 @@ def _split_images(run_dir: Path, split: str) -> list:
     return [r for s in splits for r in manifest.split_records(s)]
 
 
+@st.cache_data(max_entries=32, show_spinner="Computing Grad-CAM…")
+def _cam(_run, run_dir: str, model_mtime: float, image_path: str, class_index: int | None):
+    """(model input pixels, heatmap, explained class, probabilities); cached so that redrawing the page
+    (a toggle elsewhere) does not recompute it. `_run` is not hashed: run_dir and mtime identify it."""
+    from workbench.explain import grad_cam
+    from workbench.imaging import load_files
+
+    pixels = load_files([image_path], _run.resolution)[0]
+    heatmap, class_index, probabilities = grad_cam(_run.model, pixels, class_index)
+    return pixels, heatmap, class_index, probabilities
+
+
 def _grad_cam(run, report: dict, run_dir: Path) -> None:
     import numpy as np
 
-    from workbench.explain import grad_cam, overlay
-    from workbench.imaging import load_files
+    from workbench.explain import overlay
 
     st.subheader("Grad-CAM: where the model looked")
     try:
@@ -212,9 +223,11 @@ def _grad_cam(run, report: dict, run_dir: Path) -> None:
                              + ("  (misclassified)" if p in wrong_paths else ""))
     target = cols[1].selectbox("Explain class", ["predicted class", *run.class_names], key="eval_cam_class")
     record = next((r for r in records if r.path == path), None)
-    pixels = load_files([record.source_path if record else path], run.resolution)[0]
     class_index = None if target == "predicted class" else run.class_names.index(target)
-    heatmap, class_index, probabilities = grad_cam(run.model, pixels, class_index)
+    model_mtime = (Path(run_dir) / "model.keras").stat().st_mtime
+    pixels, heatmap, class_index, probabilities = _cam(
+        run, str(run_dir), model_mtime, record.source_path if record else path, class_index
+    )
     image = pixels.astype(np.uint8)
     predicted = run.class_names[int(np.argmax(probabilities))]
     left, right = st.columns(2)
