@@ -10,11 +10,11 @@ TensorFlow is imported only when a dataset is built (`make_datasets`, `make_data
 `import pipelines` and `ingest` stay light.
 """
 
+from pipelines.archives import ZipLimits
 from pipelines.errors import DataError
 from pipelines.ingest import IngestConfig, ingest
 from pipelines.manifest import SPLITS, Manifest, Record
 from pipelines.sample import sample_dataset_path
-from pipelines.archives import ZipLimits
 
 __all__ = [
     "AUGMENT_PRESETS",

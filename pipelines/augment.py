@@ -45,7 +45,8 @@ def get_preset(name: str) -> AugmentPreset:
 
 def batch_augmenter(preset: AugmentPreset, seed: int = 0):
     """A function (images (B,R,R,3) float32 in [0,255], labels (B,C), choice in [0, 1)) -> same, or None when
-    the preset has no batch-level augmentation (RandAugment, MixUp/CutMix; choice < 0.5 picks MixUp). Built once per dataset so the Keras layers keep their random state across batches.
+    the preset has no batch-level augmentation (RandAugment, MixUp/CutMix; choice < 0.5 picks MixUp).
+    Built once per dataset so the Keras layers keep their random state across batches.
     """
     if not (preset.rand_augment_ops or preset.mix):
         return None

@@ -62,7 +62,7 @@ def _find(data: Any, data_dir: Path, config: IngestConfig) -> Found:
         images, labels, class_names = data
         data_dir.mkdir(parents=True, exist_ok=True)
         return write_arrays(images, labels, class_names, tempfile.mkdtemp(prefix="arrays-", dir=data_dir))
-    if isinstance(data, str) and data.startswith("tfds:") or type(data).__module__.startswith("tensorflow_datasets"):
+    if (isinstance(data, str) and data.startswith("tfds:")) or type(data).__module__.startswith("tensorflow_datasets"):
         from pipelines.tfds_source import find_tfds
 
         name = data if isinstance(data, str) else data.name
@@ -152,7 +152,7 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
         raise DataError(f"{found.source}: class(es) with no usable image: {details}. Add images to each class "
                         "folder or remove the folder")
 
-    present = {s for r in records if r.ok for s in [r.split] if s}
+    present = {r.split for r in records if r.ok and r.split}
     carve_val = config.val_fraction if "val" not in present else 0.0
     carve_test = config.test_fraction if "test" not in present else 0.0
     if found.user_splits:
@@ -170,7 +170,8 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
                             "train/; add training images for them")
 
     # Stratified assignment: per class, over the pool (no user splits) or the user's train files (carving).
-    root = os.path.commonpath([r.path for r in records]) if records else ""
+    # Keys are paths relative to the dataset root, so a fresh extraction of the same archive splits the same way.
+    root = found.root or (os.path.commonpath([r.path for r in records]) if records else "")
     pool: dict[str, list[int]] = collections.defaultdict(list)
     for i, r in enumerate(records):
         if r.ok and r.split in (None, "train"):

@@ -25,11 +25,11 @@ def good_members(prefix: str = "") -> dict[str, bytes]:
     return {f"{prefix}{c}/{i}.png": png_bytes(60 * k + i) for k, c in enumerate(("cats", "dogs")) for i in range(4)}
 
 
-def write_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] = {}) -> Path:
+def write_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
-        for name, target in symlinks.items():
+        for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFLNK | 0o777) << 16
             zf.writestr(info, target)

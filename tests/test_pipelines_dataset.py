@@ -256,7 +256,7 @@ def textured(tmp_path):
 def test_each_preset_changes_training_images_and_keeps_labels_valid(textured, name):
     ds = make_datasets(textured, image_size=24, batch_size=8, augment=name)
     plain, plain_labels = collect(ds.plain("train"))
-    for epoch in range(2):
+    for _epoch in range(2):
         images, labels = collect(ds.train)
         assert images.shape == (8, 24, 24, 3) and images.min() >= 0.0 and images.max() <= 255.0
         assert np.allclose(labels.sum(axis=1), 1.0, atol=1e-5) and labels.min() >= 0.0
