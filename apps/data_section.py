@@ -23,7 +23,8 @@ def render() -> None:
         "Images sorted into one folder per class (`cats/…`, `dogs/…`). Optional `train/`, `val/`, `test/` "
         "folders above the class folders are kept as given; otherwise the images are split for you."
     )
-    source = st.radio("Where are your images?", SOURCES, horizontal=True, key="data_source")
+    source = st.radio("Where are your images?", SOURCES, horizontal=True, key="data_source",
+                      on_change=_clear_error)
     if source == "Embedded sample":
         _sample_source()
     elif source == "Upload a zip":
@@ -57,14 +58,14 @@ def _upload_source() -> None:
         return
     content = uploaded.getvalue()
     digest = hashlib.sha256(content).hexdigest()[:16]
-    if state.get("data_upload_digest") == digest:
-        return  # this exact file was already ingested; reruns do not repeat the work
-    state.put("data_upload_digest", digest)
-    folder = state.datasets_root() / digest
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / _safe_filename(uploaded.name, default="upload.zip")
+    path = state.datasets_root() / digest / _safe_filename(uploaded.name, default="upload.zip")
+    current = state.dataset()
+    if (current is not None and current.data == str(path)) or state.get("data_failed_upload") == str(path):
+        return  # this exact file is already loaded (or refused): reruns do not repeat the work
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
-    load(str(path), uploaded.name)
+    if load(str(path), uploaded.name) is None:
+        state.put("data_failed_upload", str(path))
 
 
 def _folder_source() -> None:
@@ -97,6 +98,12 @@ def _tfds_source() -> None:
             _fail("Type a TFDS dataset name such as tf_flowers, then press Load dataset.")
             return
         load(f"tfds:{name}", f"TFDS {name}")
+
+
+def _clear_error() -> None:
+    """A new choice of source starts without the previous source's error."""
+    state.put("data_error", None)
+    state.put("data_failed_upload", None)
 
 
 def _safe_filename(name: str, default: str) -> str:
