@@ -375,6 +375,10 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
 
         ds = tf.data.Dataset.zip((ds, seeds)).map(crop, num_parallel_calls=autotune, deterministic=deterministic)
 
+    if training and not random_crop and preset.flip:  # "stretch" resizing: the preset still flips
+        seeds = tf.data.Dataset.random(seed=config.seed + 1, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda element, seed: (flip(element[0], seed), element[1]),
+                                                   num_parallel_calls=autotune, deterministic=deterministic)
     ds = ds.batch(config.batch_size, drop_remainder=training and config.drop_remainder,
                   num_parallel_calls=autotune, deterministic=deterministic)
     augment = batch_augmenter(preset, config.seed) if training else None

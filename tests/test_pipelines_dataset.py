@@ -279,6 +279,17 @@ def test_strong_preset_mixes_labels_with_mixup_and_cutmix():
         assert ((soft > 0.01) & (soft < 0.99)).any()  # some rows mix two classes
 
 
+def test_stretch_resize_still_flips_training_images(textured):
+    ds = make_datasets(textured, image_size=24, batch_size=8, augment="light", resize="stretch")
+    plain = collect(ds.plain("train"))[0]
+    flipped = kept = 0
+    for _ in range(3):
+        for image in collect(ds.train)[0]:
+            kept += any(np.allclose(image, p, atol=1e-3) for p in plain)
+            flipped += any(np.allclose(image, p[:, ::-1], atol=1e-3) for p in plain)
+    assert kept + flipped == 24 and flipped >= 4 and kept >= 4
+
+
 def test_evaluation_datasets_are_never_augmented(coded):
     for name in ("light", "strong"):
         ds = make_datasets(coded, image_size=16, batch_size=8, augment=name)
