@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from helpers_tiny_run import RESOLUTION, exported, split_images, tiny_run
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+
 
 @pytest.fixture(scope="module")
 def keras_reference(tmp_path_factory):

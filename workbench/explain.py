@@ -12,16 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-LAST_CONV_LAYER = "top_activation"  # workbench.models.surgery.LAST_CONV_LAYER, the contract's name
-
-
-def grad_cam(model, image: np.ndarray, class_index: int | None = None, layer_name: str = LAST_CONV_LAYER):
+def grad_cam(model, image: np.ndarray, class_index: int | None = None, layer_name: str | None = None):
     """Grad-CAM heatmap of one image.
 
     Args:
         model: a workbench classifier (a `layer_name` layer, then `avg_pool`, ..., `predictions`).
         image: float32 RGB (R, R, 3) in [0, 255] at the model's resolution.
         class_index: the class to explain; None for the predicted class.
+        layer_name: the convolution output to explain; None for `surgery.LAST_CONV_LAYER` (`top_activation`).
 
     Returns:
         (heatmap float32 (h, w) in [0, 1] at the conv layer's resolution, class index, probabilities (C,)).
@@ -29,6 +27,9 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None, layer_nam
     import keras
     import tensorflow as tf
 
+    from workbench.models.surgery import LAST_CONV_LAYER
+
+    layer_name = layer_name or LAST_CONV_LAYER
     try:
         conv_layer = model.get_layer(layer_name)
         head = model.get_layer("predictions")

@@ -141,8 +141,15 @@ def convert_tflite(model, resolution: int, mode: str, calibration=None) -> bytes
                 raise ValueError("int8 conversion needs calibration images")
 
             def representative_dataset():
-                for image in calibration:
-                    yield [image[None].astype("float32")]
+                for i, image in enumerate(calibration):
+                    image = image[None].astype("float32")
+                    if i == 0:
+                        # Pin the calibrated input range to the full [0, 255]: uint8 pixels then map 1:1
+                        # (scale 1, zero point 0) and bright images outside the calibration set's range
+                        # are not clipped. Two pixels barely move the ranges of the later layers.
+                        image = image.copy()
+                        image[0, 0, 0, :], image[0, -1, -1, :] = 0.0, 255.0
+                    yield [image]
 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = representative_dataset
