@@ -65,3 +65,34 @@ def test_bad_inputs_fail_with_the_file_named(tmp_path_factory, tmp_path, images,
     assert main(["predict", str(tmp_path / "nothing.tflite"), images[0]]) == 2
     err = capsys.readouterr().err
     assert "nothing.tflite: no such file" in err and "Traceback" not in err
+
+
+def test_foreign_or_file_writing_saved_models_are_refused_before_loading(tmp_path):
+    import tensorflow as tf
+
+    from workbench.model_files import ModelFileError
+
+    marker = tmp_path / "written"
+
+    class Writer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+        def serve(self, image_bytes):
+            tf.io.write_file(str(marker), image_bytes[0])
+            return {"probabilities": tf.ones((tf.shape(image_bytes)[0], 2))}
+
+    class Foreign(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 4), tf.float32)])
+        def serve(self, x):
+            return {"probabilities": tf.nn.softmax(x)}
+
+    for name, module, message in (("writer", Writer(), "WriteFile"), ("foreign", Foreign(), "not a workbench SavedModel")):
+        directory = tmp_path / name / "1"
+        tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+        (directory / "labels.txt").write_text("a\nb\n")
+        image = tmp_path / "x.png"
+        from PIL import Image
+
+        Image.new("RGB", (8, 8)).save(image)
+        with pytest.raises(ModelFileError, match=message):
+            predict(directory.parent, [image])
+    assert not marker.exists()

@@ -146,6 +146,50 @@ def inspect_keras_archive(path: str | Path) -> dict:
     return config
 
 
+# Ops that touch the file system beyond the SavedModel's own variables, or call back into Python: a
+# workbench export never contains them, and a graph that does is a program we will not run.
+_FORBIDDEN_OPS = {
+    "ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc", "ImmutableConst",
+    "LoadAndRemapMatrix", "DecodeProtoV2", "EncodeProto", "Save", "SaveSlices", "Restore", "RestoreSlice",
+}
+_DT_STRING = 7  # tensorflow.core.framework.types_pb2.DT_STRING
+
+
+def inspect_saved_model(directory: str | Path) -> None:
+    """Vet a SavedModel from its protobuf alone (parsing runs nothing) before `tf.saved_model.load`.
+
+    Raises `ModelFileError` unless its `serving_default` signature takes `image_bytes` strings (the
+    workbench export) and its graph is free of file-system and Python-callback ops.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    directory = Path(directory)
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
+    except Exception as error:  # noqa: BLE001 - protobuf raises its own DecodeError
+        raise ModelFileError(f"{directory}: saved_model.pb is not a valid SavedModel ({error})") from None
+    if not saved_model.meta_graphs:
+        raise ModelFileError(f"{directory}: the SavedModel holds no graph")
+    graph = saved_model.meta_graphs[0]
+    signature = graph.signature_def.get("serving_default")
+    inputs = {} if signature is None else signature.inputs
+    if "image_bytes" not in inputs or inputs["image_bytes"].dtype != _DT_STRING:
+        raise ModelFileError(
+            f"{directory}: not a workbench SavedModel (its serving_default signature does not take "
+            "'image_bytes' strings); export the run with `workbench export --format savedmodel`"
+        )
+    ops = {node.op for node in graph.graph_def.node}
+    for function in graph.graph_def.library.function:
+        ops.update(node.op for node in function.node_def)
+    forbidden = sorted(ops & _FORBIDDEN_OPS)
+    if forbidden:
+        raise ModelFileError(
+            f"{directory}: refusing to load this SavedModel: its graph uses {', '.join(forbidden)} (file access or "
+            "Python callbacks), which a workbench export never contains; export the run again"
+        )
+
+
 def load_keras_model(path: str | Path):
     """Load a vetted `.keras` archive with `safe_mode=True` and without its optimizer state."""
     import keras

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.model_files import ModelFileError, load_keras_model, locate_model, model_resolution, read_labels
+from workbench.model_files import (
+    ModelFileError,
+    inspect_saved_model,
+    load_keras_model,
+    locate_model,
+    model_resolution,
+    read_labels,
+)
 
 
 class TFLiteClassifier:
@@ -100,14 +107,8 @@ def _probabilities(location, encoded: list[bytes]) -> tuple[np.ndarray, list[str
     from workbench.imaging import decode_batch
 
     if location.kind == "savedmodel":
-        loaded = tf.saved_model.load(str(location.path))
-        signature = loaded.signatures.get("serving_default")
-        spec = None if signature is None else signature.structured_input_signature[1].get("image_bytes")
-        if spec is None or spec.dtype != tf.string:
-            raise ModelFileError(
-                f"{location.path}: not a workbench SavedModel (its serving_default signature does not take "
-                "'image_bytes' strings); export the run with `workbench export --format savedmodel`"
-            )
+        inspect_saved_model(location.path)  # vetted from its protobuf before any of it is loaded
+        signature = tf.saved_model.load(str(location.path)).signatures["serving_default"]
         outputs = signature(image_bytes=tf.constant(encoded))
         return outputs["probabilities"].numpy(), read_labels(location.labels_path)
     if location.kind == "tflite":
