@@ -3,7 +3,9 @@
 Random-resized crop and the horizontal flip happen per image while decoding (see `dataset.py`: decoding only
 the crop window is much cheaper than decoding then cropping, and a per-image flip is nearly free where Keras'
 RandomFlip on a batch is not). The batch-level part is built from Keras 3 layers, which are safe inside tf.data:
-RandAugment, MixUp and CutMix. Keras 3.15 has all of them, so keras-cv is not needed.
+RandAugment, MixUp and CutMix. Keras 3.15 has all of them, so keras-cv is not needed. On a batch, Keras'
+RandAugment draws which operations to apply once per batch (their strengths per image); MixUp and CutMix pair
+images within the batch and mix their one-hot labels into soft labels that still sum to 1.
 """
 
 from __future__ import annotations
