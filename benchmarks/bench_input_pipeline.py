@@ -3,7 +3,9 @@
 Generates JPEGs of mixed sizes (CIFAR-10 images upscaled to 200-500 px per side, so aspect ratios vary) into a
 temporary folder, then times one full pass of decode -> aspect-preserving resize (short side + centre crop) ->
 batch for both, producing float32 (B, R, R, 3) images and one-hot labels. Also reports our training path
-(random-resized crop) and a cached second epoch. Reports images/s, the ratio, and the machine.
+(random-resized crop + flip) and a cached second epoch. Reports images/s (wall clock, best pass) and images
+per CPU-second of this process (median pass), each with its ratio to the baseline, and the machine. On a machine
+shared with other work the wall-clock rates swing with the load; the CPU-time rates stay put.
 
     python benchmarks/bench_input_pipeline.py [--images 3000] [--sizes 224 160] [--batch 32] [--data DIR]
 
