@@ -116,10 +116,15 @@ def test_evaluate_tiny_run_matrix_sums_to_test_images_and_matches_per_class(tmp_
 
 def test_evaluate_other_data_all_splits_and_unknown_classes(tmp_path_factory, tmp_path):
     run = tiny_run(tmp_path_factory)
+    evaluated(tmp_path_factory)
     data = make_image_folder(tmp_path / "new", per_class=6, seed=5)
+    own = json.loads((run / "eval" / "report.json").read_text())
     report = evaluate(run, data=str(data), split="all", plots=False)
     assert report["num_examples"] == 18 and np.asarray(report["confusion_matrix"]).sum() == 18
-    assert json.loads((run / "eval" / "report.json").read_text())["split"] == "all"
+    saved = json.loads((run / "eval" / "new-all" / "report.json").read_text())
+    assert saved["split"] == "all" and saved["data"] == str(data)
+    # The run's own test report (the one model cards quote) is left alone.
+    assert json.loads((run / "eval" / "report.json").read_text()) == own
     (data / "purple").mkdir()
     for i, source in enumerate(sorted((data / "red").iterdir())[:3]):
         source.rename(data / "purple" / f"p{i}.jpg")
@@ -133,9 +138,9 @@ def test_cli_prints_summary_and_fails_cleanly(tmp_path_factory, tmp_path, capsys
     from workbench.cli import main
 
     run = tiny_run(tmp_path_factory)
-    assert main(["evaluate", str(run), "--top-k", "2"]) == 0
+    assert main(["evaluate", str(run), "--split", "val", "--top-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert "top-2 accuracy" in out and "precision" in out
+    assert "top-2 accuracy" in out and "precision" in out and str(run / "eval" / "val") in out
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "model.keras" in err and "Traceback" not in err

@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from workbench.evaluation import evaluate, summary_table
 
@@ -31,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return 0
     print(summary_table(report))
-    print(f"\nreport and plots: {report['files']['report'].rsplit('/', 1)[0]}/")
+    print(f"\nreport and plots: {Path(report['files']['report']).parent}/")
     return 0

@@ -24,6 +24,17 @@ __all__ = ["EVAL_SPLITS", "compute_report", "evaluate", "summary_table"]
 EVAL_SPLITS = ("train", "val", "test", "all")
 
 
+def output_dir(run_dir: str | Path, data=None, split: str = "test") -> Path:
+    """Where a report goes: `eval/` for the run's own test split (the one model cards quote), else a
+    sub-folder named for the data and split (`eval/val/`, `eval/<data name>-all/`), so evaluating other
+    data never replaces the run's own report."""
+    eval_dir = Path(run_dir) / "eval"
+    if data is None:
+        return eval_dir if split == "test" else eval_dir / split
+    name = str(data).rstrip("/\\").replace("tfds:", "tfds-")
+    return eval_dir / f"{Path(name).name or 'data'}-{split}"
+
+
 def _manifest(run, data, eval_dir: Path):
     from pipelines import Manifest, ingest
 
@@ -54,7 +65,10 @@ def evaluate(
     batch_size: int = 32,
     plots: bool = True,
 ) -> dict:
-    """Evaluate the run at `run_dir`; write `eval/report.json` and PNG plots; return the report.
+    """Evaluate the run at `run_dir`; write `report.json` and PNG plots under `eval/`; return the report.
+
+    The run's own test split goes to `eval/`; other splits and other data to a sub-folder (see
+    `output_dir`), so the report that model cards quote is always the test split's.
 
     Args:
         run_dir: a run directory (model.keras, labels.txt, manifest.json).
@@ -79,7 +93,7 @@ def evaluate(
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")
     run = open_run(run_dir)
-    eval_dir = run.path / "eval"
+    eval_dir = output_dir(run.path, data, split)
     eval_dir.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(run, data, eval_dir)
     splits = ("train", "val", "test") if split == "all" else (split,)
