@@ -37,6 +37,15 @@ def test_every_format_gives_the_run_top1(tmp_path_factory, images):
         ), kind
 
 
+def test_int8_tflite_predicts_dequantised_probabilities(tmp_path_factory, images):
+    results = predict(exported(tmp_path_factory, "tflite-int8"), images, top_k=3)
+    for result in results:
+        probabilities = [p["probability"] for p in result["predictions"]]
+        # uint8 outputs with scale 1/256: dequantised, they still sum to one within a few steps.
+        assert sum(probabilities) == pytest.approx(1.0, abs=4 / 256)
+        assert {p["class"] for p in result["predictions"]} == {"blue", "green", "red"}
+
+
 def test_cli_table_and_json(tmp_path_factory, images, capsys):
     from workbench.cli import main
 
