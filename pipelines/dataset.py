@@ -326,7 +326,9 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
         window = lambda h, w: _centre_window(h, w, config.resize)  # noqa: E731
         if cache == "none":
             def evaluate(image, label):
-                image = _resize(image, size)
+                # Rounded to whole pixel values like the cached path below (and the exported serving graph), so
+                # evaluation gives the same tensors whatever the cache setting.
+                image = tf.cast(_to_uint8(_resize(image, size)), tf.float32)
                 image.set_shape([size, size, 3])
                 return image, one_hot(label)
 
