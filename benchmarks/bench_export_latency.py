@@ -67,7 +67,8 @@ def timed(fn, runs: int, warmup: int = 3) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="image folder (default: the shared CIFAR-10 subset, else the sample)")
+    parser.add_argument("--data", default=None,
+                        help="image folder (default: the shared CIFAR-10 subset, else the embedded sample)")
     parser.add_argument("--train-images", type=int, default=800, help="training images for the head (default 800)")
     parser.add_argument("--eval-images", type=int, default=500, help="validation images for accuracy (default 500)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of head training on cached features")

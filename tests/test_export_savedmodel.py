@@ -16,7 +16,8 @@ from helpers_tiny_run import RESOLUTION, evaluated, exported, split_images, tiny
 def test_layout_labels_and_model_card(tmp_path_factory):
     version_dir = exported(tmp_path_factory, "savedmodel")
     report = evaluated(tmp_path_factory)
-    assert version_dir.name == "1" and (version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
+    assert version_dir.name == "1" and (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "variables").is_dir()
     assert (version_dir / "labels.txt").read_text().split() == ["blue", "green", "red"]
     card = json.loads((version_dir / "model_card.json").read_text())
     assert card["format"] == "savedmodel"

@@ -1,9 +1,9 @@
 """TFLite export (float32, float16, full-integer int8) run by tf.lite.Interpreter against the Keras model.
 
-Tolerances: float32 and float16 must give the Keras top-1 class on every test image and probabilities
-within 1e-4 (float32) / 0.2 (float16: half-precision weights move the
-large logits of this deliberately over-confident tiny model by a few tenths). int8 must agree with the Keras top-1 on at least 80 % of the
-images; the model card reports its accuracy against float32 on the same images.
+Tolerances: float32 and float16 must give the Keras top-1 class on every test image, with probabilities
+within 1e-4 (float32) / 0.2 (float16: half-precision weights move the large logits of this tiny model).
+int8 must agree with the Keras top-1 on at least 80 % of the images; the model card reports its accuracy
+against float32 on the same images.
 """
 
 from __future__ import annotations

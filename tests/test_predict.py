@@ -31,7 +31,8 @@ def test_every_format_gives_the_run_top1(tmp_path_factory, images):
     }
     for kind, model in models.items():
         results = predict(model, images, top_k=1)
-        assert [r["predictions"][0]["class"] for r in results] == [r["predictions"][0]["class"] for r in reference], kind
+        top1 = [r["predictions"][0]["class"] for r in results]
+        assert top1 == [r["predictions"][0]["class"] for r in reference], kind
         assert [r["predictions"][0]["probability"] for r in results] == pytest.approx(
             [r["predictions"][0]["probability"] for r in reference], abs=1e-4
         ), kind
@@ -94,7 +95,8 @@ def test_foreign_or_file_writing_saved_models_are_refused_before_loading(tmp_pat
         def serve(self, x):
             return {"probabilities": tf.nn.softmax(x)}
 
-    for name, module, message in (("writer", Writer(), "WriteFile"), ("foreign", Foreign(), "not a workbench SavedModel")):
+    cases = (("writer", Writer(), "WriteFile"), ("foreign", Foreign(), "not a workbench SavedModel"))
+    for name, module, message in cases:
         directory = tmp_path / name / "1"
         tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
         (directory / "labels.txt").write_text("a\nb\n")

@@ -47,7 +47,8 @@ def grad_cam(model, image: np.ndarray, class_index: int | None = None, layer_nam
         if class_index is None:
             class_index = int(tf.argmax(probabilities[0]))
         # The logit of the class: the predictions layer's affine part without its softmax.
-        logits = tf.matmul(tf.cast(pooled, tf.float32), tf.cast(head.kernel, tf.float32)) + tf.cast(head.bias, tf.float32)
+        kernel, bias = tf.cast(head.kernel, tf.float32), tf.cast(head.bias, tf.float32)
+        logits = tf.matmul(tf.cast(pooled, tf.float32), kernel) + bias
         score = logits[:, class_index]
     gradients = tape.gradient(score, activations)
     if gradients is None:
@@ -82,7 +83,9 @@ def _centre_square(path: Path) -> np.ndarray:
     return np.asarray(image.crop((left, top, left + side, top + side)))
 
 
-def explain(model_path: str | Path, image_path: str | Path, class_name: str | None = None, out: str | Path | None = None) -> dict:
+def explain(
+    model_path: str | Path, image_path: str | Path, class_name: str | None = None, out: str | Path | None = None
+) -> dict:
     """Write the Grad-CAM overlay of one image for a run directory or `.keras` model.
 
     Args:
@@ -104,7 +107,8 @@ def explain(model_path: str | Path, image_path: str | Path, class_name: str | No
     location = locate_model(model_path)
     if location.kind not in ("run", "keras"):
         raise ModelFileError(
-            f"{model_path}: Grad-CAM needs the Keras model (a run directory or a .keras file), not a {location.kind} export"
+            f"{model_path}: Grad-CAM needs the Keras model (a run directory or a .keras file), "
+            f"not a {location.kind} export"
         )
     model = load_keras_model(location.path)
     labels = read_labels(location.labels_path)

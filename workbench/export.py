@@ -29,7 +29,8 @@ REPRESENTATIVE_IMAGES = 200
 SIGNATURES = {
     "serving_default": "image_bytes: string (B,) of encoded JPEG/PNG/GIF/BMP → probabilities float32 (B, C), "
     "class_index int32 (B,), class_name string (B,); decoded and resized inside the graph",
-    "serving_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], any H and W → the same outputs; resized inside the graph",
+    "serving_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], any H and W → the same outputs; "
+    "resized inside the graph",
 }
 
 
@@ -200,7 +201,9 @@ def quantization_report(run: Run, int8_path: Path, float_path: Path | None = Non
     }
 
 
-def export(run_dir: str | Path, format: str = "savedmodel", out: str | Path | None = None, *, version: int | None = None) -> Path:
+def export(
+    run_dir: str | Path, format: str = "savedmodel", out: str | Path | None = None, *, version: int | None = None
+) -> Path:
     """Export the run at `run_dir` in `format`; returns the SavedModel version directory or the model file.
 
     Args:

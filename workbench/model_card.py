@@ -68,9 +68,19 @@ def _evaluation(run) -> dict | None:
     }
 
 
+def _input_description(format: str, size: int) -> str:
+    if format == "savedmodel":
+        return (f"encoded images (serving_default) or float32 RGB in [0, 255] of any size (serving_rgb); "
+                f"centre-cropped and resized to {size}x{size} inside the graph")
+    if format == "tflite-int8":
+        return f"uint8 RGB (B, {size}, {size}, 3) pixel values (input quantisation calibrated to [0, 255])"
+    return f"float32 RGB (B, {size}, {size}, 3) in [0, 255], centre-cropped and resized; normalised inside the model"
+
+
 def build_card(run, *, name: str, format: str, files: list[str], extra: dict | None = None) -> dict:
     """The model card of one export of `run` (a `workbench.model_files.Run`)."""
-    training = {key: run.config[key] for key in ("weights", "epochs", "fine_tune_epochs", "batch_size", "augment", "seed") if key in run.config}
+    keys = ("weights", "epochs", "fine_tune_epochs", "batch_size", "augment", "seed")
+    training = {key: run.config[key] for key in keys if key in run.config}
     card = {
         "name": name,
         "format": format,
@@ -82,7 +92,7 @@ def build_card(run, *, name: str, format: str, files: list[str], extra: dict | N
             "num_classes": len(run.class_names),
             "classes": list(run.class_names),
             "parameters": int(run.model.count_params()),
-            "input": f"RGB images; the model resizes to {run.resolution}x{run.resolution} pixels and normalises internally",
+            "input": _input_description(format, run.resolution),
         },
         "training": training,
         "training_data": _training_data(run),
@@ -101,7 +111,8 @@ def _markdown(card: dict) -> str:
         f"# Model card: {card['name']}",
         "",
         f"* Format: `{card['format']}` ({', '.join(card['files'])})",
-        f"* Variant: `{model['variant']}`, input resolution {model['resolution']} px, {model['parameters']:,} parameters",
+        f"* Variant: `{model['variant']}`, input resolution {model['resolution']} px, "
+        f"{model['parameters']:,} parameters",
         f"* Classes ({model['num_classes']}): {', '.join(model['classes'])}",
         f"* Input: {model['input']}",
         f"* Created: {card['created']} from run `{card['source_run']}`",
@@ -127,8 +138,10 @@ def _markdown(card: dict) -> str:
     if metrics:
         lines += [
             f"* Split `{metrics['split']}`, {metrics['num_examples']} images",
-            f"* Top-1 accuracy {metrics['accuracy']:.4f}, top-{metrics['top_k']} accuracy {metrics['top_k_accuracy']:.4f}",
-            f"* Macro F1 {metrics['macro_f1']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}, mean loss {metrics['mean_loss']:.4f}",
+            f"* Top-1 accuracy {metrics['accuracy']:.4f}, "
+            f"top-{metrics['top_k']} accuracy {metrics['top_k_accuracy']:.4f}",
+            f"* Macro F1 {metrics['macro_f1']:.4f}, weighted F1 {metrics['weighted_f1']:.4f}, "
+            f"mean loss {metrics['mean_loss']:.4f}",
         ]
     else:
         lines.append("* Not evaluated yet: run `workbench evaluate RUN` before exporting to record metrics here.")

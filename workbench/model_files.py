@@ -126,7 +126,8 @@ def inspect_keras_archive(path: str | Path) -> dict:
             config = json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ModelFileError(
-            f"{path}: not a Keras v3 .keras archive ({error}); export the model again with `workbench export --format keras`"
+            f"{path}: not a Keras v3 .keras archive ({error}); "
+            "export the model again with `workbench export --format keras`"
         ) from None
     problems = _unsafe_entries(config)
     if problems:

@@ -119,7 +119,9 @@ def _probabilities(location, encoded: list[bytes]) -> tuple[np.ndarray, list[str
     labels = read_labels(location.labels_path)
     resolution = model_resolution(model)
     if resolution is None:
-        raise ModelFileError(f"{location.path}: the model takes images of any size; workbench models have a fixed resolution")
+        raise ModelFileError(
+            f"{location.path}: the model takes images of any size; workbench models have a fixed resolution"
+        )
     images = decode_batch(tf.constant(encoded), resolution).numpy()
     return model.predict(images, batch_size=32, verbose=0), labels
 

@@ -66,7 +66,8 @@ def plot_per_class(report: dict, path: Path) -> Path:
     axes = figure.add_subplot()
     y = np.arange(n)
     height = 0.27
-    for offset, metric, colour in ((-height, "precision", "#4c72b0"), (0, "recall", "#55a868"), (height, "f1", "#c44e52")):
+    bars = ((-height, "precision", "#4c72b0"), (0, "recall", "#55a868"), (height, "f1", "#c44e52"))
+    for offset, metric, colour in bars:
         axes.barh(y + offset, [rows[name][metric] for name in names], height=height, label=metric, color=colour)
     axes.set_yticks(y, labels=[f"{name} (n={rows[name]['support']})" for name in names], fontsize=_label_font_size(n))
     axes.invert_yaxis()
