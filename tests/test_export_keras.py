@@ -86,3 +86,17 @@ def test_foreign_keras_model_pickle_and_random_bytes_are_refused(tmp_path):
     assert not marker.exists()
     with pytest.raises(ModelFileError, match="no such file"):
         locate_model(tmp_path / "missing.keras")
+
+
+def test_cli_export_prints_the_layout_and_refuses_bad_runs(tmp_path_factory, tmp_path, capsys):
+    from workbench.cli import main
+
+    out = tmp_path / "saved_models" / "tiny"
+    assert main(["export", str(tiny_run(tmp_path_factory)), "--format", "keras", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "keras" / "model.keras") in printed and "model_card.md" in printed
+    written = sorted(p.name for p in (out / "keras").iterdir())
+    assert written == ["labels.txt", "model.keras", "model_card.json", "model_card.md"]
+    assert main(["export", str(tmp_path / "no-run"), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert "no-run" in err and "not a finished run directory" in err and "Traceback" not in err
