@@ -85,8 +85,9 @@ class ProgressEvents(keras.callbacks.Callback):
     step) and `epoch` events with images/s and the phase's ETA."""
 
     def __init__(self, writer, *, phase: int, epochs: int, steps: int, num_images: int,
-                 global_batch: int, min_interval_s: float = 0.25):
+                 global_batch: int, signals: "RunSignals", min_interval_s: float = 0.25):
         super().__init__()
+        self.signals = signals
         self.writer, self.phase, self.epochs, self.steps = writer, phase, epochs, steps
         self.num_images, self.global_batch, self.min_interval_s = num_images, global_batch, min_interval_s
         self._last_emit = 0.0
@@ -126,6 +127,8 @@ class ProgressEvents(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.signals.stopped or self.signals.diverged:
+            return  # an epoch cut short is not reported as one
         logs = logs or {}
         elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
         self.writer.epoch(

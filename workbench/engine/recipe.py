@@ -215,20 +215,7 @@ class _Run:
         return manifest
 
     def _class_weight(self) -> dict[int, float] | None:
-        import numpy as np
-        from sklearn.utils.class_weight import compute_class_weight
-
-        mode = self.config.recipe.class_weights
-        counts = self.manifest.class_counts("train")
-        present = {c: n for c, n in counts.items() if n > 0}
-        if mode == "none" or len(present) < 2:
-            return None
-        if mode == "auto" and max(present.values()) <= IMBALANCE_RATIO * min(present.values()):
-            return None
-        labels = np.asarray(self.manifest.split_labels("train"))
-        classes = np.unique(labels)
-        weights = compute_class_weight("balanced", classes=classes, y=labels)
-        return {int(c): float(w) for c, w in zip(classes, weights)}
+        return class_weights(self.manifest.split_labels("train"), self.config.recipe.class_weights)
 
     def _datasets(self):
         from pipelines import make_datasets
@@ -341,8 +328,14 @@ class _Run:
         sizes = self.manifest.split_sizes()
         skipped = {}
         for split in ("train", "val"):
-            last = sizes[split] % self.global_batch
-            skipped[split] = last if self.replicas > 1 and 0 < last < self.replicas else 0
+            n = sizes[split]
+            if self.replicas == 1:
+                skipped[split] = 0
+            elif n < self.global_batch:
+                skipped[split] = n % self.replicas
+            else:
+                last = n % self.global_batch
+                skipped[split] = last if 0 < last < self.replicas else 0
         return skipped
 
     def _phase1(self) -> bool:
@@ -376,8 +369,8 @@ class _Run:
     def _phase2(self) -> bool:
         config, state = self.config, self.state
         if state.phase == 1:
+            # The phase-1 "last" files stay until phase 2 completes its first epoch.
             state.phase, state.epochs_done, state.phase_done, state.epochs_since_best = 2, 0, False, 0
-            state.last_weights = state.last_optimizer = None
             state.save(self.run_dir)
         if "weights" in self.best_holder:
             # Fine-tune from the best head, not the last one.
@@ -409,14 +402,14 @@ class _Run:
             NonFiniteGuard(phase, signals),
             StopFile(self.run_dir, signals),
             ProgressEvents(self.writer, phase=phase, epochs=epochs, steps=steps, num_images=n_train,
-                           global_batch=self.global_batch),
+                           global_batch=self.global_batch, signals=signals),
             RunCheckpoint(run_dir=self.run_dir, state=state, model=self.model, optimizer=optimizer,
                           patience=self.config.recipe.early_stopping_patience, signals=signals,
                           best_holder=self.best_holder),
         ]
-        from workbench.engine.strategy import keras_multi_worker_fixes
+        from workbench.engine.strategy import keras_fit_fixes
 
-        with keras_multi_worker_fixes(fit_model, self.strategy):
+        with keras_fit_fixes(fit_model, self.strategy):
             fit_model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
                           callbacks=callbacks, class_weight=self.class_weight, shuffle=False, verbose=0)
         if signals.diverged:
@@ -489,8 +482,32 @@ class _Run:
 
 
 def _skip_small_batches(dataset, num_images: int, global_batch: int, replicas: int):
-    """Drop the last batch when it holds fewer images than there are replicas."""
+    """Batches every replica can share: drop a last batch smaller than the replica count, and
+    when the whole split is smaller than one global batch, batch it at a multiple of the replica
+    count (Keras reduces the first batch across replicas and fails on uneven shares)."""
+    if num_images < global_batch:
+        usable = num_images - num_images % replicas
+        return dataset.unbatch().batch(usable) if usable else dataset.take(0)
     last = num_images % global_batch
     if 0 < last < replicas:
         return dataset.take(num_images // global_batch)
     return dataset
+
+
+def class_weights(labels, mode: str = "auto") -> dict[int, float] | None:
+    """Loss weights per class index, inversely proportional to the class counts of `labels`
+    (sklearn's "balanced": n / (classes x count)), or None for an unweighted loss.
+
+    mode: `balanced` always weights, `none` never, `auto` only when the largest class has more
+    than `IMBALANCE_RATIO` times the images of the smallest.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if mode == "none" or len(classes) < 2:
+        return None
+    if mode == "auto" and counts.max() <= IMBALANCE_RATIO * counts.min():
+        return None
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(w) for c, w in zip(classes, weights)}

@@ -116,12 +116,12 @@ def with_sharding_policy(dataset, strategy):
 
 
 @contextmanager
-def keras_multi_worker_fixes(model, strategy) -> Iterator[None]:
+def keras_fit_fixes(model, strategy) -> Iterator[None]:
     """Work around two Keras 3 bugs that break `fit` under MultiWorkerMirroredStrategy
     (keras-team/keras#20585, open): before the first step Keras reduces a sample batch across
     workers and fails on it, and it reduces scalar metrics "along axis 0", which rank-0 values
     lack. Inside this block the model forgets its recorded strategy (so `fit` takes the one of
-    the scope, skipping the sample-batch reduction) and per-replica metrics are averaged across
+    the scope and skips the sample-batch reduction) and per-replica metrics are averaged across
     all workers with `axis=None`. Everything is restored on exit; other strategies are untouched.
     """
     if not is_multi_worker(strategy):
