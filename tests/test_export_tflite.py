@@ -1,7 +1,7 @@
 """TFLite export (float32, float16, full-integer int8) run by tf.lite.Interpreter against the Keras model.
 
 Tolerances: float32 and float16 must give the Keras top-1 class on every test image, with probabilities
-within 1e-4 (float32) / 0.2 (float16: half-precision weights move the large logits of this tiny model).
+within 1e-4 (float32) / 1e-2 (float16 weights; about 6e-4 is typical here).
 int8 must agree with the Keras top-1 on at least 80 % of the images; the model card reports its accuracy
 against float32 on the same images.
 """
@@ -49,7 +49,7 @@ def _interpret(path, images):
     return details, output, result
 
 
-@pytest.mark.parametrize("format, atol", [("tflite", 1e-4), ("tflite-fp16", 0.2)])
+@pytest.mark.parametrize("format, atol", [("tflite", 1e-4), ("tflite-fp16", 1e-2)])
 def test_float_tflite_matches_keras_top1(tmp_path_factory, keras_reference, format, atol):
     images, expected = keras_reference
     path = exported(tmp_path_factory, format)
