@@ -312,7 +312,7 @@ class _Run:
         return optimizer
 
     def _steps(self, num_images: int) -> int:
-        return max(1, math.ceil(num_images / self.global_batch))
+        return max(1, _num_batches(num_images, self.global_batch, self.replicas))
 
     def _phase_event(self, phase: int, name: str, epochs: int, **extra):
         resumed = self.resume_dir is not None and self.state.phase == phase and self.state.epochs_done > 0
@@ -388,6 +388,9 @@ class _Run:
 
         state = self.state
         steps = self._steps(n_train)
+        n_val = self.manifest.split_sizes()["val"]
+        train = _known_cardinality(train, _num_batches(n_train, self.global_batch, self.replicas))
+        val = _known_cardinality(val, _num_batches(n_val, self.global_batch, self.replicas))
         optimizer = self._compile(fit_model, learning_rate, epochs, steps)
         initial_epoch = state.epochs_done if state.phase == phase else 0
         if initial_epoch > 0 and state.last_weights:
@@ -441,7 +444,7 @@ class _Run:
         extractor = feature_extractor(self.model)
         sizes = self.manifest.split_sizes()
         total_images = sizes["train"] + sizes["val"]
-        total_steps = self._steps(sizes["train"]) + self._steps(sizes["val"])
+        total_steps = sum(math.ceil(sizes[s] / self.global_batch) for s in ("train", "val"))
         start = time.perf_counter()
         progress = {"steps": 0, "images": 0}
         cache = {}
@@ -479,6 +482,24 @@ class _Run:
             stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch, precision=self.policy,
             strategy=strategy_label(self.strategy), replicas=self.replicas, global_batch_size=self.global_batch,
             cached_features=self._use_cache(), chief=self.chief)
+
+
+def _known_cardinality(dataset, batches: int):
+    """Tell tf.data how many batches a split has when it cannot tell itself (Keras otherwise warns
+    that the input "ran out of data" at the end of every first epoch)."""
+    import tensorflow as tf
+
+    if int(dataset.cardinality()) != int(tf.data.UNKNOWN_CARDINALITY):
+        return dataset
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+
+
+def _num_batches(num_images: int, global_batch: int, replicas: int) -> int:
+    """Batches per epoch of a split after `_skip_small_batches`."""
+    if num_images < global_batch:
+        return 1 if num_images >= replicas else 0
+    last = num_images % global_batch
+    return num_images // global_batch + (1 if last >= replicas else 0)
 
 
 def _skip_small_batches(dataset, num_images: int, global_batch: int, replicas: int):
