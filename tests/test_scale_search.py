@@ -69,7 +69,7 @@ def test_three_trial_search_writes_table_plot_and_family(search):
     trained = [r for r in result.rows if r["status"] == "trained"]
     assert len(trained) == 3
     table = result.table_csv.read_text().splitlines()
-    assert table[0].startswith("number,status,alpha,beta,gamma,product,width,depth,resolution,flops,params,"
+    assert table[0].startswith("number,status,alpha,beta,gamma,product,width,depth,resolution,flops,flops_ratio,params,"
                                "latency_ms,val_accuracy,train_seconds")
     assert len(table) == 1 + len(result.rows)
     saved = json.loads(result.table_json.read_text())

@@ -34,10 +34,21 @@ class Cost:
 
 
 def build(spec, num_classes: int):
-    """The candidate at its own resolution, random init (the proxy trains from scratch)."""
+    """The candidate at its own resolution, random init (the proxy trains from scratch).
+
+    No head dropout and no stochastic depth: regularisers for long schedules only slow a proxy of a
+    few epochs down. The classifier starts at zero, as the engine's new heads do, so the first loss
+    is ln(C) rather than the >3x that the 1000-class initialiser gives a few-class head.
+    """
+    import numpy as np
+
     from workbench.models import build_model
 
-    return build_model(spec, num_classes, weights=None, input_shape=(spec.resolution, spec.resolution, 3))
+    model = build_model(spec, num_classes, weights=None, input_shape=(spec.resolution, spec.resolution, 3),
+                        dropout=0.0, drop_connect_rate=0.0)
+    for variable in model.get_layer("predictions").weights:
+        variable.assign(np.zeros(variable.shape, variable.dtype))
+    return model
 
 
 def latency_ms(model, resolution: int, repeats: int = 20) -> float:

@@ -57,6 +57,9 @@ def train_candidate(model, subset, proxy: ProxyConfig, resolution: int, writer, 
             0.0, decay_steps=max(total - warmup, 1), warmup_target=proxy.learning_rate, warmup_steps=warmup)
     else:
         schedule = keras.optimizers.schedules.CosineDecay(proxy.learning_rate, decay_steps=max(total, 1))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = proxy.bn_momentum
     eager = proxy.execution == "eager" or (proxy.execution == "auto" and total + ds.steps("val") * proxy.epochs
                                                 <= EAGER_MAX_STEPS)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=proxy.weight_decay),

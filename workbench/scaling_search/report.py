@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 COLUMNS = ("number", "status", "alpha", "beta", "gamma", "product", "width", "depth", "resolution", "flops",
-           "params", "latency_ms", "val_accuracy", "train_seconds", "reason")
-METRIC_LABELS = {"flops": "FLOPs per image (multiply-adds)", "params": "parameters",
+           "flops_ratio", "params", "latency_ms", "val_accuracy", "train_seconds", "reason")
+METRIC_LABELS = {"flops": "FLOPs per image (2 × multiply-adds)", "params": "parameters",
                  "latency_ms": "latency per image at batch 1 (ms)"}
 
 

@@ -250,6 +250,8 @@ class _Search:
         keras.utils.set_random_seed(self.config.seed)  # every candidate starts from the same seed
         model = build(spec, self.manifest.num_classes)
         cost = measure(model, spec, self.config.latency_repeats).as_dict()
+        # Measured growth over the base: rounding of channels, repeats and pixels moves it off α·β²·γ².
+        cost["flops_ratio"] = round(cost["flops"] / self.base_cost.flops, 4)
         for key, value in cost.items():
             trial.set_user_attr(key, value)
         over = [f"{metric} {cost[metric]:.4g} > {limit:.4g}" for metric, limit in self.limits.items()
@@ -291,7 +293,7 @@ class _Search:
                 "number": t.number, "status": a["status"], "alpha": a.get("alpha"),
                 "beta": a.get("beta"), "gamma": a.get("gamma"), "product": a.get("product"),
                 "width": a.get("width"), "depth": a.get("depth"), "resolution": a.get("resolution"),
-                "flops": a.get("flops"), "macs": a.get("macs"), "params": a.get("params"),
+                "flops": a.get("flops"), "flops_ratio": a.get("flops_ratio"), "macs": a.get("macs"), "params": a.get("params"),
                 "latency_ms": a.get("latency_ms"), "val_accuracy": a.get("val_accuracy"),
                 "last_val_accuracy": a.get("last_val_accuracy"), "train_seconds": a.get("train_seconds"),
                 "reason": a.get("reason", ""),
