@@ -115,3 +115,22 @@ def test_stop_file_requests_a_stop(tmp_path):
     assert not stop_requested(tmp_path)
     request_stop(tmp_path)
     assert stop_requested(tmp_path)
+
+
+def test_progress_printer_draws_phases_and_epochs_from_events():
+    import io
+
+    from workbench.engine.progress import ProgressPrinter
+
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream, live=True)
+    printer({"type": "phase", "phase": 1, "name": "head", "epochs": 2, "strategy": "default", "replicas": 1,
+             "batch_size": 32, "global_batch_size": 32, "precision": "float32", "image_size": 160,
+             "num_train": 350, "num_val": 75})
+    printer({"type": "batch", **_batch(step=2, steps=4, loss=0.5, accuracy=0.75, eta_s=65)})
+    printer({"type": "epoch", "phase": 1, "epoch": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": 0.4,
+             "val_accuracy": 0.8, "images_per_s": 100.0, "eta_s": 0.0})
+    text = stream.getvalue()
+    assert "phase 1: head, 2 epochs" in text and "32 global" in text
+    assert "epoch 1/2 [" in text and "loss 0.5000 acc 0.7500" in text and "ETA 01:05" in text
+    assert "val_acc 0.8000" in text

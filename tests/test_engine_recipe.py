@@ -106,6 +106,14 @@ def test_stop_file_ends_the_run_after_the_current_batch_keeping_the_best(tmp_pat
     assert not [e for e in events if e["type"] == "phase" and e["phase"] == 2]
     assert events[-1]["type"] == "done" and events[-1]["stopped"] is True
 
+    # a stopped run resumes where it stopped and completes
+    from workbench.engine import resume
+
+    resumed = resume(run_dir)
+    assert not resumed.stopped and not (run_dir / "STOP").exists()
+    epochs = [(e["phase"], e["epoch"]) for e in read_events(run_dir) if e["type"] == "epoch"]
+    assert epochs == [(1, 1), (1, 2), (1, 3), (2, 1)]
+
 
 def test_nan_loss_stops_with_an_error_event_and_keeps_the_last_good_checkpoint(tmp_path):
     data = make_image_folder(tmp_path / "data")

@@ -96,7 +96,7 @@ class RunConfig:
         "lite0", "EfficientNet variant: b0..b7, lite0..lite4, phi=<float> (see `workbench variants`)"
     )
     weights: str | None = _field(
-        "imagenet", "initial weights: imagenet, none (random init) or a path to a .keras/.weights.h5 file"
+        "imagenet", "initial weights: imagenet, none (random init) or a path to a .h5 / .weights.h5 file"
     )
     image_size: int | None = _field(
         None, f"input resolution in pixels; empty = the variant's own ({SAMPLE_IMAGE_SIZE} px for "

@@ -155,7 +155,7 @@ class _Run:
             (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP that ended the last attempt
             self.state = TrainState.load(run_dir) or TrainState()
             done = [e for e in read_events(run_dir) if e["type"] == "done"]
-            if done and (run_dir / MODEL_FILE).exists():
+            if done and not done[-1].get("stopped") and (run_dir / MODEL_FILE).exists():
                 raise ValueError(f"run {run_dir} is already complete ({MODEL_FILE} is there); "
                                  "start a new run instead of resuming")
         else:
