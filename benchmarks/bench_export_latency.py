@@ -9,8 +9,8 @@ What it does, in one process:
 2. Exports it as a SavedModel (the served graph, `serving_rgb` signature) and as TFLite float32 and
    full-integer int8 (calibrated on 200 training images), exactly as `workbench export` does.
 3. Measures per-image latency at batch 1 (median of `--runs` calls after warm-up) and throughput at
-   batch 32, each runtime with the same number of threads, and the accuracy of TFLite float32 and int8
-   on the same validation images.
+   batch 32, the runtimes taking turns call by call with the same number of threads, and the accuracy
+   of TFLite float32 and int8 on the same validation images.
 
 The baseline of the ratios is TFLite float32 measured in the same run. Goal (issue 5): int8 at least
 2x faster than float32 at batch 1, with at most 1 point of accuracy lost.
@@ -54,15 +54,22 @@ def evenly(records, limit):
     return [records[int(i * step)] for i in range(limit)]
 
 
-def timed(fn, runs: int, warmup: int = 3) -> list[float]:
+def timed_interleaved(runners: dict, images, runs: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each runner on `images`, the runners taking turns call by call.
+
+    Taking turns matters on a shared machine: a burst of load from another process then slows every
+    runtime alike instead of whichever happened to be measured at that moment, so the ratios hold.
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        for run in runners.values():
+            run(images)
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(images)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> int:
@@ -100,6 +107,7 @@ def main() -> int:
     y_val = np.array([index[r.label] for r in val])
     print(f"data {data}: {len(manifest.classes)} classes, {len(train)} train / {len(val)} val images", flush=True)
 
+    keras.utils.set_random_seed(0)  # the same head, hence the same accuracies, on every run
     weights = "imagenet"
     try:
         model = build_model("lite0", num_classes=len(manifest.classes), weights=weights)
@@ -135,12 +143,12 @@ def main() -> int:
             "savedmodel": lambda images: serving(images=tf.constant(images))["probabilities"].numpy(),
             **{name: classifier.invoke for name, classifier in tflite.items()},
         }
-        for name, run in runners.items():
-            latency = timed(lambda: run(one), args.runs)
-            throughput = timed(lambda: run(batch), max(3, args.runs // 5), warmup=1)
+        latency = timed_interleaved(runners, one, args.runs)
+        throughput = timed_interleaved(runners, batch, max(5, args.runs // 5), warmup=1)
+        for name in runners:
             results[name] = {
-                "batch1_ms_per_image": round(1000 * statistics.median(latency), 2),
-                "batch32_images_per_s": round(len(batch) / statistics.median(throughput), 1),
+                "batch1_ms_per_image": round(1000 * latency[name], 2),
+                "batch32_images_per_s": round(len(batch) / throughput[name], 1),
             }
             print(f"{name}: {results[name]}", flush=True)
         float_probs = tflite["tflite-float32"].predict_images(x_val)
