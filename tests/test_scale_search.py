@@ -170,6 +170,21 @@ def test_killed_search_resumes_without_retraining_finished_trials(dataset, tmp_p
     assert sum(1 for d in logs for e in read_events(d) if e["type"] == "phase") == len(started_training)
 
 
+def test_bayesian_search_completes_gamma_and_records_misses(dataset, tmp_path):
+    from workbench.scaling_search import run_search
+
+    config = tiny_config(dataset, tmp_path / "s", tmp_path / "f", strategy="bayes", trials=1, family="tpe")
+    result = run_search(config)
+    assert sum(r["status"] == "trained" for r in result.rows) == 1
+    for row in result.rows:
+        error = abs(row["alpha"] * row["beta"] ** 2 * row["gamma"] ** 2 / 2 - 1)
+        if row["status"] == "trained":
+            assert error <= config.tolerance
+        else:
+            assert row["status"] == "skipped" and error > config.tolerance and row["reason"].startswith("constraint")
+    assert (tmp_path / "f" / "tpe.json").exists()
+
+
 def test_rerun_with_other_options_is_refused(dataset, tmp_path, capsys):
     from workbench.scaling_search.search import prepare_dir
 
@@ -214,6 +229,7 @@ def test_pareto_front_and_choice():
     (["--max-flops", "abc"], "--max-flops='abc' is not an amount"),
     (["--tolerance", "2"], "tolerance=2.0 must be in [0, 1)"),
     (["--alpha-range", "0.5,1.5"], "alpha_range=(0.5, 1.5)"),
+    (["--family", "My Family"], "invalid family name 'My Family'"),
 ])
 def test_cli_rejects_bad_options_with_a_clear_message(flags, message, capsys):
     from workbench.cli import main
