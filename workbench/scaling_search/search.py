@@ -236,6 +236,17 @@ class _Search:
                 return t
         return None
 
+    def _same_network(self, cost: dict):
+        """A trained trial whose built model has the same resolution, parameters and MACs."""
+        from optuna.trial import TrialState
+
+        key = (cost["resolution"], cost["params"], cost["macs"])
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            a = t.user_attrs
+            if a.get("status") == "trained" and (a.get("resolution"), a.get("params"), a.get("macs")) == key:
+                return t
+        return None
+
     def _train(self, trial, cand, event: dict, skip) -> float:
         import keras
 
@@ -259,6 +270,14 @@ class _Search:
         if over:
             del model
             skip("skipped", "over budget: " + ", ".join(over), **cost)
+        twin = self._same_network(cost)
+        if twin is not None:
+            # Small bases round channels, repeats and pixels coarsely: other coefficients, same network.
+            del model
+            skip("duplicate", f"same network as trial {twin.number} (α={twin.user_attrs['alpha']:g}, "
+                              f"β={twin.user_attrs['beta']:g}, γ={twin.user_attrs['gamma']:g} round to the same "
+                              "channels, repeats and resolution), already trained",
+                 **cost, val_accuracy=twin.user_attrs.get("val_accuracy"))
         trial_dir = self.dir / "trials" / f"{trial.number:04d}"
         writer = EventWriter(trial_dir / EVENTS_FILE)
         self.writer.emit("trial", status="training", trial_dir=str(trial_dir), eta_s=self._eta(), **event, **cost)
