@@ -75,7 +75,7 @@ def unfreeze_top_blocks(model: keras.Model, n: int) -> list[str]:
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """Input images → pooled backbone features (the `avg_pool` output), sharing weights."""
-    return keras.Model(model.inputs, model.get_layer(FEATURES_LAYER).output, name=f"{model.name}-features")
+    return keras.Model(model.input, model.get_layer(FEATURES_LAYER).output, name=f"{model.name}-features")
 
 
 def classifier_head(model: keras.Model) -> keras.Model:
