@@ -176,7 +176,7 @@ class _Run:
         with self.strategy.scope():
             self.model = self._build_model()
         if self.state.best_weights and (run_dir / CHECKPOINTS_DIR / self.state.best_weights).exists():
-            self.model.load_weights(run_dir / CHECKPOINTS_DIR / self.state.best_weights)
+            _load_weights(self.model, run_dir / CHECKPOINTS_DIR / self.state.best_weights)
             self.best_holder["weights"] = self.model.get_weights()
 
         stopped = False
@@ -395,7 +395,7 @@ class _Run:
         initial_epoch = state.epochs_done if state.phase == phase else 0
         if initial_epoch > 0 and state.last_weights:
             ckpt = self.run_dir / CHECKPOINTS_DIR
-            self.model.load_weights(ckpt / state.last_weights)
+            _load_weights(self.model, ckpt / state.last_weights)
             with self.strategy.scope():
                 load_optimizer(optimizer, fit_model.trainable_variables, ckpt / state.last_optimizer)
         if initial_epoch >= epochs:
@@ -482,6 +482,17 @@ class _Run:
             stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch, precision=self.policy,
             strategy=strategy_label(self.strategy), replicas=self.replicas, global_batch_size=self.global_batch,
             cached_features=self._use_cache(), chief=self.chief)
+
+
+def _load_weights(model, path: Path) -> None:
+    """Model weights from a checkpoint. Keras also stores the optimizer of a compiled model in
+    `.weights.h5` and warns when the loading model's optimizer differs; the engine restores the
+    optimizer from its own `.optimizer.npz`, so that warning is noise here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def _known_cardinality(dataset, batches: int):
