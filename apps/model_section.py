@@ -11,6 +11,8 @@ import streamlit as st
 from apps import background, state
 from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.models import get_variant, published_names
+from workbench.models.families import list_families, load_family
+from workbench.models.scaling import PAPER_FAMILY
 
 # The family table depends only on this code: its hash keys the cache, so a code change re-measures.
 _REGISTRY_SOURCES = ("variants.py", "scaling.py", "builder.py", "flops.py", "registry.py")
@@ -83,6 +85,12 @@ def epoch_seconds(flops: float, at_size: int, native: int, train_images: int,
     return train_images * seconds_per_image * scaled / reference_flops
 
 
+def _family_label(name: str) -> str:
+    family = PAPER_FAMILY if name == PAPER_FAMILY.name else load_family(name)
+    origin = "paper" if name == PAPER_FAMILY.name else "scale search"
+    return f"{name} ({origin}: α={family.alpha:g}, β={family.beta:g}, γ={family.gamma:g})"
+
+
 # ---------------------------------------------------------------------------------------------- page
 def render() -> None:
     st.header("2 · Model")
@@ -96,13 +104,22 @@ def render() -> None:
         help="lite0 is a good start on a CPU: small, fast and it has ImageNet weights that work offline.",
     )
     if choice == CUSTOM:
+        # The paper's family, plus every family a scale search saved (workbench scale-search).
+        families = [PAPER_FAMILY.name, *list_families()]
+        current_family = get_variant(current).family if is_custom else PAPER_FAMILY.name
+        family_name = st.selectbox(
+            "Scaling family", families, index=families.index(current_family) if current_family in families else 0,
+            key="model_family", format_func=_family_label,
+            help="The paper's coefficients, or ones `workbench scale-search` found for your data.",
+        )
+        family = PAPER_FAMILY if family_name == PAPER_FAMILY.name else load_family(family_name)
         phi = st.slider(
             "φ (compound coefficient)", min_value=-6.0, max_value=7.0, step=0.25, key="model_phi",
             value=float(get_variant(current).phi) if is_custom else -2.0,
-            help="Depth × 1.2^φ, width × 1.1^φ, resolution × 1.15^φ (the paper's α, β, γ). "
-                 "φ=0 is B0; negative values give networks smaller than B0.",
+            help=f"Depth × {family.alpha:g}^φ, width × {family.beta:g}^φ, resolution × {family.gamma:g}^φ. "
+                 "φ=0 is the family's base (B0 for the paper's); negative values give smaller networks.",
         )
-        variant = f"phi={phi:g}"
+        variant = f"phi={phi:g}" if family_name == PAPER_FAMILY.name else f"{family_name}:phi={phi:g}"
     else:
         variant = choice
     state.put("variant", variant)

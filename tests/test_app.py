@@ -77,6 +77,22 @@ def test_each_section_renders_without_exceptions(workspace, section):
     assert any(section in h for h in headers), headers
 
 
+def test_model_section_offers_saved_scaling_families(workspace, monkeypatch):
+    from workbench.models import ScalingFamily
+    from workbench.models.families import save_family
+
+    monkeypatch.setenv("WORKBENCH_FAMILIES", str(workspace / "families"))
+    save_family(ScalingFamily(name="mydata", alpha=1.0, beta=1.1, gamma=1.3))
+    at = goto(new_app().run(), "Model")
+    at.selectbox(key="model_variant").set_value("custom φ").run()
+    family = at.selectbox(key="model_family")
+    assert family.options[0].startswith("efficientnet (paper") and "mydata (scale search: α=1, β=1.1, γ=1.3)" in family.options
+    family.set_value("mydata").run()
+    at.slider(key="model_phi").set_value(1.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["variant"] == "mydata:phi=1"
+
+
 def test_data_section_shows_the_ingest_report_of_the_embedded_sample(workspace):
     at = new_app()
     at.run()

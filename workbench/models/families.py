@@ -22,7 +22,8 @@ def families_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_FAMILIES", Path.home() / ".workbench" / "families"))
 
 
-def _check_name(name: str) -> str:
+def check_family_name(name: str) -> str:
+    """Return `name` if it can name a saved family, else raise ValueError saying what is allowed."""
     if name == PAPER_FAMILY.name or not _NAME.match(name):
         raise ValueError(
             f"invalid family name {name!r}: use lower-case letters, digits, '.', '_' or '-', "
@@ -33,7 +34,7 @@ def _check_name(name: str) -> str:
 
 def save_family(family: ScalingFamily, directory: str | Path | None = None) -> Path:
     """Write the family atomically and return its path."""
-    _check_name(family.name)
+    check_family_name(family.name)
     directory = Path(directory) if directory is not None else families_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{family.name}.json"
@@ -45,7 +46,7 @@ def save_family(family: ScalingFamily, directory: str | Path | None = None) -> P
 
 def load_family(name: str, directory: str | Path | None = None) -> ScalingFamily:
     directory = Path(directory) if directory is not None else families_dir()
-    path = directory / f"{_check_name(name)}.json"
+    path = directory / f"{check_family_name(name)}.json"
     if not path.is_file():
         known = ", ".join(list_families(directory)) or "none saved yet"
         raise ValueError(

@@ -175,9 +175,9 @@ class SearchConfig:
         if self.latency_repeats < 1:
             raise ValueError(f"latency_repeats={self.latency_repeats} must be at least 1")
         if self.family is not None:
-            from workbench.models.families import _check_name
+            from workbench.models.families import check_family_name
 
-            _check_name(self.family)  # refused now, not after the trials
+            check_family_name(self.family)  # refused now, not after the trials
         self.budget.validate()
         self.proxy.validate()
         return self
