@@ -38,11 +38,18 @@ def test_keras_applications_weight_file_loads_by_name_with_identical_outputs(tmp
     np.testing.assert_allclose(ours.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
 
 
-def test_backbone_weights_load_under_a_new_head(tmp_path):
-    reference, path = _keras_applications_b0_file(tmp_path)
-    ours = build_model("b0", 7, weights=str(path))
-    np.testing.assert_array_equal(ours.get_layer("top_conv").get_weights()[0], reference.get_layer("top_conv").get_weights()[0])
-    assert ours.output.shape == (None, 7)
+def test_a_local_file_must_fit_the_head_too(tmp_path):
+    _, path = _keras_applications_b0_file(tmp_path)
+    with pytest.raises(WeightsError, match="layer 'predictions' expects weight shapes"):
+        build_model("b0", 7, weights=str(path))
+
+
+def test_legacy_h5_file_of_our_own_model_loads_its_head(tmp_path):
+    model = build_model("phi=-3", 5, input_shape=(32, 32, 3))
+    path = tmp_path / "own.h5"
+    model.save(path)  # legacy HDF5 layout, by layer name
+    loaded = build_model("phi=-3", 5, input_shape=(32, 32, 3), weights=str(path))
+    np.testing.assert_array_equal(loaded.get_layer("predictions").get_weights()[0], model.get_layer("predictions").get_weights()[0])
 
 
 def test_a_file_for_another_variant_names_the_first_mismatching_layer(tmp_path):
@@ -138,3 +145,16 @@ def test_torch_checkpoint_reader_refuses_code(tmp_path):
     (tmp_path / "plain.pth").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a legacy"):
         load_legacy_state_dict(tmp_path / "plain.pth")
+
+
+def test_imagenet_backbone_loads_under_a_new_head(tmp_path, monkeypatch):
+    """weights="imagenet" with 7 classes: the no-top file's backbone, a fresh 7-way head."""
+    from workbench.models import weights as weights_lib
+
+    reference, path = _keras_applications_b0_file(tmp_path)
+    asked = []
+    monkeypatch.setattr(weights_lib, "fetch_keras_imagenet", lambda variant, include_top: asked.append((variant, include_top)) or path)
+    ours = build_model("b0", 7, weights="imagenet")
+    assert asked == [("b0", False)]
+    np.testing.assert_array_equal(ours.get_layer("top_conv").get_weights()[0], reference.get_layer("top_conv").get_weights()[0])
+    assert ours.output.shape == (None, 7)

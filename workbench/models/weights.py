@@ -61,15 +61,18 @@ def check_available(spec: VariantSpec, weights: str | Path) -> None:
 def load(model, spec: VariantSpec, weights: str | Path) -> None:
     """Load `weights` ("imagenet" or a file path) into a freshly built `model`."""
     check_available(spec, weights)
-    include_top = model.get_layer("predictions").units == IMAGENET_CLASSES
-    skip = () if include_top else HEAD_WEIGHT_LAYERS
     if str(weights) == "imagenet":
+        # ImageNet weights keep their 1000-way head only for a 1000-class model; any other
+        # class count gets the backbone and a fresh head.
+        include_top = model.get_layer("predictions").units == IMAGENET_CLASSES
         if spec.imagenet == "lite0-checkpoint":
             load_lite0_checkpoint(model, include_top=include_top)
         else:
+            skip = () if include_top else HEAD_WEIGHT_LAYERS
             load_weights_file(model, fetch_keras_imagenet(spec.name, include_top), skip=skip)
         return
-    load_weights_file(model, weights, skip=skip)
+    # A local file must fit the whole model, head included: a misfit is named, never half-loaded.
+    load_weights_file(model, weights)
 
 
 def keras_cache_dir() -> Path:
