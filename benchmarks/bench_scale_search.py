@@ -26,17 +26,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-train-subset"
+from _machine import CIFAR_SUBSET, cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+
+DEFAULT_DATA = CIFAR_SUBSET
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def train_final(name, coefficients, args, manifest, work: Path) -> dict:

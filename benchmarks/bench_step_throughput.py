@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,15 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import tensorflow as tf
+
+    from _machine import cpu_model
+
+    cpu = cpu_model()
 
     gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
             for g in tf.config.list_physical_devices("GPU")]
@@ -82,8 +77,10 @@ def bench(precision: str, resolution: int, batch: int, steps: int, rounds: int, 
                 return lambda: model.predict_on_batch(x)
             for model in models.values():  # trace and warm up outside the timing
                 time_steps(step_for(model), 2)
-            for _ in range(rounds):
-                for name, model in models.items():
+            for round_index in range(rounds):
+                # alternate which model goes first, so neither always runs on a freshly warmed cache
+                order = list(models.items())
+                for name, model in order if round_index % 2 == 0 else order[::-1]:
                     seconds[name] += time_steps(step_for(model), steps)
             images = batch * steps * rounds
             per_s = {name: images / s for name, s in seconds.items()}

@@ -1,6 +1,5 @@
 """Weights: keras.applications files by name, the shipped Lite0 checkpoint, local files, clear failures."""
 
-import json
 
 import keras
 import numpy as np

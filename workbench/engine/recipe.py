@@ -18,7 +18,6 @@ epoch so `resume(run_dir)` continues a killed run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import shutil
