@@ -61,7 +61,9 @@ def run_ours(data: Path, args, out: Path) -> dict:
         "data": str(data), "variant": "lite0", "weights": "imagenet", "image_size": args.image_size,
         "batch_size": args.batch, "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
         "precision": "float32", "strategy": "default", "out": str(out),
-        "recipe": {"val_fraction": 0.2, "test_fraction": 0.0, "early_stopping_patience": args.patience},
+        "recipe": {"val_fraction": 0.2, "test_fraction": 0.0, "early_stopping_patience": args.patience,
+                   **({"unfreeze_blocks": args.unfreeze_blocks} if args.unfreeze_blocks is not None else {}),
+                   **({"fine_tune_learning_rate": args.fine_tune_lr} if args.fine_tune_lr is not None else {})},
     })
     result = fine_tune(config, listeners=[listen])
     return {"curve": curve, "seconds": time.perf_counter() - start, "best_val_accuracy": result.best_val_accuracy,
@@ -114,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=30, help="ours: phase-1 epochs (cached features)")
     parser.add_argument("--fine-tune-epochs", type=int, default=2, help="ours: phase-2 epochs")
+    parser.add_argument("--unfreeze-blocks", type=int, default=None, help="ours: blocks unfrozen in phase 2")
+    parser.add_argument("--fine-tune-lr", type=float, default=None, help="ours: phase-2 learning rate")
     parser.add_argument("--patience", type=int, default=5, help="ours: early-stopping patience")
     parser.add_argument("--naive-epochs", type=int, default=10)
     parser.add_argument("--naive-max-seconds", type=float, default=1800)
