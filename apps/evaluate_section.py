@@ -102,16 +102,10 @@ def confusion_chart(report: dict, normalised: bool):
 # ---------------------------------------------------------------------------------------------- page
 def render() -> None:
     st.header("4 · Evaluate")
-    candidates = [info for info in runs.list_runs() if info.has_model and info.status != "running"]
-    if not candidates:
-        st.info("No trained model yet: train one in **3 · Train** (or wait for the running job to finish).", icon=":material/arrow_back:")
+    run_dir = runs.pick_trained_run('eval_run', "No trained model yet: train one in **3 · Train** (or wait for the running job to finish).")
+    if run_dir is None:
         return
-    names = [info.name for info in candidates]
-    selected = runs.selected_run()
-    index = names.index(selected.name) if selected is not None and selected.name in names else 0
-    name = st.selectbox("Run", names, index=index, key="eval_run")
-    run_dir = state.runs_root() / name
-    runs.select(run_dir)
+    name = run_dir.name
 
     report = read_report(run_dir)
     cols = st.columns([1, 1, 3])

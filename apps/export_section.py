@@ -54,16 +54,10 @@ def run_export(run_dir: Path, fmt: str) -> Path | None:
 
 def render() -> None:
     st.header("5 · Export")
-    candidates = [info for info in runs.list_runs() if info.has_model and info.status != "running"]
-    if not candidates:
-        st.info("No trained model yet: train one in **3 · Train** first.", icon=":material/arrow_back:")
+    run_dir = runs.pick_trained_run('export_run', "No trained model yet: train one in **3 · Train** first.")
+    if run_dir is None:
         return
-    names = [info.name for info in candidates]
-    selected = runs.selected_run()
-    index = names.index(selected.name) if selected is not None and selected.name in names else 0
-    name = st.selectbox("Run", names, index=index, key="export_run")
-    run_dir = state.runs_root() / name
-    runs.select(run_dir)
+    name = run_dir.name
 
     label = st.radio("Format", list(FORMATS), horizontal=True, key="export_format",
                      help="SavedModel: TF Serving and TensorFlow; TFLite: phones and edge devices; "

@@ -101,6 +101,21 @@ def selected_run() -> Path | None:
     return None
 
 
+def pick_trained_run(key: str, empty_message: str) -> Path | None:
+    """A selectbox of finished runs that have a model (the selected run first); None, with a hint, if none."""
+    candidates = [info for info in list_runs() if info.has_model and info.status != "running"]
+    if not candidates:
+        st.info(empty_message, icon=":material/arrow_back:")
+        return None
+    names = [info.name for info in candidates]
+    selected = selected_run()
+    index = names.index(selected.name) if selected is not None and selected.name in names else 0
+    name = st.selectbox("Run", names, index=index, key=key)
+    run_dir = state.runs_root() / name
+    select(run_dir)
+    return run_dir
+
+
 def runs_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
     """Rows for a table of runs."""
     rows = []
