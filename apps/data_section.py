@@ -145,7 +145,7 @@ def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | 
         message = str(exc).replace(str(data), label) if data else str(exc)
         _fail(message if message.startswith(label) else f"{label}: {message}")
         return None
-    except Exception as exc:  # noqa: BLE001 - shown to the user instead of a traceback
+    except Exception as exc:
         _fail(f"{label}: could not be read ({type(exc).__name__}: {exc}). Check that it is a folder of "
               "class folders, a .zip of one, or a TFDS image dataset name.")
         return None
@@ -258,7 +258,7 @@ def _sample_grid(dataset: Dataset) -> None:
             st.caption("no usable images")
             continue
         cols = st.columns(SAMPLES_PER_CLASS)
-        for col, record in zip(cols, records):
+        for col, record in zip(cols, records, strict=False):
             try:
                 col.image(thumbnail(record.source_path), caption=Path(record.path).name, width="stretch")
             except OSError:

@@ -53,7 +53,7 @@ def run_evaluation(run_dir: Path, split: str) -> dict | None:
             return evaluate(run_dir, split=split, plots=False)
     except ValueError as exc:
         st.error(f"Evaluation failed: {exc}", icon=":material/error:")
-    except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
+    except Exception as exc:
         st.error(f"Evaluation failed ({type(exc).__name__}): {exc}", icon=":material/error:")
     return None
 
@@ -242,7 +242,7 @@ def _try_it(run) -> None:
         return
     try:
         pixels = preprocess_bytes(uploaded.getvalue(), run.resolution).numpy()
-    except Exception:  # noqa: BLE001 - TensorFlow's decode error is cryptic; say what to do instead
+    except Exception:
         st.error(f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.", icon=":material/error:")
         return
     probabilities = run.model.predict(pixels[None], verbose=0)[0]

@@ -47,7 +47,7 @@ def run_export(run_dir: Path, fmt: str) -> Path | None:
             return export(run_dir, fmt, out=out)
     except (ValueError, OSError) as exc:
         st.error(f"Export failed: {exc}", icon=":material/error:")
-    except Exception as exc:  # noqa: BLE001 - a message on the page, never a traceback
+    except Exception as exc:
         st.error(f"Export failed ({type(exc).__name__}): {exc}", icon=":material/error:")
     return None
 

@@ -140,7 +140,7 @@ def train_command(data: str | None, run_dir: Path, options: list[str]) -> list[s
     argv = [sys.executable, "-m", "workbench", "train"]
     if data:
         argv.append(str(data))
-    return argv + ["--run-dir", str(run_dir), *options]
+    return [*argv, "--run-dir", str(run_dir), *options]
 
 
 def launch(argv: list[str], run_dir: Path, runs_root: Path) -> Job:

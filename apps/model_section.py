@@ -128,7 +128,7 @@ def render() -> None:
     has_imagenet, note = weights_note(variant)
     use_imagenet = st.toggle("Start from ImageNet weights", value=has_imagenet, disabled=not has_imagenet,
                              key=f"model_imagenet_{variant}")
-    st.caption(note if has_imagenet else note)
+    st.caption(note)
     state.put("weights", "imagenet" if (has_imagenet and use_imagenet) else None)
     if has_imagenet and not use_imagenet:
         st.caption("Training from scratch: expect to need many more images and epochs.")

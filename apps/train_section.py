@@ -157,7 +157,7 @@ def progress_fraction(config: dict[str, Any], events: list[dict]) -> float:
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "…"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     minutes, seconds = divmod(seconds, 60)

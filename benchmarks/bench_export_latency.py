@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _machine import CIFAR_SUBSET, cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import CIFAR_SUBSET, cpu_model
 
 SHARED_CIFAR = CIFAR_SUBSET
 RESOLUTION = 224

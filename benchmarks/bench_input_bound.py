@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_input_pipeline import DEFAULT_SOURCE, cpu_model, make_jpegs  # noqa: E402
+from bench_input_pipeline import DEFAULT_SOURCE, cpu_model, make_jpegs
 
 
 def build_lite0(num_classes: int, size: int):

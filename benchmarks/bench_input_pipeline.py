@@ -27,7 +27,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _machine import CIFAR_SUBSET, cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import CIFAR_SUBSET, cpu_model
 
 DEFAULT_SOURCE = CIFAR_SUBSET
 

@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _machine import CIFAR_SUBSET, cpu_model  # noqa: E402  (benchmarks/ is the script's folder)
+from _machine import CIFAR_SUBSET, cpu_model
 
 DEFAULT_DATA = CIFAR_SUBSET
 
@@ -38,8 +38,8 @@ def train_final(name, coefficients, args, manifest, work: Path) -> dict:
     import dataclasses
 
     import keras
-    from pipelines import make_datasets
 
+    from pipelines import make_datasets
     from workbench.engine.events import EventWriter
     from workbench.models.scaling import ScalingFamily
     from workbench.models.variants import custom_variant

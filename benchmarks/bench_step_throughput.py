@@ -24,7 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def machine() -> dict:
     import tensorflow as tf
-
     from _machine import cpu_model
 
     cpu = cpu_model()
@@ -71,7 +70,7 @@ def bench(precision: str, resolution: int, batch: int, steps: int, rounds: int, 
         results = {}
         for mode in ("train", "inference"):
             seconds = {name: 0.0 for name in models}
-            def step_for(model):
+            def step_for(model, mode=mode):
                 if mode == "train":
                     return lambda: model.train_on_batch(x, y)
                 return lambda: model.predict_on_batch(x)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from _machine import CIFAR_SUBSET as DEFAULT_DATA  # noqa: E402
+from _machine import CIFAR_SUBSET as DEFAULT_DATA
 
 
 def subset(data: Path, per_class: int | None, dest: Path) -> Path:

@@ -18,13 +18,13 @@ from pipelines.sample import sample_dataset_path
 
 __all__ = [
     "AUGMENT_PRESETS",
+    "SPLITS",
     "DataError",
     "DatasetConfig",
     "Datasets",
     "IngestConfig",
     "Manifest",
     "Record",
-    "SPLITS",
     "ZipLimits",
     "ingest",
     "make_dataset",

@@ -9,6 +9,7 @@ fails, so a refused archive leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -44,10 +45,8 @@ def _member_name(info: zipfile.ZipInfo) -> str:
     """The member's name, decoded as UTF-8 when the archiver forgot to set the UTF-8 flag (common on Windows)."""
     name = info.filename
     if not info.flag_bits & 0x800:
-        try:
+        with contextlib.suppress(UnicodeEncodeError, UnicodeDecodeError):
             name = name.encode("cp437").decode("utf-8")
-        except (UnicodeEncodeError, UnicodeDecodeError):
-            pass
     return name
 
 

@@ -353,7 +353,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
         ds = ds.ignore_errors(log_warning=True)
     else:
         # Cached path: decode once to a bounded size, cache, then crop from the cached copy every epoch.
-        keep = int(math.ceil(TRAIN_CACHE_SCALE * size))
+        keep = math.ceil(TRAIN_CACHE_SCALE * size)
 
         def shrink(image, label):
             shape = tf.shape(image)

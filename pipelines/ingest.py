@@ -29,7 +29,7 @@ class IngestConfig:
     seed: int = 0
     # Images over this many pixels are refused as possible decompression bombs (Pillow's limit or stricter).
     max_image_pixels: int = PILLOW_MAX_PIXELS
-    zip_limits: ZipLimits = ZipLimits()
+    zip_limits: ZipLimits = ZipLimits()  # noqa: RUF009 - frozen, so one shared instance is safe
     # Warn when the largest class has this many times the images of the smallest.
     imbalance_ratio: float = 3.0
     tfds_data_dir: str | None = None
@@ -182,10 +182,10 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
             indices = pool[label]
             keys = [os.path.relpath(records[i].path, root) for i in indices]
             assigned = splitting.assign(keys, seed=config.seed, val_fraction=carve_val, test_fraction=carve_test)
-            for i, split in zip(indices, assigned):
+            for i, split in zip(indices, assigned, strict=True):
                 out[i] = dataclasses.replace(records[i], split=split)
             n = len(indices)
-            n_train, n_val, n_test = splitting.split_counts(n, carve_val, carve_test)
+            _n_train, n_val, n_test = splitting.split_counts(n, carve_val, carve_test)
             short = [s for s, k, frac in (("val", n_val, carve_val), ("test", n_test, carve_test)) if frac and k == 0]
             if short:
                 warnings.append(f"class {label!r} has only {n} usable image(s) to split, so it has no "

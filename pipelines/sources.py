@@ -176,7 +176,7 @@ def write_arrays(images, labels, class_names, dest: str | os.PathLike) -> Found:
         images = images[..., 0]
     dest = Path(dest)
     files = []
-    for i, (pixels, label) in enumerate(zip(images, labels)):
+    for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         folder = dest / f"{label:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{i:07d}.png"

@@ -27,7 +27,7 @@ def make_image_folder(root: Path, per_class: int = IMAGES_PER_CLASS, seed: int =
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    for channel, name in zip((2, 1, 0), CLASSES):
+    for channel, name in zip((2, 1, 0), CLASSES, strict=True):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):

@@ -147,7 +147,7 @@ def test_a_missing_local_folder_is_an_error_message(workspace):
     at = new_app().run()
     at.radio(key="data_source").set_value("Local folder or zip").run()
     at.text_input(key="data_folder").input(str(workspace / "no-such-folder"))
-    submit = [b for b in at.button if b.label == "Load folder"][0]
+    submit = next(b for b in at.button if b.label == "Load folder")
     submit.click().run()
     assert not at.exception
     assert len(at.error) == 1 and "no-such-folder" in at.error[0].value
@@ -190,7 +190,7 @@ def test_sample_dataset_trains_a_tiny_model_stops_on_request_and_shows_a_confusi
     at.number_input(key="train_opt_epochs").set_value(200)
     at.number_input(key="train_opt_fine_tune_epochs").set_value(1)
     at.number_input(key="train_opt_recipe.early_stopping_patience").set_value(0)
-    [b for b in at.button if b.label == "Start training"][0].click().run()
+    next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
 
     run_dirs = [p for p in (workspace / "runs").iterdir() if not p.name.startswith(".")]

@@ -10,6 +10,7 @@ Needs /usr/bin/chromium (`bash scripts/install.sh` installs it); skipped without
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -83,10 +84,8 @@ def app_url(tmp_path):
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
     for pid_file in (tmp_path / "runs").glob("*/pid"):  # a job that outlived a failed test
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError):
             os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        except (ValueError, ProcessLookupError):
-            pass
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_engine_helpers import make_image_folder
+
 from workbench.engine.events import read_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=420) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs):
+    for p, (_stdout, stderr) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, stderr[-3000:]
     assert "run: " in outputs[0][0] and "the chief worker wrote the run" in outputs[1][0]
     (run_dir,) = out.iterdir()  # one run directory: the chief's

@@ -10,7 +10,13 @@ import pytest
 
 from workbench.engine.events import EventWriter, read_events, summarize, tail_events
 from workbench.engine.rundir import (
-    atomic_write_text, create_run_dir, pid_file, request_stop, running_pid, stop_requested)
+    atomic_write_text,
+    create_run_dir,
+    pid_file,
+    request_stop,
+    running_pid,
+    stop_requested,
+)
 
 
 def _batch(**overrides):
@@ -39,7 +45,7 @@ def test_writer_refuses_unknown_types_and_missing_fields(tmp_path):
     writer = EventWriter(tmp_path / "events.jsonl")
     with pytest.raises(ValueError, match="unknown event type"):
         writer.emit("progress", x=1)
-    with pytest.raises(ValueError, match="lacks .*eta_s"):
+    with pytest.raises(ValueError, match=r"lacks .*eta_s"):
         writer.batch(phase=1, epoch=1, step=1, steps=2, loss=1.0, accuracy=0.5, images_per_s=1.0)
 
 

@@ -30,7 +30,7 @@ def make_image_folder(root: Path, per_class: int = 12, size: int = 32, classes: 
     from PIL import Image
 
     images, labels = colour_images(per_class, size, classes, seed)
-    for i, (image, label) in enumerate(zip(images, labels)):
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
         folder = root / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}.png")

@@ -7,8 +7,8 @@ import math
 import keras
 import numpy as np
 import pytest
-
 from test_engine_helpers import make_image_folder, tiny_config
+
 from workbench.engine.precision import precision_policy, resolve_precision, wrap_optimizer
 
 
@@ -24,11 +24,10 @@ def test_auto_is_float32_on_cpu():
 
 def test_policy_is_restored_after_the_block_even_on_error():
     keras.mixed_precision.set_global_policy("float32")
-    with pytest.raises(RuntimeError):
-        with precision_policy("mixed_float16") as policy:
-            assert policy == "mixed_float16"
-            assert keras.mixed_precision.global_policy().name == "mixed_float16"
-            raise RuntimeError("fail inside")
+    with pytest.raises(RuntimeError), precision_policy("mixed_float16") as policy:
+        assert policy == "mixed_float16"
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        raise RuntimeError("fail inside")
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

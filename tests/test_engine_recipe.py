@@ -7,8 +7,8 @@ import json
 import keras
 import numpy as np
 import pytest
-
 from test_engine_helpers import make_image_folder, tiny_config
+
 from workbench.engine import RunConfig, TrainingError, fine_tune
 from workbench.engine.events import REQUIRED_FIELDS, read_events
 from workbench.engine.recipe import class_weights
@@ -76,7 +76,7 @@ def test_phase2_unfreezes_whole_top_blocks_and_keeps_batchnorm_frozen(lite0_run)
 
     config, result = lite0_run
     model = keras.saving.load_model(result.model_path, safe_mode=True)
-    phase2 = [e for e in read_events(result.run_dir) if e["type"] == "phase" and e["phase"] == 2][0]
+    phase2 = next(e for e in read_events(result.run_dir) if e["type"] == "phase" and e["phase"] == 2)
     n = config["recipe"].get("unfreeze_blocks", RunConfig().recipe.unfreeze_blocks)
     assert phase2["unfrozen_blocks"] == block_names(model)[-n:]
     for layer in model.layers:

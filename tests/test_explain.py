@@ -46,14 +46,14 @@ def test_explain_writes_an_overlay_for_predicted_and_chosen_class(tmp_path_facto
     assert result["class"] == result["predicted"]
     chosen = explain(run, image, class_name="green", out=tmp_path / "cam.png")
     assert chosen["class"] == "green" and (tmp_path / "cam.png").is_file()
-    with pytest.raises(ValueError, match="unknown class 'purple'.*blue, green, red"):
+    with pytest.raises(ValueError, match=r"unknown class 'purple'.*blue, green, red"):
         explain(run, image, class_name="purple")
 
 
 def test_cli_explain_and_refusal_of_non_keras_models(tmp_path_factory, tmp_path, capsys):
-    from workbench.cli import main
-
     from helpers_tiny_run import exported
+
+    from workbench.cli import main
 
     image = split_images(tmp_path_factory)[0]
     assert main(["explain", str(tiny_run(tmp_path_factory)), image, "--out", str(tmp_path / "x.png")]) == 0

@@ -39,7 +39,7 @@ def _tiny_keras(path, with_lambda=False, head_name="predictions"):
 
 def test_lambda_layer_is_refused_before_keras_reads_it(tmp_path):
     path = _tiny_keras(tmp_path / "lambda.keras", with_lambda=True)
-    with pytest.raises(ModelFileError, match="Lambda.*Python code"):
+    with pytest.raises(ModelFileError, match=r"Lambda.*Python code"):
         load_keras_model(path)
 
 
@@ -58,7 +58,7 @@ def test_config_naming_foreign_code_is_refused_and_not_run(tmp_path):
     with zipfile.ZipFile(crafted, "w") as archive:
         for name, data in files.items():
             archive.writestr(name, data)
-    with pytest.raises(ModelFileError, match="'os'.*not Keras"):
+    with pytest.raises(ModelFileError, match=r"'os'.*not Keras"):
         load_keras_model(crafted)
     assert not marker.exists()
 

@@ -100,7 +100,7 @@ def test_fresh_process_with_tensorflow_only_matches_keras(tmp_path_factory, tmp_
 
     with Image.open(files[0]) as image:
         image.save(png)
-    files = files + [str(png)]
+    files = [*files, str(png)]
     script = tmp_path / "serve.py"
     script.write_text(SERVE_SCRIPT)
     # Outside the repository and without PYTHONPATH: neither workbench nor pipelines is importable there.
@@ -142,7 +142,7 @@ def test_unknown_format_and_missing_run_are_refused(tmp_path_factory, tmp_path):
 
     with pytest.raises(ValueError, match="unknown export format 'onnx'"):
         export(tiny_run(tmp_path_factory), "onnx")
-    with pytest.raises(ModelFileError, match="model.keras"):
+    with pytest.raises(ModelFileError, match=r"model.keras"):
         export(tmp_path, "savedmodel")
 
 

@@ -7,7 +7,13 @@ import pytest
 from workbench.models import build_model
 from workbench.models.flops import count_macs
 from workbench.models.registry import format_table, measure
-from workbench.models.surgery import block_names, classifier_head, feature_extractor, freeze_backbone, unfreeze_top_blocks
+from workbench.models.surgery import (
+    block_names,
+    classifier_head,
+    feature_extractor,
+    freeze_backbone,
+    unfreeze_top_blocks,
+)
 
 KERAS_APPLICATIONS_PARAMS = {  # keras.applications.EfficientNetB* with the 1000-class top
     "b0": 5_330_571, "b1": 7_856_239, "b2": 9_177_569, "b3": 12_320_535,
@@ -25,8 +31,8 @@ def test_layer_names_are_keras_applications_names():
     ours = build_model("b0", 1000)
     theirs = keras.applications.EfficientNetB0(weights=None)
     def weighted(m):  # Keras numbers a second Normalization layer in a process: compare by type
-        return [(l.name if not isinstance(l, keras.layers.Normalization) else "normalization",
-                 [tuple(w.shape) for w in l.weights]) for l in m.layers if l.weights]
+        return [(layer.name if not isinstance(layer, keras.layers.Normalization) else "normalization",
+                 [tuple(w.shape) for w in layer.weights]) for layer in m.layers if layer.weights]
 
     assert weighted(ours) == weighted(theirs)
 
@@ -64,13 +70,13 @@ def test_normalisation_happens_inside_the_model_once():
     lite = build_model("lite0", 3, input_shape=(32, 32, 3))
     normalised = keras.Model(lite.input, lite.get_layer("normalization").output)(x).numpy()
     np.testing.assert_allclose(normalised, (x - 127) / 128, rtol=1e-5, atol=1e-5)
-    assert sum(isinstance(l, (keras.layers.Normalization, keras.layers.Rescaling)) for l in b.layers) == 1
+    assert sum(isinstance(layer, (keras.layers.Normalization, keras.layers.Rescaling)) for layer in b.layers) == 1
 
 
 def test_lite_variants_use_relu6_and_no_squeeze_excitation():
     model = build_model("lite2", 5, input_shape=(64, 64, 3))
-    assert not [l for l in model.layers if "se_" in l.name]
-    assert {l.activation.__name__ for l in model.layers if isinstance(l, keras.layers.Activation)} == {"relu6"}
+    assert not [layer for layer in model.layers if "se_" in layer.name]
+    assert {layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)} == {"relu6"}
     # stem and head are not scaled, the first and last stages keep one block
     assert model.get_layer("stem_conv").filters == 32 and model.get_layer("top_conv").filters == 1280
     names = block_names(model)
@@ -80,8 +86,8 @@ def test_lite_variants_use_relu6_and_no_squeeze_excitation():
 
 def test_drop_connect_only_on_identity_blocks_and_scaled_over_depth():
     model = build_model("b0", 10, input_shape=(64, 64, 3), drop_connect_rate=0.2)
-    drops = {l.name: l.rate for l in model.layers if l.name.endswith("_drop")}
-    adds = {l.name[: -len("add")] for l in model.layers if l.name.endswith("_add")}
+    drops = {layer.name: layer.rate for layer in model.layers if layer.name.endswith("_drop")}
+    adds = {layer.name[: -len("add")] for layer in model.layers if layer.name.endswith("_add")}
     assert {n[: -len("drop")] for n in drops} == adds  # every identity block, and only those
     rates = list(drops.values())
     assert rates == sorted(rates) and 0 < rates[0] < rates[-1] < 0.2
@@ -95,10 +101,10 @@ def test_surgery_freezes_by_block_and_keeps_batchnorm_frozen():
     assert [w.path for w in model.trainable_weights] == [w.path for w in model.get_layer("predictions").weights]
     chosen = unfreeze_top_blocks(model, 2)
     assert chosen == names[-2:]
-    trainable_layers = {l.name for l in model.layers if l.trainable and l.weights}
-    assert trainable_layers == {l.name for l in model.layers if l.weights and not isinstance(l, keras.layers.BatchNormalization)
-                                and (l.name.startswith(chosen[0]) or l.name.startswith("top_") or l.name == "predictions")}
-    assert all(not l.trainable for l in model.layers if isinstance(l, keras.layers.BatchNormalization))
+    trainable_layers = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert trainable_layers == {layer.name for layer in model.layers if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
+                                and (layer.name.startswith(chosen[0]) or layer.name.startswith("top_") or layer.name == "predictions")}
+    assert all(not layer.trainable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
 
 
 def test_feature_extractor_and_head_compose_to_the_model():

@@ -22,7 +22,7 @@ def _keras_applications_b0_file(tmp_path, classes=1000):
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
                                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
     # the same normalisation as ours (its Normalization layer starts unadapted)
-    norm = next(l for l in reference.layers if isinstance(l, keras.layers.Normalization))
+    norm = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
     norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2, np.array(0)])
     norm.finalize_state()
     path = tmp_path / "efficientnetb0.h5"
@@ -139,7 +139,7 @@ def test_torch_checkpoint_reader_refuses_code(tmp_path):
         pickle.dump(1001, f)
         pickle.dump({}, f)
         f.write(b"cos\nsystem\n(S'echo pwned'\ntR.")
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load os.system"):
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load os.system"):
         load_legacy_state_dict(evil)
     (tmp_path / "plain.pth").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a legacy"):

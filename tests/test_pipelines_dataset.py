@@ -47,7 +47,7 @@ def test_batches_are_float_rgb_0_255_and_one_hot(coded):
     x, y = next(iter(ds.train))
     assert x.shape == (4, 32, 32, 3) and x.dtype == tf.float32
     assert y.shape == (4, 3) and y.dtype == tf.float32
-    assert 0.0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 255.0 and float(tf.reduce_max(x)) > 1.0
+    assert float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 255.0 and float(tf.reduce_max(x)) > 1.0
     assert np.allclose(y.numpy().sum(axis=1), 1.0) and set(np.unique(y.numpy())) <= {0.0, 1.0}
     assert ds.classes == ["a", "b", "c"] and ds.steps("train") == 5  # 18 training images / 4
 
@@ -148,7 +148,7 @@ def test_normalised_copies_flow_through_tf_data(tmp_path):
         frames[0].save(root / "blue" / f"{i}.gif", save_all=True, append_images=frames[1:])
     manifest = ingest(root, tmp_path / "w", val_fraction=0.0, test_fraction=0.5)
     images, labels = collect(make_datasets(manifest, image_size=16, batch_size=4).plain("train"))
-    for image, label in zip(images, labels.argmax(1)):
+    for image, label in zip(images, labels.argmax(1), strict=True):
         colour = image[8, 8]
         if manifest.classes[label] == "red":
             assert colour[0] > 200 and colour[1] < 60
@@ -202,7 +202,7 @@ def test_options_for_determinism_and_distribution(coded):
 
 
 def test_bad_dataset_options_are_refused():
-    with pytest.raises(ValueError, match="unknown augmentation preset 'heavy'.*none, light, standard, strong"):
+    with pytest.raises(ValueError, match=r"unknown augmentation preset 'heavy'.*none, light, standard, strong"):
         DatasetConfig(augment="heavy")
     with pytest.raises(ValueError, match="resize"):
         DatasetConfig(resize="squash")

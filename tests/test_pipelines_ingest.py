@@ -95,7 +95,7 @@ def test_png_with_a_bad_checksum_is_quarantined(data, tmp_path):
 
 def test_a_single_image_file_is_not_a_dataset(tmp_path):
     path = save(tmp_path / "cat.jpg", gradient(), "JPEG")
-    with pytest.raises(DataError, match="cat.jpg is a single file; give a folder of class folders"):
+    with pytest.raises(DataError, match=r"cat.jpg is a single file; give a folder of class folders"):
         ingest(path, tmp_path / "work")
 
 
@@ -230,7 +230,7 @@ def test_folder_without_class_folders_is_an_error(tmp_path):
 
 
 def test_missing_folder_is_an_error_naming_it(tmp_path):
-    with pytest.raises(DataError, match="does-not-exist.*does not exist"):
+    with pytest.raises(DataError, match=r"does-not-exist.*does not exist"):
         ingest(tmp_path / "does-not-exist", tmp_path / "work")
 
 

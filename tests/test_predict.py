@@ -66,9 +66,9 @@ def test_bad_inputs_fail_with_the_file_named(tmp_path_factory, tmp_path, images,
     run = tiny_run(tmp_path_factory)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    with pytest.raises(ValueError, match="notes.jpg: not an image"):
+    with pytest.raises(ValueError, match=r"notes.jpg: not an image"):
         predict(run, [text])
-    with pytest.raises(ValueError, match="missing.png: image file not found"):
+    with pytest.raises(ValueError, match=r"missing.png: image file not found"):
         predict(run, [tmp_path / "missing.png"])
     with pytest.raises(ValueError, match="top_k"):
         predict(run, images, top_k=0)

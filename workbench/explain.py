@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def grad_cam(model, image: np.ndarray, class_index: int | None = None, layer_name: str | None = None):
     """Grad-CAM heatmap of one image.
 

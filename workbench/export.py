@@ -191,7 +191,7 @@ def quantization_report(run: Run, int8_path: Path, float_path: Path | None = Non
     int8_accuracy = float((quantized.argmax(1) == labels).mean())
     return {
         "split": split,
-        "num_images": int(len(labels)),
+        "num_images": len(labels),
         "reference": reference_name,
         "float32_accuracy": round(float_accuracy, 4),
         "int8_accuracy": round(int8_accuracy, 4),
@@ -254,7 +254,7 @@ def export(
         os.replace(tmp, model_path)
         extra["tflite"] = {"mode": mode, "bytes": len(data)}
         if mode == "int8":
-            extra["tflite"]["calibration_images"] = int(len(calibration))
+            extra["tflite"]["calibration_images"] = len(calibration)
             extra["quantization"] = quantization_report(run, model_path)
     _write_beside(run, directory, name, format, [model_path.name], extra)
     return model_path
@@ -263,7 +263,7 @@ def export(
 def _write_beside(run: Run, directory: Path, name: str, format: str, files: list[str], extra: dict) -> None:
     """labels.txt and the model card, beside the exported model."""
     write_text_atomic(directory / "labels.txt", "\n".join(run.class_names) + "\n")
-    write_card(directory, build_card(run, name=name, format=format, files=files + ["labels.txt"], extra=extra))
+    write_card(directory, build_card(run, name=name, format=format, files=[*files, "labels.txt"], extra=extra))
 
 
 def read_card(directory: str | Path) -> dict:

@@ -85,7 +85,7 @@ def build_card(run, *, name: str, format: str, files: list[str], extra: dict | N
         "name": name,
         "format": format,
         "files": files,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "model": {
             "variant": run.variant,
             "resolution": run.resolution,

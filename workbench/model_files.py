@@ -168,7 +168,7 @@ def inspect_saved_model(directory: str | Path) -> None:
     saved_model = saved_model_pb2.SavedModel()
     try:
         saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
-    except Exception as error:  # noqa: BLE001 - protobuf raises its own DecodeError
+    except Exception as error:
         raise ModelFileError(f"{directory}: saved_model.pb is not a valid SavedModel ({error})") from None
     if not saved_model.meta_graphs:
         raise ModelFileError(f"{directory}: the SavedModel holds no graph")
@@ -198,7 +198,7 @@ def load_keras_model(path: str | Path):
     inspect_keras_archive(path)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - whatever Keras raises, the user needs the file name and a fix
+    except Exception as error:
         raise ModelFileError(f"{path}: Keras could not load this model safely: {error}") from None
 
 

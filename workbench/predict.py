@@ -143,7 +143,7 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
             "the labels.txt does not belong to this model"
         )
     results = []
-    for path, row in zip(images, probabilities):
+    for path, row in zip(images, probabilities, strict=True):
         order = np.argsort(-row, kind="stable")[:top_k]
         results.append(
             {

@@ -95,7 +95,7 @@ def config_from_args(args: argparse.Namespace):
 def _eta(seconds) -> str:
     if seconds is None:
         return "ETA --:--"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"ETA {seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from pipelines import DataError
-
     from workbench.scaling_search.search import run_search
 
     try:

@@ -63,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from pipelines import DataError
-
     from workbench.engine.progress import ProgressPrinter
     from workbench.engine.recipe import TrainingError, fine_tune, resume
 
@@ -82,9 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"best val accuracy: {best}" + (" (stopped early by STOP file)" if result.stopped else ""))
     if result.model_path is None:
         return 0
-    if not args.no_evaluate:
-        if (code := _evaluate(result.run_dir)) != 0:
-            return code
+    if not args.no_evaluate and (code := _evaluate(result.run_dir)) != 0:
+        return code
     if not args.no_export:
         return _export(result.run_dir, args.export_format)
     return 0

@@ -40,7 +40,7 @@ class TrainState:
         atomic_write_json(run_dir / CHECKPOINTS_DIR / STATE_FILE, dataclasses.asdict(self))
 
     @classmethod
-    def load(cls, run_dir: Path) -> "TrainState | None":
+    def load(cls, run_dir: Path) -> TrainState | None:
         path = run_dir / CHECKPOINTS_DIR / STATE_FILE
         if not path.exists():
             return None
@@ -60,9 +60,8 @@ class RunSignals:
 
 def save_optimizer(optimizer, path: Path) -> None:
     values = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **values)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **values)
 
 
 def load_optimizer(optimizer, trainable_variables, path: Path) -> None:
@@ -76,7 +75,7 @@ def load_optimizer(optimizer, trainable_variables, path: Path) -> None:
             f"optimizer checkpoint {path} holds {len(values)} variables, the optimizer has "
             f"{len(optimizer.variables)}; the run's config changed since it was saved"
         )
-    for variable, value in zip(optimizer.variables, values):
+    for variable, value in zip(optimizer.variables, values, strict=True):
         variable.assign(value)
 
 
@@ -85,7 +84,7 @@ class ProgressEvents(keras.callbacks.Callback):
     step) and `epoch` events with images/s and the phase's ETA."""
 
     def __init__(self, writer, *, phase: int, epochs: int, steps: int, num_images: int,
-                 global_batch: int, signals: "RunSignals", min_interval_s: float = 0.25):
+                 global_batch: int, signals: RunSignals, min_interval_s: float = 0.25):
         super().__init__()
         self.signals = signals
         self.writer, self.phase, self.epochs, self.steps = writer, phase, epochs, steps

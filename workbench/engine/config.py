@@ -13,9 +13,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
@@ -119,14 +120,15 @@ class RunConfig:
     run_dir: str | None = _field(
         None, "explicit run directory (overrides out); the app picks it so it can reattach"
     )
-    recipe: RecipeConfig = _field(RecipeConfig(), "two-phase recipe hyper-parameters")
+    # _field turns a dataclass default into a default_factory, so no instance is shared.
+    recipe: RecipeConfig = _field(RecipeConfig(), "two-phase recipe hyper-parameters")  # noqa: RUF009
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """Build a config from a (possibly partial) dict; unknown keys raise `ValueError`."""
         return _from_dict(cls, values, prefix="")
 
@@ -144,7 +146,7 @@ class RunConfig:
         atomic_write_text(path, text)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         import yaml
 
         path = Path(path)
@@ -164,7 +166,7 @@ class RunConfig:
             raise ValueError(f"run config {path}: {exc}") from exc
 
     # ------------------------------------------------------------------ checks
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Raise `ValueError` naming the option, the problem and the fix; return self."""
         for path, f, value, _ in iter_fields(self):
             choices = f.metadata.get("choices")

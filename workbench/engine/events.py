@@ -20,8 +20,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 EVENT_TYPES = ("phase", "batch", "epoch", "done", "error", "trial")
 EVENTS_FILE = "events.jsonl"

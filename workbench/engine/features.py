@@ -8,8 +8,8 @@ pooled features; computing them once turns each later epoch into a few Dense ste
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -58,9 +58,8 @@ def feature_dataset(features: np.ndarray, labels: np.ndarray, batch_size: int, *
 
 
 def save_cache(path: Path, key: dict, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, _key=np.array(json.dumps(key, sort_keys=True)), **arrays)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, _key=np.array(json.dumps(key, sort_keys=True)), **arrays)
 
 
 def load_cache(path: Path, key: dict) -> dict[str, np.ndarray] | None:

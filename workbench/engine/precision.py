@@ -8,8 +8,8 @@ gradients do not underflow; bfloat16 has float32's exponent range and needs no s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from workbench.engine.config import PRECISIONS
 

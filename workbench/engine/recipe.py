@@ -23,14 +23,14 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.engine.events import EVENTS_FILE, EventWriter, read_events
-from workbench.engine.strategy import strategy_label
 from workbench.engine.rundir import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -43,6 +43,7 @@ from workbench.engine.rundir import (
     stop_requested,
     write_labels,
 )
+from workbench.engine.strategy import strategy_label
 
 # Imbalance above which `class_weights=auto` weights the loss (largest / smallest class count).
 IMBALANCE_RATIO = 1.5
@@ -218,10 +219,7 @@ class _Run:
 
     def _datasets(self):
         from pipelines import make_datasets
-
-        from workbench.engine.strategy import with_sharding_policy
-
-        from workbench.engine.strategy import shard_policy_name
+        from workbench.engine.strategy import shard_policy_name, with_sharding_policy
 
         ds = make_datasets(self.manifest, image_size=self.image_size, batch_size=self.global_batch,
                            augment=self.config.augment, seed=self.config.seed,
@@ -383,7 +381,13 @@ class _Run:
     def _fit(self, phase: int, fit_model, train, val, epochs: int, learning_rate: float, n_train: int) -> bool:
         """One phase; returns True when a STOP file ended it."""
         from workbench.engine.callbacks import (
-            NonFiniteGuard, ProgressEvents, RunCheckpoint, RunSignals, StopFile, load_optimizer)
+            NonFiniteGuard,
+            ProgressEvents,
+            RunCheckpoint,
+            RunSignals,
+            StopFile,
+            load_optimizer,
+        )
 
         state = self.state
         steps = self._steps(n_train)
@@ -448,7 +452,9 @@ class _Run:
         progress = {"steps": 0, "images": 0}
         cache = {}
         for split in ("train", "val"):
-            def on_batch(_step, _n, split=split, before=dict(progress)):
+            before = dict(progress)  # totals when this split's pass starts
+
+            def on_batch(_step, _n, split=split, before=before):
                 progress["steps"] = before["steps"] + _step
                 progress["images"] = before["images"] + _n
                 seen, elapsed = progress["images"], max(time.perf_counter() - start, 1e-9)
@@ -541,4 +547,4 @@ def class_weights(labels, mode: str = "auto") -> dict[int, float] | None:
     if mode == "auto" and counts.max() <= IMBALANCE_RATIO * counts.min():
         return None
     weights = compute_class_weight("balanced", classes=classes, y=labels)
-    return {int(c): float(w) for c, w in zip(classes, weights)}
+    return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}

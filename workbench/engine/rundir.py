@@ -20,9 +20,10 @@ import json
 import os
 import secrets
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -74,11 +75,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_json(path: str | Path, value: Any) -> None:
@@ -124,10 +124,8 @@ def pid_file(run_dir: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
+        with suppress(FileNotFoundError):
             (run_dir / PID_FILE).unlink()
-        except FileNotFoundError:
-            pass
 
 
 def stop_requested(run_dir: Path) -> bool:

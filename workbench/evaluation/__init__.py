@@ -115,7 +115,7 @@ def evaluate(
             "run": str(run.path.resolve()),
             "data": str(data) if data is not None else manifest.source,
             "split": split,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
     )
     files = {"report": str(eval_dir / "report.json")}

@@ -116,7 +116,7 @@ def compute_report(
     ]
 
     return {
-        "num_examples": int(len(y_true)),
+        "num_examples": len(y_true),
         "num_classes": num_classes,
         "classes": list(class_names),
         "accuracy": float(accuracy_score(y_true, y_pred)),

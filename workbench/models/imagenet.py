@@ -28,4 +28,4 @@ def decode_predictions(probabilities, top: int = 5) -> list[list[tuple[int, str,
         raise ValueError(f"expected ImageNet predictions of shape (batch, 1000), got {probabilities.shape}")
     names = imagenet_class_names()
     order = np.argsort(-probabilities, axis=1)[:, :top]
-    return [[(int(i), names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order)]
+    return [[(int(i), names[i], float(row[i])) for i in idx] for row, idx in zip(probabilities, order, strict=True)]

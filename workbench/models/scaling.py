@@ -38,12 +38,12 @@ def round_filters(filters: int, width: float, divisor: int = 8) -> int:
 
 def round_repeats(repeats: int, depth: float) -> int:
     """Blocks in a stage after depth scaling: always rounded up, so no stage vanishes."""
-    return int(math.ceil(depth * repeats))
+    return math.ceil(depth * repeats)
 
 
 def round_resolution(pixels: float, multiple: int = RESOLUTION_MULTIPLE) -> int:
     """Nearest multiple of `multiple` (at least one multiple)."""
-    return max(multiple, int(round(pixels / multiple)) * multiple)
+    return max(multiple, round(pixels / multiple) * multiple)
 
 
 @dataclass(frozen=True)

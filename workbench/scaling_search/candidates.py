@@ -32,7 +32,7 @@ def grid_values(low: float, high: float, step: float) -> list[float]:
     """low, low+step, ..., high (inclusive), rounded so 1.1 stays 1.1 in tables and JSON."""
     if step <= 0 or high < low:
         raise ValueError(f"grid {low}..{high} step {step}: need step > 0 and high >= low")
-    count = int(math.floor((high - low) / step + 1e-9)) + 1
+    count = math.floor((high - low) / step + 1e-9) + 1
     return [round(low + i * step, 6) for i in range(count)]
 
 

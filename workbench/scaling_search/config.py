@@ -58,7 +58,7 @@ class Budget:
     params: str | None = None
     latency_ms: float | None = None
 
-    def validate(self) -> "Budget":
+    def validate(self) -> Budget:
         if self.flops is not None:
             parse_amount("--max-flops", self.flops)
         if self.params is not None:
@@ -115,7 +115,7 @@ class ProxyConfig:
     # auto: eager when the whole schedule is at most EAGER_MAX_STEPS steps (a tiny proxy).
     execution: str = "auto"
 
-    def validate(self) -> "ProxyConfig":
+    def validate(self) -> ProxyConfig:
         for name in ("base_width", "base_depth", "learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"proxy {name}={getattr(self, name)} must be greater than 0")
@@ -158,7 +158,7 @@ class SearchConfig:
     # Options that may change between the runs of one search (the rest must not).
     RESUMABLE_CHANGES = ("trials", "max_candidates", "family", "families_dir", "out", "search_dir")
 
-    def validate(self) -> "SearchConfig":
+    def validate(self) -> SearchConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.trials < 1 or self.max_candidates < 1:
@@ -186,7 +186,7 @@ class SearchConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SearchConfig":
+    def from_dict(cls, values: dict[str, Any]) -> SearchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -205,10 +205,10 @@ class SearchConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> "SearchConfig":
+    def load(cls, path: Path) -> SearchConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
-    def differences(self, other: "SearchConfig") -> list[str]:
+    def differences(self, other: SearchConfig) -> list[str]:
         """Options (dotted) that differ from `other`, leaving out those a rerun may change."""
         mine, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
         return sorted(k for k in mine if k.split(".")[0] not in self.RESUMABLE_CHANGES

@@ -43,8 +43,8 @@ def train_candidate(model, subset, proxy: ProxyConfig, resolution: int, writer, 
     Returns best and last validation accuracy, the epoch of the best, and the training seconds.
     """
     import keras
-    from pipelines import make_datasets
 
+    from pipelines import make_datasets
     from workbench.engine.callbacks import NonFiniteGuard, ProgressEvents, RunSignals
 
     ds = make_datasets(subset, image_size=resolution, batch_size=proxy.batch_size, augment=proxy.augment, seed=seed)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from workbench.engine.events import EVENTS_FILE, EventWriter
 from workbench.scaling_search.candidates import Candidate, complete, constraint_error, feasible_grid, grid_values
