@@ -45,7 +45,12 @@ def cached_json(cache: Path, argv: list[str]) -> tuple[Any | None, str | None]:
         with open(tmp, "wb") as out, open(_error_file(cache), "wb") as err:
             # Lowest CPU priority: a measurement must never slow down a training job or the page.
             _RUNNING[key] = subprocess.Popen(
-                argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=child_env(), preexec_fn=_lowest_priority,
+                argv,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=child_env(),
+                preexec_fn=_lowest_priority,
             )
         return None, None
     code = proc.poll()

@@ -23,8 +23,7 @@ def render() -> None:
         "Images sorted into one folder per class (`cats/…`, `dogs/…`). Optional `train/`, `val/`, `test/` "
         "folders above the class folders are kept as given; otherwise the images are split for you."
     )
-    source = st.radio("Where are your images?", SOURCES, horizontal=True, key="data_source",
-                      on_change=_clear_error)
+    source = st.radio("Where are your images?", SOURCES, horizontal=True, key="data_source", on_change=_clear_error)
     if source == "Embedded sample":
         _sample_source()
     elif source == "Upload a zip":
@@ -51,7 +50,9 @@ def _sample_source() -> None:
 
 def _upload_source() -> None:
     uploaded = st.file_uploader(
-        "A .zip of class folders", type=["zip"], key="data_upload",
+        "A .zip of class folders",
+        type=["zip"],
+        key="data_upload",
         help="Each top-level folder in the zip (or under train/ val/ test/) is one class.",
     )
     if uploaded is None:
@@ -71,7 +72,8 @@ def _upload_source() -> None:
 def _folder_source() -> None:
     with st.form("data_folder_form", border=False):
         path = st.text_input(
-            "Path on this machine", key="data_folder",
+            "Path on this machine",
+            key="data_folder",
             placeholder="/home/me/photos  or  /home/me/photos.zip",
             help="A folder with one sub-folder per class, or a .zip of such a folder.",
         )
@@ -87,7 +89,9 @@ def _folder_source() -> None:
 def _tfds_source() -> None:
     with st.form("data_tfds_form", border=False):
         name = st.text_input(
-            "TensorFlow Datasets name", key="data_tfds", placeholder="tf_flowers",
+            "TensorFlow Datasets name",
+            key="data_tfds",
+            placeholder="tf_flowers",
             help="Any image classification dataset of tensorflow-datasets. It is downloaded on first use, "
             "so this machine needs internet access (or the dataset already in ~/tensorflow_datasets).",
         )
@@ -136,7 +140,8 @@ def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | 
     try:
         with st.spinner(f"Checking every image of {label}…"):
             fractions = {
-                name: value for name in ("val_fraction", "test_fraction")
+                name: value
+                for name in ("val_fraction", "test_fraction")
                 if (value := getattr(defaults.recipe, name)) is not None
             }
             manifest = ingest(data, workdir=workdir, seed=defaults.seed, **fractions)
@@ -146,11 +151,16 @@ def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | 
         _fail(message if message.startswith(label) else f"{label}: {message}")
         return None
     except Exception as exc:
-        _fail(f"{label}: could not be read ({type(exc).__name__}: {exc}). Check that it is a folder of "
-              "class folders, a .zip of one, or a TFDS image dataset name.")
+        _fail(
+            f"{label}: could not be read ({type(exc).__name__}: {exc}). Check that it is a folder of "
+            "class folders, a .zip of one, or a TFDS image dataset name."
+        )
         return None
     dataset = Dataset(
-        data=data, label=label, report=manifest.report(), manifest_path=str(workdir / "manifest.json"),
+        data=data,
+        label=label,
+        report=manifest.report(),
+        manifest_path=str(workdir / "manifest.json"),
         is_sample=is_sample,
     )
     state.put("data_error", None)
@@ -194,7 +204,8 @@ def render_report(dataset: Dataset) -> None:
     cols[3].metric("Test", sizes["test"])
     cols[4].metric("Quarantined", len(report["quarantined"]))
     st.caption(
-        "Splits as given by the data." if report.get("user_splits")
+        "Splits as given by the data."
+        if report.get("user_splits")
         else "Splits made for you, stratified per class (so every class is in every split)."
     )
     for warning in report["warnings"]:

@@ -68,10 +68,15 @@ def confusion_frame(report: dict, normalised: bool):
     rows = []
     for t, true_name in enumerate(classes):
         for p, predicted_name in enumerate(classes):
-            rows.append({
-                "true": true_name, "predicted": predicted_name, "count": raw[t][p],
-                "share of true class": norm[t][p], "value": norm[t][p] if normalised else raw[t][p],
-            })
+            rows.append(
+                {
+                    "true": true_name,
+                    "predicted": predicted_name,
+                    "count": raw[t][p],
+                    "share of true class": norm[t][p],
+                    "value": norm[t][p] if normalised else raw[t][p],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,8 +92,7 @@ def confusion_chart(report: dict, normalised: bool):
         y=alt.Y("true:N", sort=classes, title="true class"),
     )
     cells = base.mark_rect().encode(
-        color=alt.Color("value:Q", scale=alt.Scale(scheme="blues"),
-                        title="share" if normalised else "images"),
+        color=alt.Color("value:Q", scale=alt.Scale(scheme="blues"), title="share" if normalised else "images"),
         tooltip=["true", "predicted", "count", alt.Tooltip("share of true class:Q", format=".1%")],
     )
     fmt = ".0%" if normalised else "d"
@@ -102,15 +106,21 @@ def confusion_chart(report: dict, normalised: bool):
 # ---------------------------------------------------------------------------------------------- page
 def render() -> None:
     st.header("4 · Evaluate")
-    run_dir = runs.pick_trained_run('eval_run', "No trained model yet: train one in **3 · Train** (or wait for the running job to finish).")
+    run_dir = runs.pick_trained_run(
+        "eval_run", "No trained model yet: train one in **3 · Train** (or wait for the running job to finish)."
+    )
     if run_dir is None:
         return
     name = run_dir.name
 
     report = read_report(run_dir)
     cols = st.columns([1, 1, 3])
-    split = cols[0].selectbox("Split", EVAL_SPLITS, key="eval_split",
-                              help="test: images never used in training or model selection (the honest number).")
+    split = cols[0].selectbox(
+        "Split",
+        EVAL_SPLITS,
+        key="eval_split",
+        help="test: images never used in training or model selection (the honest number).",
+    )
     again = cols[1].button("Evaluate", key="eval_go", help="Run the model over the chosen split again.")
     # A finished run is evaluated on first view, once; after that only when asked.
     if again or (report is None and not state.get(f"eval_failed_{name}")):
@@ -121,7 +131,9 @@ def render() -> None:
     if report["split"] != split:
         cols[2].caption(f"Showing the {report['split']} split; press Evaluate for the {split} split.")
 
-    st.caption(f"{report['num_examples']} images of the {report['split']} split · evaluated {report.get('created', '')}")
+    st.caption(
+        f"{report['num_examples']} images of the {report['split']} split · evaluated {report.get('created', '')}"
+    )
     metrics = st.columns(4)
     metrics[0].metric("Accuracy", f"{report['accuracy']:.1%}")
     metrics[1].metric(f"Top-{report['top_k']} accuracy", f"{report['top_k_accuracy']:.1%}")
@@ -140,9 +152,19 @@ def render() -> None:
         st.subheader("Most confused")
         pairs = report["most_confused"]
         if pairs:
-            st.dataframe([{"true": p["true"], "predicted as": p["predicted"], "images": p["count"],
-                           "share of true class": f"{p['fraction_of_true']:.0%}"} for p in pairs],
-                         hide_index=True, width="stretch")
+            st.dataframe(
+                [
+                    {
+                        "true": p["true"],
+                        "predicted as": p["predicted"],
+                        "images": p["count"],
+                        "share of true class": f"{p['fraction_of_true']:.0%}",
+                    }
+                    for p in pairs
+                ],
+                hide_index=True,
+                width="stretch",
+            )
         else:
             st.write("No confusions: every image was classified correctly.")
 
@@ -153,8 +175,16 @@ def render() -> None:
 
 
 def per_class_rows(report: dict) -> list[dict]:
-    return [{"class": name, "precision": round(m["precision"], 3), "recall": round(m["recall"], 3),
-             "F1": round(m["f1"], 3), "images": m["support"]} for name, m in report["per_class"].items()]
+    return [
+        {
+            "class": name,
+            "precision": round(m["precision"], 3),
+            "recall": round(m["recall"], 3),
+            "F1": round(m["f1"], 3),
+            "images": m["support"],
+        }
+        for name, m in report["per_class"].items()
+    ]
 
 
 def _misclassified(report: dict) -> None:
@@ -212,9 +242,14 @@ def _grad_cam(run, report: dict, run_dir: Path) -> None:
     paths = wrong_paths + [r.path for r in records if r.path not in wrong_paths]
     labels = {r.path: r.label for r in records}
     cols = st.columns([2, 1])
-    path = cols[0].selectbox("Image", paths, key="eval_cam_image",
-                             format_func=lambda p: f"{labels.get(p, '?')} / {Path(p).name}"
-                             + ("  (misclassified)" if p in wrong_paths else ""))
+    path = cols[0].selectbox(
+        "Image",
+        paths,
+        key="eval_cam_image",
+        format_func=lambda p: (
+            f"{labels.get(p, '?')} / {Path(p).name}" + ("  (misclassified)" if p in wrong_paths else "")
+        ),
+    )
     target = cols[1].selectbox("Explain class", ["predicted class", *run.class_names], key="eval_cam_class")
     record = next((r for r in records if r.path == path), None)
     class_index = None if target == "predicted class" else run.class_names.index(target)
@@ -225,10 +260,16 @@ def _grad_cam(run, report: dict, run_dir: Path) -> None:
     image = pixels.astype(np.uint8)
     predicted = run.class_names[int(np.argmax(probabilities))]
     left, right = st.columns(2)
-    left.image(image, caption=f"true {labels.get(path, '?')} · predicted {predicted} "
-               f"({float(np.max(probabilities)):.0%})", width="stretch")
-    right.image(overlay(image, heatmap), caption=f"Grad-CAM for {run.class_names[class_index]} "
-                f"(probability {float(probabilities[class_index]):.0%})", width="stretch")
+    left.image(
+        image,
+        caption=f"true {labels.get(path, '?')} · predicted {predicted} ({float(np.max(probabilities)):.0%})",
+        width="stretch",
+    )
+    right.image(
+        overlay(image, heatmap),
+        caption=f"Grad-CAM for {run.class_names[class_index]} (probability {float(probabilities[class_index]):.0%})",
+        width="stretch",
+    )
 
 
 def _try_it(run) -> None:
@@ -243,12 +284,18 @@ def _try_it(run) -> None:
     try:
         pixels = preprocess_bytes(uploaded.getvalue(), run.resolution).numpy()
     except Exception:
-        st.error(f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.", icon=":material/error:")
+        st.error(
+            f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.",
+            icon=":material/error:",
+        )
         return
     probabilities = run.model.predict(pixels[None], verbose=0)[0]
     order = np.argsort(-probabilities, kind="stable")[: min(TOP_K, len(run.class_names))]
     left, right = st.columns([1, 2])
     left.image(pixels.astype(np.uint8), caption=uploaded.name, width="stretch")
-    right.dataframe([{"class": run.class_names[i], "probability": f"{probabilities[i]:.1%}"} for i in order],
-                    hide_index=True, width="stretch")
+    right.dataframe(
+        [{"class": run.class_names[i], "probability": f"{probabilities[i]:.1%}"} for i in order],
+        hide_index=True,
+        width="stretch",
+    )
     right.success(f"Prediction: **{run.class_names[order[0]]}** ({probabilities[order[0]]:.0%})")

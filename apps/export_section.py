@@ -54,14 +54,19 @@ def run_export(run_dir: Path, fmt: str) -> Path | None:
 
 def render() -> None:
     st.header("5 · Export")
-    run_dir = runs.pick_trained_run('export_run', "No trained model yet: train one in **3 · Train** first.")
+    run_dir = runs.pick_trained_run("export_run", "No trained model yet: train one in **3 · Train** first.")
     if run_dir is None:
         return
     name = run_dir.name
 
-    label = st.radio("Format", list(FORMATS), horizontal=True, key="export_format",
-                     help="SavedModel: TF Serving and TensorFlow; TFLite: phones and edge devices; "
-                          ".keras: load back into Keras to train further.")
+    label = st.radio(
+        "Format",
+        list(FORMATS),
+        horizontal=True,
+        key="export_format",
+        help="SavedModel: TF Serving and TensorFlow; TFLite: phones and edge devices; "
+        ".keras: load back into Keras to train further.",
+    )
     fmt = FORMATS[label]
     if not (run_dir / "eval" / "report.json").is_file():
         st.caption("Tip: open 4 · Evaluate first, so the model card records the test accuracy.")
@@ -80,9 +85,13 @@ def _show_export(path: Path, fmt: str) -> None:
     st.success(f"Exported to `{folder}`", icon=":material/inventory_2:")
     data = zip_folder(folder)
     st.download_button(
-        f"Download the {fmt} export (.zip, {len(data) / 1e6:.1f} MB)", data=data,
-        file_name=f"{folder.parent.name}-{folder.name}.zip", mime="application/zip",
-        key="export_download", on_click="ignore", type="primary",
+        f"Download the {fmt} export (.zip, {len(data) / 1e6:.1f} MB)",
+        data=data,
+        file_name=f"{folder.parent.name}-{folder.name}.zip",
+        mime="application/zip",
+        key="export_download",
+        on_click="ignore",
+        type="primary",
     )
     card = folder / "model_card.md"
     if card.is_file():

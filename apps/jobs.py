@@ -25,8 +25,18 @@ from pathlib import Path
 from workbench.engine.rundir import PID_FILE, atomic_write_text, new_run_id, request_stop, stop_requested
 
 __all__ = [
-    "Job", "JobAlreadyRunning", "is_running", "launch", "live_job", "log_tail", "new_run_id", "pid_alive",
-    "read_pid", "request_stop", "stop_requested", "train_command",
+    "Job",
+    "JobAlreadyRunning",
+    "is_running",
+    "launch",
+    "live_job",
+    "log_tail",
+    "new_run_id",
+    "pid_alive",
+    "read_pid",
+    "request_stop",
+    "stop_requested",
+    "train_command",
 ]
 
 # The project root (parent of apps/): the child gets it on PYTHONPATH so `python -m workbench` works
@@ -46,8 +56,7 @@ class JobAlreadyRunning(RuntimeError):
 
     def __init__(self, run_dir: Path):
         super().__init__(
-            f"a training job is already running in {run_dir}; stop it or wait for it to finish "
-            "before starting another"
+            f"a training job is already running in {run_dir}; stop it or wait for it to finish before starting another"
         )
         self.run_dir = run_dir
 

@@ -46,8 +46,16 @@ def speed(variant: str, image_size: int) -> tuple[dict | None, str | None, Path]
     """Measured training throughput of `variant` at `image_size` on this machine (background, cached)."""
     safe = "".join(c if c.isalnum() or c in "-." else "_" for c in variant)
     cache = _cache_dir() / f"speed-{_code_key()}-{safe}-{image_size}-{SPEED_BATCH}.json"
-    argv = [sys.executable, "-m", "apps.speed", variant, "--image-size", str(image_size),
-            "--batch-size", str(SPEED_BATCH)]
+    argv = [
+        sys.executable,
+        "-m",
+        "apps.speed",
+        variant,
+        "--image-size",
+        str(image_size),
+        "--batch-size",
+        str(SPEED_BATCH),
+    ]
     answer, error = background.cached_json(cache, argv)
     return answer, error, cache
 
@@ -69,15 +77,21 @@ def weights_note(variant: str) -> tuple[bool, str]:
         from workbench.models.weights import keras_cache_dir
 
         cached = (keras_cache_dir() / "models" / f"efficientnet{spec.name}_notop.h5").is_file()
-        where = ("already downloaded, so no internet is needed" if cached
-                 else "downloaded from keras-applications on first use (this machine needs internet once)")
+        where = (
+            "already downloaded, so no internet is needed"
+            if cached
+            else "downloaded from keras-applications on first use (this machine needs internet once)"
+        )
         return True, f"ImageNet weights: the official keras.applications file, {where}."
-    return False, (f"No ImageNet weights exist for {spec.name}: it trains from scratch (random initialisation), "
-                   "which needs far more images and epochs for the same accuracy.")
+    return False, (
+        f"No ImageNet weights exist for {spec.name}: it trains from scratch (random initialisation), "
+        "which needs far more images and epochs for the same accuracy."
+    )
 
 
-def epoch_seconds(flops: float, at_size: int, native: int, train_images: int,
-                  reference: dict, reference_flops: float) -> float:
+def epoch_seconds(
+    flops: float, at_size: int, native: int, train_images: int, reference: dict, reference_flops: float
+) -> float:
     """Estimated seconds per training epoch: the measured seconds per image of a reference, scaled by
     FLOPs (convolution work grows with the pixel count, so FLOPs scale with (size / native)²)."""
     scaled = flops * (at_size / native) ** 2
@@ -94,13 +108,18 @@ def _family_label(name: str) -> str:
 # ---------------------------------------------------------------------------------------------- page
 def render() -> None:
     st.header("2 · Model")
-    st.caption("EfficientNet scales one network in width, depth and resolution together (compound scaling). "
-               "Bigger variants are more accurate and slower.")
+    st.caption(
+        "EfficientNet scales one network in width, depth and resolution together (compound scaling). "
+        "Bigger variants are more accurate and slower."
+    )
     names = published_names()
     current = state.get("variant") or RunConfig().variant
     is_custom = current not in names
     choice = st.selectbox(
-        "Variant", [*names, CUSTOM], index=len(names) if is_custom else names.index(current), key="model_variant",
+        "Variant",
+        [*names, CUSTOM],
+        index=len(names) if is_custom else names.index(current),
+        key="model_variant",
         help="lite0 is a good start on a CPU: small, fast and it has ImageNet weights that work offline.",
     )
     if choice == CUSTOM:
@@ -108,16 +127,23 @@ def render() -> None:
         families = [PAPER_FAMILY.name, *list_families()]
         current_family = get_variant(current).family if is_custom else PAPER_FAMILY.name
         family_name = st.selectbox(
-            "Scaling family", families, index=families.index(current_family) if current_family in families else 0,
-            key="model_family", format_func=_family_label,
+            "Scaling family",
+            families,
+            index=families.index(current_family) if current_family in families else 0,
+            key="model_family",
+            format_func=_family_label,
             help="The paper's coefficients, or ones `workbench scale-search` found for your data.",
         )
         family = PAPER_FAMILY if family_name == PAPER_FAMILY.name else load_family(family_name)
         phi = st.slider(
-            "φ (compound coefficient)", min_value=-6.0, max_value=7.0, step=0.25, key="model_phi",
+            "φ (compound coefficient)",
+            min_value=-6.0,
+            max_value=7.0,
+            step=0.25,
+            key="model_phi",
             value=float(get_variant(current).phi) if is_custom else -2.0,
             help=f"Depth × {family.alpha:g}^φ, width × {family.beta:g}^φ, resolution × {family.gamma:g}^φ. "
-                 "φ=0 is the family's base (B0 for the paper's); negative values give smaller networks.",
+            "φ=0 is the family's base (B0 for the paper's); negative values give smaller networks.",
         )
         variant = f"phi={phi:g}" if family_name == PAPER_FAMILY.name else f"{family_name}:phi={phi:g}"
     else:
@@ -126,8 +152,9 @@ def render() -> None:
     spec = get_variant(variant)
 
     has_imagenet, note = weights_note(variant)
-    use_imagenet = st.toggle("Start from ImageNet weights", value=has_imagenet, disabled=not has_imagenet,
-                             key=f"model_imagenet_{variant}")
+    use_imagenet = st.toggle(
+        "Start from ImageNet weights", value=has_imagenet, disabled=not has_imagenet, key=f"model_imagenet_{variant}"
+    )
     st.caption(note)
     state.put("weights", "imagenet" if (has_imagenet and use_imagenet) else None)
     if has_imagenet and not use_imagenet:
@@ -135,7 +162,12 @@ def render() -> None:
 
     native = default_image_size(variant)
     size = st.number_input(
-        "Image size (pixels)", min_value=32, max_value=1024, step=16, value=native, key=f"model_size_{variant}",
+        "Image size (pixels)",
+        min_value=32,
+        max_value=1024,
+        step=16,
+        value=native,
+        key=f"model_size_{variant}",
         help=f"{spec.name} was designed for {spec.resolution} px. Smaller is faster and a little less accurate.",
     )
     state.put("image_size", int(size) if int(size) != native else None)
@@ -188,8 +220,10 @@ def _family_table(variant: str, size: int) -> None:
         st.error(f"Could not measure the family: {error}")
         return
     if rows is None:
-        st.info("Measuring parameters and FLOPs of every variant on its built graph (once; about a minute on a "
-                "small CPU)…", icon=":material/hourglass_top:")
+        st.info(
+            "Measuring parameters and FLOPs of every variant on its built graph (once; about a minute on a small CPU)…",
+            icon=":material/hourglass_top:",
+        )
         return
     dataset = state.dataset()
     train_images = dataset.report["split_sizes"]["train"] if dataset else None
@@ -199,7 +233,9 @@ def _family_table(variant: str, size: int) -> None:
 
     table = []
     for r in rows:
-        at_size = size if r["name"] == variant else (SAMPLE_IMAGE_SIZE if dataset and dataset.is_sample else r["resolution"])
+        at_size = (
+            size if r["name"] == variant else (SAMPLE_IMAGE_SIZE if dataset and dataset.is_sample else r["resolution"])
+        )
         entry = {
             "variant": r["name"],
             "resolution (px)": r["resolution"],
@@ -209,8 +245,14 @@ def _family_table(variant: str, size: int) -> None:
             "time / epoch": "",
         }
         if reference and chosen and train_images:
-            seconds = epoch_seconds(r["flops"], at_size, r["resolution"], train_images, reference,
-                                    chosen["flops"] * (size / chosen["resolution"]) ** 2)
+            seconds = epoch_seconds(
+                r["flops"],
+                at_size,
+                r["resolution"],
+                train_images,
+                reference,
+                chosen["flops"] * (size / chosen["resolution"]) ** 2,
+            )
             from apps.train_section import format_duration
 
             kind = "measured" if r["name"] == variant else "estimated"
@@ -219,7 +261,8 @@ def _family_table(variant: str, size: int) -> None:
     frame = pd.DataFrame(table)
     st.dataframe(
         frame.style.apply(lambda row: ["font-weight: bold" if row["variant"] == variant else "" for _ in row], axis=1),
-        hide_index=True, width="stretch",
+        hide_index=True,
+        width="stretch",
     )
     if not train_images:
         st.caption("Choose a dataset in 1 · Data to see the time per epoch for it.")

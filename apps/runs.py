@@ -121,13 +121,20 @@ def runs_table(infos: list[RunInfo]) -> list[dict[str, Any]]:
     rows = []
     for info in infos:
         acc = info.best_val_accuracy
-        rows.append({
-            "run": info.name,
-            "status": info.status,
-            "variant": info.config.get("variant", ""),
-            "data": (Path(info.config["data"]).name if info.config.get("data")
-                     else "embedded sample" if info.config else ""),
-            "best val accuracy": None if acc is None else round(float(acc), 4),
-            "model": "yes" if info.has_model else "no",
-        })
+        rows.append(
+            {
+                "run": info.name,
+                "status": info.status,
+                "variant": info.config.get("variant", ""),
+                "data": (
+                    Path(info.config["data"]).name
+                    if info.config.get("data")
+                    else "embedded sample"
+                    if info.config
+                    else ""
+                ),
+                "best val accuracy": None if acc is None else round(float(acc), 4),
+                "model": "yes" if info.has_model else "no",
+            }
+        )
     return rows

@@ -29,8 +29,13 @@ def measure(variant: str, image_size: int, batch_size: int, num_classes: int, st
     for _ in range(steps):
         model.train_on_batch(images, labels)
     seconds = (time.perf_counter() - start) / steps
-    return {"variant": variant, "image_size": image_size, "batch_size": batch_size,
-            "seconds_per_step": seconds, "images_per_s": batch_size / seconds}
+    return {
+        "variant": variant,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "seconds_per_step": seconds,
+        "images_per_s": batch_size / seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

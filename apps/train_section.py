@@ -16,8 +16,14 @@ from workbench.engine.config import RunConfig, iter_fields
 SET_ELSEWHERE = ("data", "variant", "weights", "image_size", "out", "run_dir")
 # Shown first, in this order; every other option of RunConfig goes under "Advanced".
 MAIN_OPTIONS = (
-    "epochs", "fine_tune_epochs", "batch_size", "augment", "recipe.learning_rate",
-    "recipe.fine_tune_learning_rate", "precision", "strategy",
+    "epochs",
+    "fine_tune_epochs",
+    "batch_size",
+    "augment",
+    "recipe.learning_rate",
+    "recipe.fine_tune_learning_rate",
+    "precision",
+    "strategy",
 )
 REFRESH_S = 1.5
 
@@ -83,13 +89,15 @@ def build_config(values: dict[str, Any], run_dir: Path) -> RunConfig:
 
     dataset = state.dataset()
     overrides = dict(values)
-    overrides.update({
-        "data": dataset.data if dataset else None,
-        "variant": state.get("variant") or RunConfig().variant,
-        "weights": state.get("weights", RunConfig().weights),
-        "image_size": state.get("image_size"),
-        "run_dir": str(run_dir),
-    })
+    overrides.update(
+        {
+            "data": dataset.data if dataset else None,
+            "variant": state.get("variant") or RunConfig().variant,
+            "weights": state.get("weights", RunConfig().weights),
+            "image_size": state.get("image_size"),
+            "run_dir": str(run_dir),
+        }
+    )
     return with_overrides(RunConfig(), overrides).validate()
 
 
@@ -184,13 +192,24 @@ def curve_frame(config: dict[str, Any], events: list[dict]):
         if e["type"] == "batch" and e.get("steps"):
             x = offsets.get(e["phase"], 0.0) + e["epoch"] - 1 + e["step"] / e["steps"]
             for metric in ("loss", "accuracy"):
-                rows.append({"epoch": x, "phase": e["phase"], "metric": metric, "split": "train", "value": e.get(metric)})
+                rows.append(
+                    {"epoch": x, "phase": e["phase"], "metric": metric, "split": "train", "value": e.get(metric)}
+                )
         elif e["type"] == "epoch":
             x = offsets.get(e["phase"], 0.0) + e["epoch"]
             for metric in ("loss", "accuracy"):
-                rows.append({"epoch": x, "phase": e["phase"], "metric": metric, "split": "train", "value": e.get(metric)})
-                rows.append({"epoch": x, "phase": e["phase"], "metric": metric, "split": "validation",
-                             "value": e.get(f"val_{metric}")})
+                rows.append(
+                    {"epoch": x, "phase": e["phase"], "metric": metric, "split": "train", "value": e.get(metric)}
+                )
+                rows.append(
+                    {
+                        "epoch": x,
+                        "phase": e["phase"],
+                        "metric": metric,
+                        "split": "validation",
+                        "value": e.get(f"val_{metric}"),
+                    }
+                )
     frame = pd.DataFrame(rows, columns=["epoch", "phase", "metric", "split", "value"])
     return frame.dropna(subset=["value"]), offsets[2]
 
@@ -235,8 +254,11 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         if last is not None and last.get("stage") == "features":
             phase_text += " · computing the frozen backbone's features once"
         stop_asked = jobs.stop_requested(info.path)
-        st.progress(fraction, text=f"{fraction:.0%} · ETA {format_duration(eta)} · {phase_text}"
-                    + (" · stopping after this batch" if stop_asked else ""))
+        st.progress(
+            fraction,
+            text=f"{fraction:.0%} · ETA {format_duration(eta)} · {phase_text}"
+            + (" · stopping after this batch" if stop_asked else ""),
+        )
         if last:
             cols = st.columns(4)
             cols[0].metric("Phase", phase["phase"] if phase else "—")
@@ -251,7 +273,10 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
     elif info.status == "error":
         st.error(f"Training failed: {summary['error']['message']}", icon=":material/error:")
     else:
-        st.error("The training process ended without finishing (killed or crashed). Its last output:", icon=":material/error:")
+        st.error(
+            "The training process ended without finishing (killed or crashed). Its last output:",
+            icon=":material/error:",
+        )
         st.code(jobs.log_tail(info.path) or "(no output)", language=None)
 
     frame, phase2_start = curve_frame(config, events)
@@ -272,8 +297,12 @@ def live_view(run_dir: Path) -> None:
         if info.status != "running":
             st.rerun(scope="app")
         render_run(info, events)
-        if st.button("Stop training", key="train_stop", disabled=jobs.stop_requested(run_dir),
-                     help="Ends training after the current batch; the best checkpoint so far is kept as the model."):
+        if st.button(
+            "Stop training",
+            key="train_stop",
+            disabled=jobs.stop_requested(run_dir),
+            help="Ends training after the current batch; the best checkpoint so far is kept as the model.",
+        ):
             jobs.request_stop(run_dir)
             st.rerun(scope="fragment")
 
@@ -286,8 +315,11 @@ def render() -> None:
     live = jobs.live_job(state.runs_root())
     if live is not None:
         runs.select(live)
-        st.info(f"Training run `{live.name}` is in progress (started here or in another tab). "
-                "This page follows it; nothing new starts until it ends.", icon=":material/hourglass_top:")
+        st.info(
+            f"Training run `{live.name}` is in progress (started here or in another tab). "
+            "This page follows it; nothing new starts until it ends.",
+            icon=":material/hourglass_top:",
+        )
         live_view(live)
     else:
         _start_panel()
@@ -305,9 +337,11 @@ def _start_panel() -> None:
         st.info("Choose a dataset in **1 · Data** first.", icon=":material/arrow_back:")
     else:
         size = state.get("image_size")
-        st.write(f"**Data:** {dataset.label} · **Model:** `{variant}` · **Weights:** "
-                 f"{state.get('weights', RunConfig().weights) or 'none (from scratch)'}"
-                 + (f" · **Image size:** {size} px" if size else ""))
+        st.write(
+            f"**Data:** {dataset.label} · **Model:** `{variant}` · **Weights:** "
+            f"{state.get('weights', RunConfig().weights) or 'none (from scratch)'}"
+            + (f" · **Image size:** {size} px" if size else "")
+        )
     values = config_form(disabled=dataset is None)
     if values is not None:
         start(values)

@@ -30,7 +30,9 @@ def sidebar() -> tuple[str, st.delta_generator.DeltaGenerator]:
         st.title("workbench")
         st.caption("EfficientNet transfer learning")
         section = st.radio(
-            "Section", state.SECTIONS, key="section",
+            "Section",
+            state.SECTIONS,
+            key="section",
             format_func=lambda name: f"{state.SECTIONS.index(name) + 1}. {name}",
         )
         st.divider()

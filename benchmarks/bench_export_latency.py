@@ -38,8 +38,6 @@ SHARED_CIFAR = CIFAR_SUBSET
 RESOLUTION = 224
 
 
-
-
 def evenly(records, limit):
     if len(records) <= limit:
         return records
@@ -67,8 +65,9 @@ def timed_interleaved(runners: dict, images, runs: int, warmup: int = 3) -> dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None,
-                        help="image folder (default: the shared CIFAR-10 subset, else the embedded sample)")
+    parser.add_argument(
+        "--data", default=None, help="image folder (default: the shared CIFAR-10 subset, else the embedded sample)"
+    )
     parser.add_argument("--train-images", type=int, default=800, help="training images for the head (default 800)")
     parser.add_argument("--eval-images", type=int, default=500, help="validation images for accuracy (default 500)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of head training on cached features")
@@ -151,11 +150,21 @@ def main() -> int:
     int8_acc = float((int8_probs.argmax(1) == y_val).mean())
     base = results["tflite-float32"]
     report = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads,
-                    "note": "shared machine: other processes were loading the CPU"},
+        "machine": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+            "note": "shared machine: other processes were loading the CPU",
+        },
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
-        "model": {"variant": "lite0", "resolution": RESOLUTION, "weights": weights, "data": data,
-                  "train_images": len(train), "val_images": len(val)},
+        "model": {
+            "variant": "lite0",
+            "resolution": RESOLUTION,
+            "weights": weights,
+            "data": data,
+            "train_images": len(train),
+            "val_images": len(val),
+        },
         "results": results,
         "tflite_bytes": sizes,
         "ratios_vs_tflite_float32": {

@@ -70,8 +70,10 @@ def epoch(model, dataset) -> dict[str, float]:
 
 
 def report(name: str, r: dict[str, float]) -> None:
-    print(f"  {name:46s} {r['wall']:7.1f} s  wait {r['wait']:6.2f} s = {100 * r['wait'] / r['wall']:5.1f}% "
-          f"of wall   {r['images'] / r['wall']:6.1f} images/s")
+    print(
+        f"  {name:46s} {r['wall']:7.1f} s  wait {r['wait']:6.2f} s = {100 * r['wait'] / r['wall']:5.1f}% "
+        f"of wall   {r['images'] / r['wall']:6.1f} images/s"
+    )
 
 
 def main() -> int:
@@ -82,8 +84,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_SOURCE, help="folder of class folders to upscale")
     args = parser.parse_args()
     if not args.data.is_dir():
-        print(f"error: source images {args.data} not found; pass --data DIR, e.g. --data pipelines/sample_data",
-              file=sys.stderr)
+        print(
+            f"error: source images {args.data} not found; pass --data DIR, e.g. --data pipelines/sample_data",
+            file=sys.stderr,
+        )
         return 2
 
     import keras
@@ -96,18 +100,23 @@ def main() -> int:
         make_jpegs(args.data, tmp / "jpegs", args.images)
         sources = {
             "embedded sample (32 px PNG)": ingest(None, tmp / "w-sample", val_fraction=0.0, test_fraction=0.0),
-            f"JPEG photos 200-500 px ({args.images})": ingest(tmp / "jpegs", tmp / "w-jpeg", val_fraction=0.0,
-                                                              test_fraction=0.0),
+            f"JPEG photos 200-500 px ({args.images})": ingest(
+                tmp / "jpegs", tmp / "w-jpeg", val_fraction=0.0, test_fraction=0.0
+            ),
         }
-        print(f"machine: {os.cpu_count()} cores, {cpu_model()}, TensorFlow {tf.__version__}, Keras "
-              f"{keras.__version__}; load average {os.getloadavg()[0]:.1f} at start (shared with other processes)")
+        print(
+            f"machine: {os.cpu_count()} cores, {cpu_model()}, TensorFlow {tf.__version__}, Keras "
+            f"{keras.__version__}; load average {os.getloadavg()[0]:.1f} at start (shared with other processes)"
+        )
         print(f"Lite0 at {args.size} px, batch {args.batch}, phase 2 (top 3 blocks + head train), augment light")
         for name, manifest in sources.items():
             model, weights = build_lite0(manifest.num_classes, args.size)
-            cold = make_datasets(manifest, image_size=args.size, batch_size=args.batch, augment="light",
-                                 cache="none").train
-            cached = make_datasets(manifest, image_size=args.size, batch_size=args.batch, augment="light",
-                                   cache="memory").train
+            cold = make_datasets(
+                manifest, image_size=args.size, batch_size=args.batch, augment="light", cache="none"
+            ).train
+            cached = make_datasets(
+                manifest, image_size=args.size, batch_size=args.batch, augment="light", cache="memory"
+            ).train
             in_memory = [(x, y) for x, y in cold]  # the same batches, already decoded: zero input cost
             for x, y in (in_memory[0], in_memory[-1]):  # trace the train step (full and last batch shapes)
                 model.train_on_batch(x, y)  # outside the timed epochs

@@ -32,8 +32,6 @@ from _machine import CIFAR_SUBSET, cpu_model
 DEFAULT_SOURCE = CIFAR_SUBSET
 
 
-
-
 def make_jpegs(source: Path, dest: Path, count: int, seed: int = 0) -> int:
     """`count` JPEGs (quality 90): source images upscaled to random sizes in 200..500 px per side.
 
@@ -78,8 +76,11 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_SOURCE, help="folder of class folders to upscale")
     args = parser.parse_args()
     if not args.data.is_dir():
-        print(f"error: source images {args.data} not found; pass --data DIR (a folder of class folders), "
-              "e.g. --data pipelines/sample_data", file=sys.stderr)
+        print(
+            f"error: source images {args.data} not found; pass --data DIR (a folder of class folders), "
+            "e.g. --data pipelines/sample_data",
+            file=sys.stderr,
+        )
         return 2
 
     import keras
@@ -96,20 +97,30 @@ def main() -> int:
         t0 = time.perf_counter()
         manifest = ingest(tmp / "jpegs", tmp / "work", val_fraction=0.0, test_fraction=0.0)
         ingest_s = time.perf_counter() - t0
-        print(f"ingest (one Pillow pass over every file, once per dataset): {ingest_s:.1f} s, "
-              f"{n_files / ingest_s:.0f} files/s")
-        print(f"machine: {os.cpu_count()} cores, {cpu_model()}, TensorFlow {tf.__version__}, Keras "
-              f"{keras.__version__}; os.getloadavg() at start {os.getloadavg()[0]:.1f} (machine shared with other "
-              "processes: wall-clock rates vary, CPU-time rates are steadier)")
+        print(
+            f"ingest (one Pillow pass over every file, once per dataset): {ingest_s:.1f} s, "
+            f"{n_files / ingest_s:.0f} files/s"
+        )
+        print(
+            f"machine: {os.cpu_count()} cores, {cpu_model()}, TensorFlow {tf.__version__}, Keras "
+            f"{keras.__version__}; os.getloadavg() at start {os.getloadavg()[0]:.1f} (machine shared with other "
+            "processes: wall-clock rates vary, CPU-time rates are steadier)"
+        )
         batch = args.batch
         for size in args.sizes:
+
             def ours(augment="none", cache="none", size=size):
                 return make_datasets(manifest, image_size=size, batch_size=batch, augment=augment, cache=cache)
 
             def keras_baseline(size=size):
                 return keras.utils.image_dataset_from_directory(
-                    tmp / "jpegs", image_size=(size, size), batch_size=batch, label_mode="categorical",
-                    crop_to_aspect_ratio=True, shuffle=False, verbose=False,
+                    tmp / "jpegs",
+                    image_size=(size, size),
+                    batch_size=batch,
+                    label_mode="categorical",
+                    crop_to_aspect_ratio=True,
+                    shuffle=False,
+                    verbose=False,
                 ).prefetch(tf.data.AUTOTUNE)
 
             x_ours, y_ours = next(iter(ours().plain("train")))
@@ -138,15 +149,19 @@ def main() -> int:
 
             base = "keras.utils.image_dataset_from_directory"
             base_wall, base_cpu = n_files / wall[base], n_files / statistics.median(cpu[base])
-            print(f"\noutput {size}x{size}x3 float32, batch {batch}, {n_files} images; best wall pass and median "
-                  f"CPU time of {args.repeats}; first batch mean |ours - keras| = {diff:.2f} of 255")
+            print(
+                f"\noutput {size}x{size}x3 float32, batch {batch}, {n_files} images; best wall pass and median "
+                f"CPU time of {args.repeats}; first batch mean |ours - keras| = {diff:.2f} of 255"
+            )
             print(f"  {'pipeline':44s} {'images/s':>9s} {'ratio':>6s}   {'images/CPU-s':>12s} {'ratio':>6s}")
             for name in pipelines:
                 w, c = n_files / wall[name], n_files / statistics.median(cpu[name])
                 print(f"  {name:44s} {w:9.0f} {w / base_wall:5.2f}x   {c:12.0f} {c / base_cpu:5.2f}x")
             w, c = n_files / cached_wall, n_files / max(cached_cpu, 1e-9)
-            print(f"  {'pipelines, evaluation path, cached epoch 2+':44s} {w:9.0f} {w / base_wall:5.2f}x   "
-                  f"{c:12.0f} {c / base_cpu:5.2f}x")
+            print(
+                f"  {'pipelines, evaluation path, cached epoch 2+':44s} {w:9.0f} {w / base_wall:5.2f}x   "
+                f"{c:12.0f} {c / base_cpu:5.2f}x"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

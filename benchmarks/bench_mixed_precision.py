@@ -76,8 +76,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--policies", default="float32,mixed_float16,mixed_bfloat16")
-    parser.add_argument("--reference-policies", default="float32,mixed_float16",
-                        help="policies under which keras.applications is also timed")
+    parser.add_argument(
+        "--reference-policies",
+        default="float32,mixed_float16",
+        help="policies under which keras.applications is also timed",
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     import keras
@@ -88,16 +91,23 @@ def main() -> None:
         for builder in builders:
             row = measure(builder, policy, args.variant, args.batch, args.warmup, args.steps)
             results.append(row)
-            print(f"{builder:<19} {policy:<15} train {row['train_img_s']:8.1f} img/s   infer {row['infer_img_s']:8.1f} img/s", flush=True)
+            print(
+                f"{builder:<19} {policy:<15} train {row['train_img_s']:8.1f} img/s   infer {row['infer_img_s']:8.1f} img/s",
+                flush=True,
+            )
     print(f"\nbackend {keras.backend.backend()}, device {device_name()}, {args.variant} batch {args.batch}")
     base = {r["model"]: r for r in results if r["policy"] == "float32"}
     for r in results:
-        line = (f"{r['model']:<19} {r['policy']:<15} speed-up vs float32: train {r['train_img_s'] / base[r['model']]['train_img_s']:.2f}x "
-                f"infer {r['infer_img_s'] / base[r['model']]['infer_img_s']:.2f}x")
+        line = (
+            f"{r['model']:<19} {r['policy']:<15} speed-up vs float32: train {r['train_img_s'] / base[r['model']]['train_img_s']:.2f}x "
+            f"infer {r['infer_img_s'] / base[r['model']]['infer_img_s']:.2f}x"
+        )
         refs = [o for o in results if o["policy"] == r["policy"] and o["model"] == "keras.applications"]
         if refs:
-            line += (f" | ours/keras.applications: train {r['train_img_s'] / refs[0]['train_img_s']:.2f} "
-                     f"infer {r['infer_img_s'] / refs[0]['infer_img_s']:.2f}")
+            line += (
+                f" | ours/keras.applications: train {r['train_img_s'] / refs[0]['train_img_s']:.2f} "
+                f"infer {r['infer_img_s'] / refs[0]['infer_img_s']:.2f}"
+            )
         print(line)
     if args.json:
         with open(args.json, "w") as f:

@@ -28,10 +28,17 @@ def machine() -> dict:
 
     cpu = cpu_model()
 
-    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-            for g in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "load_average": os.getloadavg(),
-            "tensorflow": tf.__version__}
+    gpus = [
+        tf.config.experimental.get_device_details(g).get("device_name", g.name)
+        for g in tf.config.list_physical_devices("GPU")
+    ]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpus": gpus,
+        "load_average": os.getloadavg(),
+        "tensorflow": tf.__version__,
+    }
 
 
 def build_pair(resolution: int, classes: int):
@@ -40,8 +47,7 @@ def build_pair(resolution: int, classes: int):
     from workbench.models import build_model
 
     ours = build_model("b0", num_classes=classes, weights=None, input_shape=(resolution, resolution, 3))
-    theirs = keras.applications.EfficientNetB0(weights=None, classes=classes,
-                                               input_shape=(resolution, resolution, 3))
+    theirs = keras.applications.EfficientNetB0(weights=None, classes=classes, input_shape=(resolution, resolution, 3))
     for model in (ours, theirs):
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="categorical_crossentropy")
     return {"ours": ours, "keras.applications": theirs}
@@ -70,10 +76,12 @@ def bench(precision: str, resolution: int, batch: int, steps: int, rounds: int, 
         results = {}
         for mode in ("train", "inference"):
             seconds = {name: 0.0 for name in models}
+
             def step_for(model, mode=mode):
                 if mode == "train":
                     return lambda: model.train_on_batch(x, y)
                 return lambda: model.predict_on_batch(x)
+
             for model in models.values():  # trace and warm up outside the timing
                 time_steps(step_for(model), 2)
             for round_index in range(rounds):
@@ -83,8 +91,10 @@ def bench(precision: str, resolution: int, batch: int, steps: int, rounds: int, 
                     seconds[name] += time_steps(step_for(model), steps)
             images = batch * steps * rounds
             per_s = {name: images / s for name, s in seconds.items()}
-            results[mode] = {"images_per_s": per_s,
-                             "ratio_ours_over_keras": per_s["ours"] / per_s["keras.applications"]}
+            results[mode] = {
+                "images_per_s": per_s,
+                "ratio_ours_over_keras": per_s["ours"] / per_s["keras.applications"],
+            }
         return results
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -98,28 +108,36 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per model")
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--precision", default="float32",
-                        help="comma-separated policies, e.g. mixed_float16,float32")
+    parser.add_argument("--precision", default="float32", help="comma-separated policies, e.g. mixed_float16,float32")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    report = {"benchmark": "step_throughput", "machine": machine(),
-              "settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": {}}
+    report = {
+        "benchmark": "step_throughput",
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "results": {},
+    }
     for precision in args.precision.split(","):
-        report["results"][precision] = bench(precision, args.resolution, args.batch, args.steps,
-                                             args.rounds, args.classes)
+        report["results"][precision] = bench(
+            precision, args.resolution, args.batch, args.steps, args.rounds, args.classes
+        )
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     m = report["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, GPUs: {m['gpus'] or 'none'}, "
-          f"load average {m['load_average'][0]:.1f}, TensorFlow {m['tensorflow']}")
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores, GPUs: {m['gpus'] or 'none'}, "
+        f"load average {m['load_average'][0]:.1f}, TensorFlow {m['tensorflow']}"
+    )
     print(f"B0 at {args.resolution} px, batch {args.batch}, {args.rounds} rounds x {args.steps} steps per model")
     for precision, modes in report["results"].items():
         for mode, r in modes.items():
             ips = r["images_per_s"]
-            print(f"  {precision:15s} {mode:9s} ours {ips['ours']:8.1f} img/s   keras.applications "
-                  f"{ips['keras.applications']:8.1f} img/s   ratio {r['ratio_ours_over_keras']:.3f}")
+            print(
+                f"  {precision:15s} {mode:9s} ours {ips['ours']:8.1f} img/s   keras.applications "
+                f"{ips['keras.applications']:8.1f} img/s   ratio {r['ratio_ours_over_keras']:.3f}"
+            )
     if len(report["results"]) > 1 and "float32" in report["results"]:
         base = report["results"]["float32"]
         for precision, modes in report["results"].items():

@@ -52,22 +52,48 @@ def run_ours(data: Path, args, out: Path) -> dict:
 
     def listen(event):
         if event["type"] == "epoch":
-            curve.append({"seconds": time.perf_counter() - start, "phase": event["phase"],
-                          "epoch": event["epoch"], "val_accuracy": event["val_accuracy"]})
-            print(f"  ours  {curve[-1]['seconds']:7.1f} s  phase {event['phase']} epoch {event['epoch']:2d}  "
-                  f"val_acc {event['val_accuracy']:.4f}", flush=True)
+            curve.append(
+                {
+                    "seconds": time.perf_counter() - start,
+                    "phase": event["phase"],
+                    "epoch": event["epoch"],
+                    "val_accuracy": event["val_accuracy"],
+                }
+            )
+            print(
+                f"  ours  {curve[-1]['seconds']:7.1f} s  phase {event['phase']} epoch {event['epoch']:2d}  "
+                f"val_acc {event['val_accuracy']:.4f}",
+                flush=True,
+            )
 
-    config = RunConfig.from_dict({
-        "data": str(data), "variant": "lite0", "weights": "imagenet", "image_size": args.image_size,
-        "batch_size": args.batch, "epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs,
-        "precision": "float32", "strategy": "default", "out": str(out),
-        "recipe": {"val_fraction": 0.2, "test_fraction": 0.0, "early_stopping_patience": args.patience,
-                   **({"unfreeze_blocks": args.unfreeze_blocks} if args.unfreeze_blocks is not None else {}),
-                   **({"fine_tune_learning_rate": args.fine_tune_lr} if args.fine_tune_lr is not None else {})},
-    })
+    config = RunConfig.from_dict(
+        {
+            "data": str(data),
+            "variant": "lite0",
+            "weights": "imagenet",
+            "image_size": args.image_size,
+            "batch_size": args.batch,
+            "epochs": args.epochs,
+            "fine_tune_epochs": args.fine_tune_epochs,
+            "precision": "float32",
+            "strategy": "default",
+            "out": str(out),
+            "recipe": {
+                "val_fraction": 0.2,
+                "test_fraction": 0.0,
+                "early_stopping_patience": args.patience,
+                **({"unfreeze_blocks": args.unfreeze_blocks} if args.unfreeze_blocks is not None else {}),
+                **({"fine_tune_learning_rate": args.fine_tune_lr} if args.fine_tune_lr is not None else {}),
+            },
+        }
+    )
     result = fine_tune(config, listeners=[listen])
-    return {"curve": curve, "seconds": time.perf_counter() - start, "best_val_accuracy": result.best_val_accuracy,
-            "feature_pass_seconds": curve[0]["seconds"] if curve else None}
+    return {
+        "curve": curve,
+        "seconds": time.perf_counter() - start,
+        "best_val_accuracy": result.best_val_accuracy,
+        "feature_pass_seconds": curve[0]["seconds"] if curve else None,
+    }
 
 
 def run_naive(data: Path, args) -> dict:
@@ -79,8 +105,14 @@ def run_naive(data: Path, args) -> dict:
     start = time.perf_counter()
     size = (args.image_size, args.image_size)
     train, val = keras.utils.image_dataset_from_directory(
-        data, validation_split=0.2, subset="both", seed=0, image_size=size, batch_size=args.batch,
-        label_mode="categorical")
+        data,
+        validation_split=0.2,
+        subset="both",
+        seed=0,
+        image_size=size,
+        batch_size=args.batch,
+        label_mode="categorical",
+    )
     classes = len(train.class_names)
     model = build_model("lite0", num_classes=classes, weights="imagenet", input_shape=(*size, 3))
     freeze_backbone(model)
@@ -91,14 +123,24 @@ def run_naive(data: Path, args) -> dict:
     curve = []
     for epoch in range(1, args.naive_epochs + 1):
         history = model.fit(train, validation_data=val, epochs=1, shuffle=False, verbose=0)
-        curve.append({"seconds": time.perf_counter() - start, "epoch": epoch,
-                      "val_accuracy": float(history.history["val_accuracy"][-1])})
-        print(f"  naive {curve[-1]['seconds']:7.1f} s  epoch {epoch:2d}  val_acc {curve[-1]['val_accuracy']:.4f}",
-              flush=True)
+        curve.append(
+            {
+                "seconds": time.perf_counter() - start,
+                "epoch": epoch,
+                "val_accuracy": float(history.history["val_accuracy"][-1]),
+            }
+        )
+        print(
+            f"  naive {curve[-1]['seconds']:7.1f} s  epoch {epoch:2d}  val_acc {curve[-1]['val_accuracy']:.4f}",
+            flush=True,
+        )
         if curve[-1]["val_accuracy"] >= args.target or curve[-1]["seconds"] > args.naive_max_seconds:
             break
-    return {"curve": curve, "seconds": time.perf_counter() - start,
-            "best_val_accuracy": max(c["val_accuracy"] for c in curve)}
+    return {
+        "curve": curve,
+        "seconds": time.perf_counter() - start,
+        "best_val_accuracy": max(c["val_accuracy"] for c in curve),
+    }
 
 
 def time_to(curve: list[dict], accuracy: float) -> float | None:
@@ -127,8 +169,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if not args.data.is_dir():
-        print(f"{args.data} is not a folder of class folders; pass --data (e.g. ../shared/data/cifar10-train-subset)",
-              file=sys.stderr)
+        print(
+            f"{args.data} is not a folder of class folders; pass --data (e.g. ../shared/data/cifar10-train-subset)",
+            file=sys.stderr,
+        )
         return 2
     from bench_step_throughput import machine
 
@@ -141,23 +185,36 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    report = {"benchmark": "time_to_accuracy", "machine": machine(), "settings": {
-        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "ours": ours, "naive": naive}
+    report = {
+        "benchmark": "time_to_accuracy",
+        "machine": machine(),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "ours": ours,
+        "naive": naive,
+    }
     report["ours"]["seconds_to_target"] = time_to(ours["curve"], args.target)
-    print(f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
-          f"load average {report['machine']['load_average'][0]:.1f} (shared machine)")
-    print(f"ours : best val_acc {ours['best_val_accuracy']:.4f} in {ours['seconds']:.0f} s; "
-          f"{args.target:.0%} reached at {report['ours']['seconds_to_target']} s")
+    print(
+        f"machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, "
+        f"load average {report['machine']['load_average'][0]:.1f} (shared machine)"
+    )
+    print(
+        f"ours : best val_acc {ours['best_val_accuracy']:.4f} in {ours['seconds']:.0f} s; "
+        f"{args.target:.0%} reached at {report['ours']['seconds_to_target']} s"
+    )
     if naive:
         report["naive"]["seconds_to_target"] = time_to(naive["curve"], args.target)
         common = min(ours["best_val_accuracy"], naive["best_val_accuracy"])
         t_ours, t_naive = time_to(ours["curve"], common), time_to(naive["curve"], common)
         report["common_accuracy"] = common
         report["speedup_at_common_accuracy"] = t_naive / t_ours if t_ours and t_naive else None
-        print(f"naive: best val_acc {naive['best_val_accuracy']:.4f} in {naive['seconds']:.0f} s; "
-              f"{args.target:.0%} reached at {report['naive']['seconds_to_target']} s")
-        print(f"to {common:.4f} (the best both reach): ours {t_ours:.0f} s, naive {t_naive:.0f} s, "
-              f"ratio naive/ours = {report['speedup_at_common_accuracy']:.2f}x")
+        print(
+            f"naive: best val_acc {naive['best_val_accuracy']:.4f} in {naive['seconds']:.0f} s; "
+            f"{args.target:.0%} reached at {report['naive']['seconds_to_target']} s"
+        )
+        print(
+            f"to {common:.4f} (the best both reach): ours {t_ours:.0f} s, naive {t_naive:.0f} s, "
+            f"ratio naive/ours = {report['speedup_at_common_accuracy']:.2f}x"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

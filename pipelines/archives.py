@@ -54,16 +54,22 @@ def _safe_parts(archive: Path, name: str, info: zipfile.ZipInfo) -> tuple[str, .
     """The member's path components, or DataError when the member could land outside the extraction directory."""
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise DataError(f"{archive}: member {name!r} is a symbolic link; links are refused. "
-                        "Re-create the archive from the real files (e.g. `zip -r` without -y).")
+        raise DataError(
+            f"{archive}: member {name!r} is a symbolic link; links are refused. "
+            "Re-create the archive from the real files (e.g. `zip -r` without -y)."
+        )
     normalised = name.replace("\\", "/")
     if normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
-        raise DataError(f"{archive}: member {name!r} has an absolute path; refused. "
-                        "Re-create the archive with paths relative to the dataset folder.")
+        raise DataError(
+            f"{archive}: member {name!r} has an absolute path; refused. "
+            "Re-create the archive with paths relative to the dataset folder."
+        )
     parts = tuple(p for p in PurePosixPath(normalised).parts if p not in ("", "."))
     if ".." in parts:
-        raise DataError(f"{archive}: member {name!r} points outside the archive ('..'); refused. "
-                        "Re-create the archive with paths relative to the dataset folder.")
+        raise DataError(
+            f"{archive}: member {name!r} points outside the archive ('..'); refused. "
+            "Re-create the archive with paths relative to the dataset folder."
+        )
     if any("\x00" in p for p in parts):
         raise DataError(f"{archive}: member {name!r} has a NUL byte in its name; refused.")
     return parts
@@ -97,8 +103,10 @@ def extract_zip(archive: str | os.PathLike, parent: str | os.PathLike, limits: Z
 def _plan(archive: Path, zf: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
     infos = zf.infolist()
     if len(infos) > limits.max_members:
-        raise DataError(f"{archive} has {len(infos):,} members, over the limit of {limits.max_members:,}; "
-                        "split it into smaller archives or raise ZipLimits.max_members")
+        raise DataError(
+            f"{archive} has {len(infos):,} members, over the limit of {limits.max_members:,}; "
+            "split it into smaller archives or raise ZipLimits.max_members"
+        )
     plan, total = [], 0
     for info in infos:
         name = _member_name(info)
@@ -109,13 +117,17 @@ def _plan(archive: Path, zf: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[z
             raise DataError(f"{archive}: member {name!r} is encrypted; upload an archive without a password")
         total += info.file_size
         if total > limits.max_total_bytes:
-            raise DataError(f"{archive} expands to more than {limits.max_total_bytes:,} bytes (the limit); "
-                            "upload a smaller archive or raise ZipLimits.max_total_bytes")
+            raise DataError(
+                f"{archive} expands to more than {limits.max_total_bytes:,} bytes (the limit); "
+                "upload a smaller archive or raise ZipLimits.max_total_bytes"
+            )
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size > _CHUNK and ratio > limits.max_ratio:
-            raise DataError(f"{archive}: member {name!r} expands {ratio:,.0f}x ({info.compress_size:,} → "
-                            f"{info.file_size:,} bytes), over the compression-ratio limit of "
-                            f"{limits.max_ratio:g}x (possible zip bomb); refused")
+            raise DataError(
+                f"{archive}: member {name!r} expands {ratio:,.0f}x ({info.compress_size:,} → "
+                f"{info.file_size:,} bytes), over the compression-ratio limit of "
+                f"{limits.max_ratio:g}x (possible zip bomb); refused"
+            )
         plan.append((info, parts))
     return plan
 
@@ -136,12 +148,15 @@ def _extract(archive: Path, zf: zipfile.ZipFile, plan, dest: Path, limits: ZipLi
                     member_bytes += len(chunk)
                     written += len(chunk)
                     if member_bytes > info.file_size or written > limits.max_total_bytes:
-                        raise DataError(f"{archive}: member {info.filename!r} expands beyond its declared size "
-                                        f"or the {limits.max_total_bytes:,}-byte limit; refused")
+                        raise DataError(
+                            f"{archive}: member {info.filename!r} expands beyond its declared size "
+                            f"or the {limits.max_total_bytes:,}-byte limit; refused"
+                        )
                     out.write(chunk)
         except FileExistsError:
             raise DataError(f"{archive}: member {info.filename!r} appears twice; re-create the archive") from None
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-            raise DataError(f"{archive}: member {info.filename!r} cannot be extracted ({exc}); "
-                            "the archive is damaged or uses an unsupported compression") from None
-
+            raise DataError(
+                f"{archive}: member {info.filename!r} cannot be extracted ({exc}); "
+                "the archive is damaged or uses an unsupported compression"
+            ) from None

@@ -31,10 +31,12 @@ AUGMENT_PRESETS: dict[str, AugmentPreset] = {
     "none": AugmentPreset("none", crop_scale=None),
     "light": AugmentPreset("light", crop_scale=(0.5, 1.0), flip=True),
     # The crop and RandAugment magnitudes follow the EfficientNet recipe, scaled down for small datasets.
-    "standard": AugmentPreset("standard", crop_scale=(0.25, 1.0), flip=True, rand_augment_ops=2,
-                              rand_augment_factor=0.3),
-    "strong": AugmentPreset("strong", crop_scale=(0.08, 1.0), flip=True, rand_augment_ops=2,
-                            rand_augment_factor=0.5, mix=True),
+    "standard": AugmentPreset(
+        "standard", crop_scale=(0.25, 1.0), flip=True, rand_augment_ops=2, rand_augment_factor=0.3
+    ),
+    "strong": AugmentPreset(
+        "strong", crop_scale=(0.08, 1.0), flip=True, rand_augment_ops=2, rand_augment_factor=0.5, mix=True
+    ),
 }
 
 
@@ -56,9 +58,11 @@ def batch_augmenter(preset: AugmentPreset, seed: int = 0):
     import tensorflow as tf
 
     rand_augment = (
-        keras.layers.RandAugment(value_range=(0, 255), num_ops=preset.rand_augment_ops,
-                                 factor=preset.rand_augment_factor, seed=seed + 1)
-        if preset.rand_augment_ops else None
+        keras.layers.RandAugment(
+            value_range=(0, 255), num_ops=preset.rand_augment_ops, factor=preset.rand_augment_factor, seed=seed + 1
+        )
+        if preset.rand_augment_ops
+        else None
     )
     mixup = keras.layers.MixUp(alpha=preset.mixup_alpha, seed=seed + 2) if preset.mix else None
     cutmix = keras.layers.CutMix(factor=preset.cutmix_factor, seed=seed + 3) if preset.mix else None
@@ -67,6 +71,7 @@ def batch_augmenter(preset: AugmentPreset, seed: int = 0):
         if rand_augment is not None:
             images = tf.clip_by_value(rand_augment(images, training=True), 0.0, 255.0)
         if mixup is not None:
+
             def do_mixup():
                 out = mixup({"images": images, "labels": labels}, training=True)
                 return out["images"], out["labels"]

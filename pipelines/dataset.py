@@ -95,7 +95,11 @@ class Datasets:
 
 
 def make_datasets(
-    manifest: Manifest, image_size: int = 224, batch_size: int = 32, augment: str = "light", seed: int = 0,
+    manifest: Manifest,
+    image_size: int = 224,
+    batch_size: int = 32,
+    augment: str = "light",
+    seed: int = 0,
     **options: Any,
 ) -> Datasets:
     """Train (shuffled, augmented), val and test (deterministic, manifest order) datasets. See DatasetConfig."""
@@ -147,11 +151,11 @@ def _decoder(fmt: int, r: int):
     def decode(path, window, height, width):
         contents = tf.io.read_file(path)
         if fmt == _JPEG:  # only the window is decoded, at 1/r scale
-            image = tf.io.decode_and_crop_jpeg(contents, _scale_window(window, height, width, r), channels=3,
-                                               ratio=r)
+            image = tf.io.decode_and_crop_jpeg(contents, _scale_window(window, height, width, r), channels=3, ratio=r)
         else:
-            image = tf.io.decode_png(contents, channels=3)[window[0]:window[0] + window[2],
-                                                           window[1]:window[1] + window[3]]
+            image = tf.io.decode_png(contents, channels=3)[
+                window[0] : window[0] + window[2], window[1] : window[1] + window[3]
+            ]
         image.set_shape([None, None, 3])
         return image
 
@@ -216,8 +220,9 @@ def _options(config: DatasetConfig, deterministic: bool) -> tf.data.Options:
     return options
 
 
-def _ordered(manifest: Manifest, split: str, target: float, window_fn, transform, deterministic: bool,
-             skip_errors: bool = False):
+def _ordered(
+    manifest: Manifest, split: str, target: float, window_fn, transform, deterministic: bool, skip_errors: bool = False
+):
     """transform(uint8 image, label index) for every record of `split`, in manifest order.
 
     window_fn(height, width) -> full-resolution window; target: pixels the window's short side must keep after
@@ -236,15 +241,22 @@ def _ordered(manifest: Manifest, split: str, target: float, window_fn, transform
     for fmt, ratio in groups:
         members = [i for i, k in enumerate(keys) if k == (fmt, ratio)]
         decode = _decoder(fmt, ratio)
-        ds = tf.data.Dataset.from_tensor_slices((
-            tf.constant([records[i].source_path for i in members], tf.string),
-            tf.constant([windows[i] for i in members], tf.int32, shape=[len(members), 4]),
-            tf.constant([records[i].height for i in members], tf.int32),
-            tf.constant([records[i].width for i in members], tf.int32),
-            tf.constant([labels[i] for i in members], tf.int32),
-        ))
-        datasets.append(ds.map(lambda p, w, h, wd, y, decode=decode: transform(decode(p, w, h, wd), y),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic))
+        ds = tf.data.Dataset.from_tensor_slices(
+            (
+                tf.constant([records[i].source_path for i in members], tf.string),
+                tf.constant([windows[i] for i in members], tf.int32, shape=[len(members), 4]),
+                tf.constant([records[i].height for i in members], tf.int32),
+                tf.constant([records[i].width for i in members], tf.int32),
+                tf.constant([labels[i] for i in members], tf.int32),
+            )
+        )
+        datasets.append(
+            ds.map(
+                lambda p, w, h, wd, y, decode=decode: transform(decode(p, w, h, wd), y),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=deterministic,
+            )
+        )
     if skip_errors:  # see make_dataset: training skips a file TensorFlow cannot decode, evaluation does not
         datasets = [ds.ignore_errors(log_warning=True) for ds in datasets]
     if len(datasets) == 1:
@@ -253,8 +265,9 @@ def _ordered(manifest: Manifest, split: str, target: float, window_fn, transform
     return tf.data.Dataset.choose_from_datasets(datasets, selector, stop_on_empty_dataset=False)
 
 
-def _shuffled_random_crops(manifest: Manifest, split: str, config: DatasetConfig, scale, one_hot, flip,
-                           deterministic: bool):
+def _shuffled_random_crops(
+    manifest: Manifest, split: str, config: DatasetConfig, scale, one_hot, flip, deterministic: bool
+):
     """Training elements straight from the files: shuffled, each decoding only its random crop window."""
     size = config.image_size
     records = manifest.split_records(split)
@@ -270,12 +283,14 @@ def _shuffled_random_crops(manifest: Manifest, split: str, config: DatasetConfig
     for k, (fmt, ratio) in enumerate(groups):
         members = [i for i, key in enumerate(keys) if key == (fmt, ratio)]
         decode = _decoder(fmt, ratio)
-        files = tf.data.Dataset.from_tensor_slices((
-            tf.constant([records[i].source_path for i in members], tf.string),
-            tf.constant([records[i].height for i in members], tf.int32),
-            tf.constant([records[i].width for i in members], tf.int32),
-            tf.constant([labels[i] for i in members], tf.int32),
-        )).shuffle(max(len(members), 1), seed=config.seed + k, reshuffle_each_iteration=True)
+        files = tf.data.Dataset.from_tensor_slices(
+            (
+                tf.constant([records[i].source_path for i in members], tf.string),
+                tf.constant([records[i].height for i in members], tf.int32),
+                tf.constant([records[i].width for i in members], tf.int32),
+                tf.constant([labels[i] for i in members], tf.int32),
+            )
+        ).shuffle(max(len(members), 1), seed=config.seed + k, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=config.seed + 100 + k, rerandomize_each_iteration=True).batch(2)
 
         def crop(element, seed, decode=decode):
@@ -283,14 +298,21 @@ def _shuffled_random_crops(manifest: Manifest, split: str, config: DatasetConfig
             window = _random_window(height, width, scale, seed)
             return flip(_resize(decode(path, window, height, width), size), seed), one_hot(label)
 
-        datasets.append(tf.data.Dataset.zip((files, seeds)).map(crop, num_parallel_calls=tf.data.AUTOTUNE,
-                                                                 deterministic=deterministic))
+        datasets.append(
+            tf.data.Dataset.zip((files, seeds)).map(
+                crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
+            )
+        )
         weights.append(len(members))
     if len(datasets) == 1:
         return datasets[0]
-    return tf.data.Dataset.sample_from_datasets(datasets, weights=[w / sum(weights) for w in weights],
-                                                seed=config.seed, stop_on_empty_dataset=False,
-                                                rerandomize_each_iteration=True)
+    return tf.data.Dataset.sample_from_datasets(
+        datasets,
+        weights=[w / sum(weights) for w in weights],
+        seed=config.seed,
+        stop_on_empty_dataset=False,
+        rerandomize_each_iteration=True,
+    )
 
 
 def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, training: bool) -> tf.data.Dataset:
@@ -325,6 +347,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
     if not random_crop:
         window = lambda h, w: _centre_window(h, w, config.resize)  # noqa: E731
         if cache == "none":
+
             def evaluate(image, label):
                 # Rounded to whole pixel values like the cached path below (and the exported serving graph), so
                 # evaluation gives the same tensors whatever the cache setting.
@@ -336,6 +359,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
             if training:
                 ds = shuffle(ds)
         else:
+
             def evaluate_for_cache(image, label):  # cached as uint8: a quarter of the memory of float32
                 image = _to_uint8(_resize(image, size))
                 image.set_shape([size, size, 3])
@@ -345,8 +369,11 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
             ds = _apply_cache(ds, cache, split, config, training)
             if training:
                 ds = shuffle(ds)
-            ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), one_hot(label)),
-                        num_parallel_calls=autotune, deterministic=deterministic)
+            ds = ds.map(
+                lambda image, label: (tf.cast(image, tf.float32), one_hot(label)),
+                num_parallel_calls=autotune,
+                deterministic=deterministic,
+            )
     elif cache == "none":
         # Fast path: shuffled file lists; only each random crop window is decoded.
         ds = _shuffled_random_crops(manifest, split, config, preset.crop_scale, one_hot, flip, deterministic)
@@ -359,8 +386,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
             shape = tf.shape(image)
             factor = tf.minimum(1.0, keep / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32))
             new = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * factor), tf.int32)
-            image = tf.cond(factor < 1.0, lambda: _to_uint8(tf.image.resize(image, new, antialias=True)),
-                            lambda: image)
+            image = tf.cond(factor < 1.0, lambda: _to_uint8(tf.image.resize(image, new, antialias=True)), lambda: image)
             return image, label
 
         ds = _ordered(manifest, split, keep, lambda h, w: (0, 0, h, w), shrink, deterministic, skip_errors=True)
@@ -371,7 +397,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
             image, label = element
             shape = tf.shape(image)
             w = _random_window(shape[0], shape[1], preset.crop_scale, seed)
-            out = flip(_resize(image[w[0]:w[0] + w[2], w[1]:w[1] + w[3]], size), seed)
+            out = flip(_resize(image[w[0] : w[0] + w[2], w[1] : w[1] + w[3]], size), seed)
             out.set_shape([size, size, 3])
             return out, one_hot(label)
 
@@ -379,16 +405,26 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
 
     if training and not random_crop and preset.flip:  # "stretch" resizing: the preset still flips
         seeds = tf.data.Dataset.random(seed=config.seed + 1, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda element, seed: (flip(element[0], seed), element[1]),
-                                                   num_parallel_calls=autotune, deterministic=deterministic)
-    ds = ds.batch(config.batch_size, drop_remainder=training and config.drop_remainder,
-                  num_parallel_calls=autotune, deterministic=deterministic)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda element, seed: (flip(element[0], seed), element[1]),
+            num_parallel_calls=autotune,
+            deterministic=deterministic,
+        )
+    ds = ds.batch(
+        config.batch_size,
+        drop_remainder=training and config.drop_remainder,
+        num_parallel_calls=autotune,
+        deterministic=deterministic,
+    )
     augment = batch_augmenter(preset, config.seed) if training else None
     if augment is not None:
         choices = tf.data.Dataset.random(seed=config.seed + 7, rerandomize_each_iteration=True).map(
-            lambda x: tf.cast(x % 1000, tf.float32) / 1000.0)
+            lambda x: tf.cast(x % 1000, tf.float32) / 1000.0
+        )
         ds = tf.data.Dataset.zip((ds, choices)).map(
-            lambda batch, choice: augment(batch[0], batch[1], choice), num_parallel_calls=autotune,
-            deterministic=deterministic)
+            lambda batch, choice: augment(batch[0], batch[1], choice),
+            num_parallel_calls=autotune,
+            deterministic=deterministic,
+        )
     ds = ds.prefetch(autotune)
     return ds.with_options(_options(config, deterministic))

@@ -101,7 +101,10 @@ def check_image(path: Path, *, max_pixels: int, normalised_dir: Path | None) -> 
                 width, height = image.size
                 if width * height > max_pixels:
                     return ImageCheck(
-                        False, width, height, fmt,
+                        False,
+                        width,
+                        height,
+                        fmt,
                         f"image of {width}x{height} = {width * height:,} pixels is over the limit of "
                         f"{max_pixels:,} pixels (possible decompression bomb); resize it",
                     )
@@ -152,4 +155,3 @@ def _write_normalised(image: Image.Image, path: Path, fmt: str, out_dir: Path) -
         rgb.save(tmp, **save)
         os.replace(tmp, target)
     return target
-

@@ -42,11 +42,15 @@ class IngestConfig:
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}={value} must be in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} must be "
-                             "below 1 so that training keeps some images")
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction} must be "
+                "below 1 so that training keeps some images"
+            )
         if not 0 < self.max_image_pixels <= PILLOW_MAX_PIXELS:
-            raise ValueError(f"max_image_pixels={self.max_image_pixels} must be in 1..{PILLOW_MAX_PIXELS} "
-                             "(Pillow's decompression-bomb limit or stricter)")
+            raise ValueError(
+                f"max_image_pixels={self.max_image_pixels} must be in 1..{PILLOW_MAX_PIXELS} "
+                "(Pillow's decompression-bomb limit or stricter)"
+            )
 
 
 def _is_arrays(data: Any) -> bool:
@@ -70,14 +74,18 @@ def _find(data: Any, data_dir: Path, config: IngestConfig) -> Found:
         dest = tempfile.mkdtemp(prefix=f"tfds-{name.removeprefix('tfds:').replace('/', '_')}-", dir=data_dir)
         return find_tfds(data, dest, data_dir=config.tfds_data_dir, download=config.tfds_download)
     if not isinstance(data, (str, os.PathLike)):
-        raise DataError(f"cannot read data of type {type(data).__name__}; give a folder, a .zip, 'tfds:NAME' or "
-                        "(images, labels, class_names)")
+        raise DataError(
+            f"cannot read data of type {type(data).__name__}; give a folder, a .zip, 'tfds:NAME' or "
+            "(images, labels, class_names)"
+        )
     path = Path(data).expanduser()
     if path.suffix.lower() == ".zip" or (path.is_file() and zipfile.is_zipfile(path)):
         return find_zip(path, data_dir / "extracted", config.zip_limits)
     if path.is_file():
-        raise DataError(f"{path} is a single file; give a folder of class folders (or a .zip of one), "
-                        "e.g. data/cats/*.jpg and data/dogs/*.jpg")
+        raise DataError(
+            f"{path} is a single file; give a folder of class folders (or a .zip of one), "
+            "e.g. data/cats/*.jpg and data/dogs/*.jpg"
+        )
     return find_folder(path)
 
 
@@ -119,9 +127,14 @@ def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progr
     def check(f):
         result = check_image(f.path, max_pixels=config.max_image_pixels, normalised_dir=normalised_dir)
         return Record(
-            path=str(f.path), label=f.label, split=f.split if result.ok else None,
-            width=result.width, height=result.height, format=result.format,
-            status="ok" if result.ok else "quarantined", reason=result.reason,
+            path=str(f.path),
+            label=f.label,
+            split=f.split if result.ok else None,
+            width=result.width,
+            height=result.height,
+            format=result.format,
+            status="ok" if result.ok else "quarantined",
+            reason=result.reason,
             decode_path=result.decode_path if result.ok else "",
         )
 
@@ -140,17 +153,21 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
     bad = collections.Counter(r.label for r in records if not r.ok)
     if len(found.classes) < 2:
         only = f"only one class, {found.classes[0]!r}" if found.classes else "no classes"
-        raise DataError(f"{found.source} has {only}; a classifier needs at least two classes, "
-                        "each in its own folder of images")
+        raise DataError(
+            f"{found.source} has {only}; a classifier needs at least two classes, each in its own folder of images"
+        )
     empty = [c for c in found.classes if usable[c] == 0]
     if empty:
         details = "; ".join(
-            f"{c!r} ({bad[c]} file(s), all quarantined: "
-            f"{next(r.reason for r in records if r.label == c and not r.ok)})" if bad[c] else f"{c!r} (no files)"
+            f"{c!r} ({bad[c]} file(s), all quarantined: {next(r.reason for r in records if r.label == c and not r.ok)})"
+            if bad[c]
+            else f"{c!r} (no files)"
             for c in empty
         )
-        raise DataError(f"{found.source}: class(es) with no usable image: {details}. Add images to each class "
-                        "folder or remove the folder")
+        raise DataError(
+            f"{found.source}: class(es) with no usable image: {details}. Add images to each class "
+            "folder or remove the folder"
+        )
 
     present = {r.split for r in records if r.ok and r.split}
     carve_val = config.val_fraction if "val" not in present else 0.0
@@ -158,16 +175,24 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
     if found.user_splits:
         for split, fraction in (("val", carve_val), ("test", carve_test)):
             if fraction:
-                warnings.append(f"the data has no {split} split: {fraction:.0%} of each class's training images "
-                                f"became {split} images (stratified, seed {config.seed})")
-        missing = [f"{c!r} has no {s} image" for s in sorted(present) for c in found.classes
-                   if not any(r.ok and r.label == c and r.split == s for r in records)]
+                warnings.append(
+                    f"the data has no {split} split: {fraction:.0%} of each class's training images "
+                    f"became {split} images (stratified, seed {config.seed})"
+                )
+        missing = [
+            f"{c!r} has no {s} image"
+            for s in sorted(present)
+            for c in found.classes
+            if not any(r.ok and r.label == c and r.split == s for r in records)
+        ]
         if missing:
             warnings.append("user splits: " + "; ".join(missing))
         no_train = [c for c in found.classes if not any(r.ok and r.label == c and r.split == "train" for r in records)]
         if no_train:
-            raise DataError(f"{found.source}: class(es) {', '.join(map(repr, no_train))} have no usable image in "
-                            "train/; add training images for them")
+            raise DataError(
+                f"{found.source}: class(es) {', '.join(map(repr, no_train))} have no usable image in "
+                "train/; add training images for them"
+            )
 
     # Stratified assignment: per class, over the pool (no user splits) or the user's train files (carving).
     # Keys are paths relative to the dataset root, so a fresh extraction of the same archive splits the same way.
@@ -188,15 +213,19 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
             _n_train, n_val, n_test = splitting.split_counts(n, carve_val, carve_test)
             short = [s for s, k, frac in (("val", n_val, carve_val), ("test", n_test, carve_test)) if frac and k == 0]
             if short:
-                warnings.append(f"class {label!r} has only {n} usable image(s) to split, so it has no "
-                                f"{' and no '.join(short)} image; add at least 3 images per class")
+                warnings.append(
+                    f"class {label!r} has only {n} usable image(s) to split, so it has no "
+                    f"{' and no '.join(short)} image; add at least 3 images per class"
+                )
     counts = collections.Counter(r.label for r in out if r.ok)
     largest, smallest = max(counts.values()), min(counts.values())
     if smallest and largest / smallest >= config.imbalance_ratio:
         big = max(counts, key=counts.get)
         small = min(counts, key=counts.get)
-        warnings.append(f"classes are imbalanced: {big!r} has {largest} images, {largest / smallest:.1f}x the "
-                        f"{smallest} of {small!r}; add images to small classes or use class weights")
+        warnings.append(
+            f"classes are imbalanced: {big!r} has {largest} images, {largest / smallest:.1f}x the "
+            f"{smallest} of {small!r}; add images to small classes or use class weights"
+        )
     quarantined = [r for r in out if not r.ok]
     if quarantined:
         warnings.append(f"{len(quarantined)} file(s) quarantined (not used); see the list of quarantined files")

@@ -118,9 +118,7 @@ class Manifest:
     # ----------------------------------------------------------------- report
     def report(self) -> dict[str, Any]:
         """What ingest found, as plain JSON-ready data (the CLI's `inspect` and the app show it)."""
-        per_class = {
-            name: {split: 0 for split in SPLITS} | {"total": 0} for name in self.classes
-        }
+        per_class = {name: {split: 0 for split in SPLITS} | {"total": 0} for name in self.classes}
         for r in self.usable():
             per_class[r.label][r.split] += 1
             per_class[r.label]["total"] += 1
@@ -136,8 +134,10 @@ class Manifest:
             "user_splits": self.user_splits,
             "formats": dict(sorted(formats.items())),
             "converted": sum(1 for r in self.usable() if r.decode_path and r.decode_path != r.path),
-            "quarantined": [{"file": self.display_path(r), "path": r.path, "label": r.label, "reason": r.reason}
-                            for r in self.quarantined()],
+            "quarantined": [
+                {"file": self.display_path(r), "path": r.path, "label": r.label, "reason": r.reason}
+                for r in self.quarantined()
+            ],
             "warnings": list(self.warnings),
         }
 
@@ -156,8 +156,10 @@ class Manifest:
         for name, c in rep["counts"].items():
             lines.append(f"  {name:<{width}}  {c['train']:>6} {c['val']:>6} {c['test']:>6} {c['total']:>6}")
         if rep["converted"]:
-            lines.append(f"{rep['converted']} image(s) converted once to clean 8-bit RGB copies "
-                         "(CMYK, 16-bit, alpha, palette, animated, EXIF-rotated or non-JPEG/PNG)")
+            lines.append(
+                f"{rep['converted']} image(s) converted once to clean 8-bit RGB copies "
+                "(CMYK, 16-bit, alpha, palette, animated, EXIF-rotated or non-JPEG/PNG)"
+            )
         if rep["quarantined"]:
             lines.append(f"quarantined {len(rep['quarantined'])} file(s):")
             lines.extend(f"  {q['file']}: {q['reason']}" for q in rep["quarantined"])

@@ -22,9 +22,14 @@ from pipelines.errors import DataError
 
 # Folder names recognised as user splits, mapped to ours (compared case-insensitively).
 SPLIT_ALIASES: dict[str, str] = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
 }
 
 # Extensions that mark a loose file (outside any class folder) as a forgotten image rather than documentation.
@@ -114,8 +119,9 @@ def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
             split = SPLIT_ALIASES[split_dir.name.lower()]
             class_dirs, loose = _listdir(split_dir)
             if loose := [f for f in loose if f.suffix.lower() in IMAGE_SUFFIXES]:
-                warnings.append(f"{len(loose)} file(s) directly in {split_dir} are not inside a class folder "
-                                "and were ignored")
+                warnings.append(
+                    f"{len(loose)} file(s) directly in {split_dir} are not inside a class folder and were ignored"
+                )
             for class_dir in class_dirs:
                 label = class_name(class_dir.name)
                 classes.add(label)
@@ -161,16 +167,20 @@ def write_arrays(images, labels, class_names, dest: str | os.PathLike) -> Found:
         raise DataError("in-memory labels must be class indices (integers) or one-hot rows")
     labels = labels.astype(np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise DataError(f"in-memory labels range over {labels.min()}..{labels.max()} but there are "
-                        f"{len(class_names)} class names; give one name per label index")
+        raise DataError(
+            f"in-memory labels range over {labels.min()}..{labels.max()} but there are "
+            f"{len(class_names)} class names; give one name per label index"
+        )
     if len(set(class_names)) != len(class_names):
         raise DataError(f"class names are not unique: {class_names}")
     if images.dtype != np.uint8:
         if images.size and (np.nanmin(images) < 0 or np.nanmax(images) > 255):
             raise DataError("in-memory images must be uint8 or floats in [0, 255] (values outside were found)")
         if images.size and np.nanmax(images) <= 1.0:
-            raise DataError("in-memory float images look scaled to [0, 1]; give them in [0, 255] "
-                            "(the model normalises its input itself)")
+            raise DataError(
+                "in-memory float images look scaled to [0, 1]; give them in [0, 255] "
+                "(the model normalises its input itself)"
+            )
         images = np.clip(np.rint(np.nan_to_num(images)), 0, 255).astype(np.uint8)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
@@ -182,5 +192,6 @@ def write_arrays(images, labels, class_names, dest: str | os.PathLike) -> Found:
         path = folder / f"{i:07d}.png"
         Image.fromarray(pixels).save(path, compress_level=1)
         files.append(FoundFile(path, class_names[label], None))
-    return Found(f"in-memory arrays ({len(images)} images)", list(class_names), files, user_splits=False,
-                 root=str(dest))
+    return Found(
+        f"in-memory arrays ({len(images)} images)", list(class_names), files, user_splits=False, root=str(dest)
+    )

@@ -39,12 +39,15 @@ def _builder(name: str, data_dir: str | None, download: bool):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # DatasetNotFoundError and friends; tfds' own message lists close names
-        raise DataError(f"tfds:{name} is not a TensorFlow Datasets name ({exc}); "
-                        "see https://www.tensorflow.org/datasets/catalog") from None
+        raise DataError(
+            f"tfds:{name} is not a TensorFlow Datasets name ({exc}); see https://www.tensorflow.org/datasets/catalog"
+        ) from None
     if not builder.is_prepared():
         if not download:
-            raise DataError(f"tfds:{name} is not prepared in {builder.data_dir_root} and downloads are off; "
-                            f"run `tfds build {name}` on a machine with internet access, or pass its data_dir")
+            raise DataError(
+                f"tfds:{name} is not prepared in {builder.data_dir_root} and downloads are off; "
+                f"run `tfds build {name}` on a machine with internet access, or pass its data_dir"
+            )
         try:
             builder.download_and_prepare()
         except Exception as exc:
@@ -67,13 +70,17 @@ def _image_and_label_keys(builder) -> tuple[str, str]:
         images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
         labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
         if not images or not labels:
-            raise DataError(f"TFDS dataset {builder.name} has no image and class-label features; "
-                            "only image classification datasets can be used")
+            raise DataError(
+                f"TFDS dataset {builder.name} has no image and class-label features; "
+                "only image classification datasets can be used"
+            )
         image_key, label_key = images[0], labels[0]
     label_feature = builder.info.features[label_key]
     if not isinstance(label_feature, tfds.features.ClassLabel):
-        raise DataError(f"TFDS dataset {builder.name}: {label_key!r} is not a class label; "
-                        "only image classification datasets can be used")
+        raise DataError(
+            f"TFDS dataset {builder.name}: {label_key!r} is not a class label; "
+            "only image classification datasets can be used"
+        )
     return image_key, label_key
 
 

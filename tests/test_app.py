@@ -86,7 +86,10 @@ def test_model_section_offers_saved_scaling_families(workspace, monkeypatch):
     at = goto(new_app().run(), "Model")
     at.selectbox(key="model_variant").set_value("custom φ").run()
     family = at.selectbox(key="model_family")
-    assert family.options[0].startswith("efficientnet (paper") and "mydata (scale search: α=1, β=1.1, γ=1.3)" in family.options
+    assert (
+        family.options[0].startswith("efficientnet (paper")
+        and "mydata (scale search: α=1, β=1.1, γ=1.3)" in family.options
+    )
     family.set_value("mydata").run()
     at.slider(key="model_phi").set_value(1.0).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -123,8 +126,13 @@ def test_an_upload_with_a_bad_file_and_imbalance_is_reported_not_refused(workspa
 BAD_UPLOADS = {
     "not a zip": (b"this is plain text, not an archive", "zip"),
     "traversal member": (
-        zip_bytes({"cats/a.png": png_bytes((200, 0, 0)), "dogs/b.png": png_bytes((0, 0, 200)),
-                   "../../escape.png": png_bytes((0, 200, 0))}),
+        zip_bytes(
+            {
+                "cats/a.png": png_bytes((200, 0, 0)),
+                "dogs/b.png": png_bytes((0, 0, 200)),
+                "../../escape.png": png_bytes((0, 200, 0)),
+            }
+        ),
         "escape.png",
     ),
     "single class": (zip_bytes({f"cats/{i}.png": png_bytes((200, 0, 0), seed=i) for i in range(4)}), "class"),
@@ -238,9 +246,16 @@ def test_train_flags_round_trip_through_the_train_command_parser():
     from workbench.commands import train as train_command
     from workbench.engine.config import RunConfig, with_overrides
 
-    config = with_overrides(RunConfig(), {
-        "variant": "phi=-4", "weights": None, "image_size": 48, "epochs": 2, "recipe.learning_rate": 0.02,
-    })
+    config = with_overrides(
+        RunConfig(),
+        {
+            "variant": "phi=-4",
+            "weights": None,
+            "image_size": 48,
+            "epochs": 2,
+            "recipe.learning_rate": 0.02,
+        },
+    )
     parser = argparse.ArgumentParser()
     train_command.add_arguments(parser)
     args = parser.parse_args(config_flags(config))

@@ -24,8 +24,9 @@ def test_configs_do_not_share_nested_defaults():
 
 @pytest.mark.parametrize("name", ["config.yaml", "config.json"])
 def test_save_and_load_round_trip(tmp_path, name):
-    config = RunConfig(data="flowers.zip", variant="b0", image_size=128, epochs=4,
-                       recipe=RecipeConfig(learning_rate=3e-3, dropout=0.1))
+    config = RunConfig(
+        data="flowers.zip", variant="b0", image_size=128, epochs=4, recipe=RecipeConfig(learning_rate=3e-3, dropout=0.1)
+    )
     config.save(tmp_path / name)
     assert RunConfig.load(tmp_path / name) == config
     assert not [p for p in tmp_path.iterdir() if p.name != name]  # no temporary left behind
@@ -55,16 +56,19 @@ def test_from_dict_converts_strings_like_the_command_line_gives():
         RunConfig.from_dict({"epochs": "many"})
 
 
-@pytest.mark.parametrize("overrides, fragment", [
-    ({"precision": "fp8"}, "precision='fp8' is not one of"),
-    ({"strategy": "horovod"}, "strategy='horovod'"),
-    ({"epochs": 0}, "epochs=0 must be at least 1"),
-    ({"batch_size": -1}, "batch_size=-1"),
-    ({"recipe.learning_rate": 0}, "learning_rate=0"),
-    ({"recipe.label_smoothing": 1.5}, "label_smoothing=1.5"),
-    ({"recipe.val_fraction": 1.0}, "val_fraction=1.0"),
-    ({"recipe.unfreeze_blocks": -2}, "unfreeze_blocks=-2"),
-])
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"precision": "fp8"}, "precision='fp8' is not one of"),
+        ({"strategy": "horovod"}, "strategy='horovod'"),
+        ({"epochs": 0}, "epochs=0 must be at least 1"),
+        ({"batch_size": -1}, "batch_size=-1"),
+        ({"recipe.learning_rate": 0}, "learning_rate=0"),
+        ({"recipe.label_smoothing": 1.5}, "label_smoothing=1.5"),
+        ({"recipe.val_fraction": 1.0}, "val_fraction=1.0"),
+        ({"recipe.unfreeze_blocks": -2}, "unfreeze_blocks=-2"),
+    ],
+)
 def test_validation_names_the_option_and_the_fix(overrides, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace("+", r"\+")):
         with_overrides(RunConfig(), overrides).validate()
@@ -92,13 +96,30 @@ def test_train_flags_are_generated_from_the_config():
     from workbench.cli import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(["train", "data/flowers", "--variant", "b0", "--learning-rate", "0.01",
-                              "--fine-tune-epochs", "0", "--precision", "mixed_bfloat16"])
+    args = parser.parse_args(
+        [
+            "train",
+            "data/flowers",
+            "--variant",
+            "b0",
+            "--learning-rate",
+            "0.01",
+            "--fine-tune-epochs",
+            "0",
+            "--precision",
+            "mixed_bfloat16",
+        ]
+    )
     from workbench.commands.train import _overrides
 
     overrides = _overrides(args)
-    assert overrides == {"data": "data/flowers", "variant": "b0", "recipe.learning_rate": "0.01",
-                         "fine_tune_epochs": "0", "precision": "mixed_bfloat16"}
+    assert overrides == {
+        "data": "data/flowers",
+        "variant": "b0",
+        "recipe.learning_rate": "0.01",
+        "fine_tune_epochs": "0",
+        "precision": "mixed_bfloat16",
+    }
     config = with_overrides(RunConfig(), overrides)
     assert config.recipe.learning_rate == 0.01 and config.fine_tune_epochs == 0
     # options the user did not give keep the dataclass defaults
@@ -115,4 +136,3 @@ def test_cli_rejects_bad_values_with_a_message_and_no_traceback(capsys):
     assert "epochs=0 must be at least 1" in err and "Traceback" not in err
     assert main(["train", "--resume", "runs/x", "--epochs", "3"]) == 2
     assert "--resume continues a run with its saved config" in capsys.readouterr().err
-

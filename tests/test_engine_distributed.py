@@ -28,16 +28,26 @@ LOSS_RTOL = 1e-3
 
 
 def _env(**extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERAS_BACKEND="tensorflow",
+    )
     env.pop("TF_CONFIG", None)
     env.update(extra)
     return env
 
 
 def _python(code: str, timeout: float = 300, **env) -> str:
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=_env(**env),
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=ROOT,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -70,10 +80,16 @@ def test_two_mirrored_replicas_match_one_device(tmp_path):
     # both runs see the same batch whatever the shuffle (Keras draws one extra shuffle before a
     # distributed fit starts).
     data = make_image_folder(tmp_path / "data", per_class=6, classes=2)
-    two = json.loads(_python(_MIRRORED.format(replicas=2, data=str(data), out=str(tmp_path / "two"),
-                                              strategy="mirrored", batch=4)).splitlines()[-1])
-    one = json.loads(_python(_MIRRORED.format(replicas=1, data=str(data), out=str(tmp_path / "one"),
-                                              strategy="default", batch=8)).splitlines()[-1])
+    two = json.loads(
+        _python(
+            _MIRRORED.format(replicas=2, data=str(data), out=str(tmp_path / "two"), strategy="mirrored", batch=4)
+        ).splitlines()[-1]
+    )
+    one = json.loads(
+        _python(
+            _MIRRORED.format(replicas=1, data=str(data), out=str(tmp_path / "one"), strategy="default", batch=8)
+        ).splitlines()[-1]
+    )
     assert one["num_train"] == two["num_train"] == 8
     assert (two["replicas"], two["batch_size"], two["global_batch_size"]) == (2, 4, 8)
     assert (one["replicas"], one["global_batch_size"]) == (1, 8)
@@ -97,14 +113,47 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=8)
     out = tmp_path / "runs"
     workers = [f"localhost:{port}" for port in _free_ports(2)]
-    command = [sys.executable, "-m", "workbench", "train", str(data), "--variant", "phi=-4", "--weights", "none",
-               "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--fine-tune-epochs", "1",
-               "--strategy", "multiworker", "--precision", "float32", "--out", str(out),
-               "--val-fraction", "0.25", "--test-fraction", "0", "--quiet", "--no-evaluate", "--no-export"]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "train",
+        str(data),
+        "--variant",
+        "phi=-4",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--fine-tune-epochs",
+        "1",
+        "--strategy",
+        "multiworker",
+        "--precision",
+        "float32",
+        "--out",
+        str(out),
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0",
+        "--quiet",
+        "--no-evaluate",
+        "--no-export",
+    ]
     procs = [
-        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=_env(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                        "task": {"type": "worker", "index": i}})))
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})),
+        )
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=420) for p in procs]
@@ -114,8 +163,7 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     (run_dir,) = out.iterdir()  # one run directory: the chief's
     events = read_events(run_dir)
     phase = events[0]
-    assert (phase["strategy"], phase["replicas"], phase["global_batch_size"]) == (
-        "CollectiveAllReduceStrategy", 2, 8)
+    assert (phase["strategy"], phase["replicas"], phase["global_batch_size"]) == ("CollectiveAllReduceStrategy", 2, 8)
     assert [(e["phase"], e["epoch"]) for e in events if e["type"] == "epoch"] == [(1, 1), (2, 1)]
     assert events[-1]["type"] == "done" and (run_dir / "model.keras").exists()
     # a single writer: every event time is in order (two appenders would interleave)
@@ -124,17 +172,51 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
 
 
 def _train_command(data: Path, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "workbench", "train", str(data), "--variant", "phi=-4", "--weights", "none",
-            "--image-size", "32", "--batch-size", "2", "--epochs", "3", "--fine-tune-epochs", "1",
-            "--cache-features", "off", "--run-dir", str(run_dir), "--val-fraction", "0.25",
-            "--test-fraction", "0", "--early-stopping-patience", "0", "--quiet", "--no-evaluate", "--no-export"]
+    return [
+        sys.executable,
+        "-m",
+        "workbench",
+        "train",
+        str(data),
+        "--variant",
+        "phi=-4",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "3",
+        "--fine-tune-epochs",
+        "1",
+        "--cache-features",
+        "off",
+        "--run-dir",
+        str(run_dir),
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0",
+        "--early-stopping-patience",
+        "0",
+        "--quiet",
+        "--no-evaluate",
+        "--no-export",
+    ]
 
 
 def test_a_killed_run_resumes_and_accounts_for_every_epoch(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=12)  # 27 train images: 14 steps per epoch
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(_train_command(data, run_dir), cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _train_command(data, run_dir),
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     killed_at = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -150,9 +232,24 @@ def test_a_killed_run_resumes_and_accounts_for_every_epoch(tmp_path):
     assert [(e["phase"], e["epoch"]) for e in before if e["type"] == "epoch"] == [(1, 1)]  # killed mid-epoch 2
     assert not [e for e in before if e["type"] in ("done", "error")]
 
-    resumed = subprocess.run([sys.executable, "-m", "workbench", "train", "--resume", str(run_dir), "--quiet",
-                              "--no-evaluate", "--no-export"], cwd=ROOT, env=_env(), capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "train",
+            "--resume",
+            str(run_dir),
+            "--quiet",
+            "--no-evaluate",
+            "--no-export",
+        ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     events = read_events(run_dir)
     epochs = [(e["phase"], e["epoch"]) for e in events if e["type"] == "epoch"]

@@ -30,8 +30,9 @@ def test_writer_appends_one_json_object_per_line_with_type_and_time(tmp_path):
     writer = EventWriter(tmp_path / "events.jsonl", listeners=[seen.append])
     writer.phase(1, "head", epochs=3)
     writer.batch(**_batch(loss=float("nan")))
-    writer.epoch(phase=1, epoch=1, loss=0.9, accuracy=0.6, val_loss=0.8, val_accuracy=0.7,
-                 images_per_s=100.0, eta_s=2.0)
+    writer.epoch(
+        phase=1, epoch=1, loss=0.9, accuracy=0.6, val_loss=0.8, val_accuracy=0.7, images_per_s=100.0, eta_s=2.0
+    )
     writer.done(tmp_path, best_val_accuracy=0.7, model_path=tmp_path / "model.keras")
     lines = (tmp_path / "events.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]  # every line is strict JSON (NaN written as null)
@@ -54,7 +55,7 @@ def test_reader_skips_torn_and_garbled_lines(tmp_path):
     writer = EventWriter(path)
     writer.phase(1, "head", epochs=1)
     with open(path, "a") as fh:
-        fh.write("not json\n[1, 2]\n{\"no_type\": 1}\n")
+        fh.write('not json\n[1, 2]\n{"no_type": 1}\n')
     writer.error("boom")
     with open(path, "a") as fh:
         fh.write('{"type": "batch", "pha')  # a writer killed mid-line
@@ -82,8 +83,9 @@ def test_summarize_reports_status_and_best_accuracy(tmp_path):
     writer = EventWriter(tmp_path / "events.jsonl")
     writer.phase(1, "head", epochs=2)
     for epoch, acc in [(1, 0.6), (2, 0.8)]:
-        writer.epoch(phase=1, epoch=epoch, loss=1.0, accuracy=acc, val_loss=1.0, val_accuracy=acc,
-                     images_per_s=1.0, eta_s=0.0)
+        writer.epoch(
+            phase=1, epoch=epoch, loss=1.0, accuracy=acc, val_loss=1.0, val_accuracy=acc, images_per_s=1.0, eta_s=0.0
+        )
     running = summarize(read_events(tmp_path))
     assert running["status"] == "running" and math.isclose(running["best_val_accuracy"], 0.8)
     writer.error("the loss became nan")
@@ -130,12 +132,36 @@ def test_progress_printer_draws_phases_and_epochs_from_events():
 
     stream = io.StringIO()
     printer = ProgressPrinter(stream, live=True)
-    printer({"type": "phase", "phase": 1, "name": "head", "epochs": 2, "strategy": "default", "replicas": 1,
-             "batch_size": 32, "global_batch_size": 32, "precision": "float32", "image_size": 160,
-             "num_train": 350, "num_val": 75})
+    printer(
+        {
+            "type": "phase",
+            "phase": 1,
+            "name": "head",
+            "epochs": 2,
+            "strategy": "default",
+            "replicas": 1,
+            "batch_size": 32,
+            "global_batch_size": 32,
+            "precision": "float32",
+            "image_size": 160,
+            "num_train": 350,
+            "num_val": 75,
+        }
+    )
     printer({"type": "batch", **_batch(step=2, steps=4, loss=0.5, accuracy=0.75, eta_s=65)})
-    printer({"type": "epoch", "phase": 1, "epoch": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": 0.4,
-             "val_accuracy": 0.8, "images_per_s": 100.0, "eta_s": 0.0})
+    printer(
+        {
+            "type": "epoch",
+            "phase": 1,
+            "epoch": 1,
+            "loss": 0.5,
+            "accuracy": 0.75,
+            "val_loss": 0.4,
+            "val_accuracy": 0.8,
+            "images_per_s": 100.0,
+            "eta_s": 0.0,
+        }
+    )
     text = stream.getvalue()
     assert "phase 1: head, 2 epochs" in text and "32 global" in text
     assert "epoch 1/2 [" in text and "loss 0.5000 acc 0.7500" in text and "ETA 01:05" in text

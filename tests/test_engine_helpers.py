@@ -40,14 +40,25 @@ def make_image_folder(root: Path, per_class: int = 12, size: int = 32, classes: 
 def tiny_config(data: Path, out: Path, **overrides) -> dict:
     """A config dict for a run that takes seconds: phi=-4, random init, 32 px."""
     config = {
-        "data": str(data), "variant": "phi=-4", "weights": "none", "image_size": 32,
-        "batch_size": 8, "epochs": 2, "fine_tune_epochs": 1, "out": str(out), "precision": "float32",
+        "data": str(data),
+        "variant": "phi=-4",
+        "weights": "none",
+        "image_size": 32,
+        "batch_size": 8,
+        "epochs": 2,
+        "fine_tune_epochs": 1,
+        "out": str(out),
+        "precision": "float32",
         "strategy": "default",
-        "recipe": {"learning_rate": 1e-2, "fine_tune_learning_rate": 1e-3, "val_fraction": 0.25,
-                   "test_fraction": 0.0, "early_stopping_patience": 0},
+        "recipe": {
+            "learning_rate": 1e-2,
+            "fine_tune_learning_rate": 1e-3,
+            "val_fraction": 0.25,
+            "test_fraction": 0.0,
+            "early_stopping_patience": 0,
+        },
     }
     recipe = overrides.pop("recipe", {})
     config.update(overrides)
     config["recipe"].update(recipe)
     return config
-

@@ -34,8 +34,9 @@ def test_policy_is_restored_after_the_block_even_on_error():
 def test_float16_gets_loss_scaling_and_bfloat16_does_not():
     scaled = wrap_optimizer(keras.optimizers.AdamW(1e-3), "mixed_float16")
     assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
-    assert not isinstance(wrap_optimizer(keras.optimizers.AdamW(1e-3), "mixed_bfloat16"),
-                          keras.optimizers.LossScaleOptimizer)
+    assert not isinstance(
+        wrap_optimizer(keras.optimizers.AdamW(1e-3), "mixed_bfloat16"), keras.optimizers.LossScaleOptimizer
+    )
 
 
 def test_short_bfloat16_training_learns_with_float32_outputs(tmp_path):
@@ -44,9 +45,17 @@ def test_short_bfloat16_training_learns_with_float32_outputs(tmp_path):
     from workbench.engine.events import read_events
 
     data = make_image_folder(tmp_path / "data")
-    config = tiny_config(data, tmp_path / "runs", variant="lite0", weights="imagenet", image_size=48,
-                         epochs=3, fine_tune_epochs=0, precision="mixed_bfloat16",
-                         recipe={"cache_features": "off", "learning_rate": 1e-2, "warmup_fraction": 0.0})
+    config = tiny_config(
+        data,
+        tmp_path / "runs",
+        variant="lite0",
+        weights="imagenet",
+        image_size=48,
+        epochs=3,
+        fine_tune_epochs=0,
+        precision="mixed_bfloat16",
+        recipe={"cache_features": "off", "learning_rate": 1e-2, "warmup_fraction": 0.0},
+    )
     result = fine_tune(config)
     assert result.precision == "mixed_bfloat16"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run

@@ -19,8 +19,16 @@ def lite0_run(tmp_path_factory):
     """One real fine-tune of ImageNet Lite0 (64 px, 3 colour classes) shared by the tests below."""
     root = tmp_path_factory.mktemp("lite0")
     data = make_image_folder(root / "data")
-    config = tiny_config(data, root / "runs", variant="lite0", weights="imagenet", image_size=64,
-                         epochs=3, fine_tune_epochs=1, recipe={"fine_tune_learning_rate": 1e-4})
+    config = tiny_config(
+        data,
+        root / "runs",
+        variant="lite0",
+        weights="imagenet",
+        image_size=64,
+        epochs=3,
+        fine_tune_epochs=1,
+        recipe={"fine_tune_learning_rate": 1e-4},
+    )
     result = fine_tune(config)
     keras.mixed_precision.set_global_policy("float32")
     return config, result
@@ -30,7 +38,8 @@ def test_run_directory_holds_the_whole_run(lite0_run):
     config, result = lite0_run
     run = result.run_dir
     assert {"config.yaml", "manifest.json", "labels.txt", "events.jsonl", "checkpoints", "model.keras"} <= {
-        p.name for p in run.iterdir()}
+        p.name for p in run.iterdir()
+    }
     assert not (run / "pid").exists()  # held only while training
     assert RunConfig.load(run / "config.yaml") == RunConfig.from_dict(config)
     from pipelines import Manifest
@@ -46,8 +55,15 @@ def test_events_tell_the_story_of_both_phases(lite0_run):
     for event in events:
         assert set(REQUIRED_FIELDS[event["type"]]) <= set(event), event
     story = [(e["type"], e.get("phase"), e.get("epoch")) for e in events if e["type"] != "batch"]
-    assert story == [("phase", 1, None), ("epoch", 1, 1), ("epoch", 1, 2), ("epoch", 1, 3),
-                     ("phase", 2, None), ("epoch", 2, 1), ("done", None, None)]
+    assert story == [
+        ("phase", 1, None),
+        ("epoch", 1, 1),
+        ("epoch", 1, 2),
+        ("epoch", 1, 3),
+        ("phase", 2, None),
+        ("epoch", 2, 1),
+        ("done", None, None),
+    ]
     phase1 = events[0]
     assert phase1["cached_features"] is True and phase1["replicas"] == 1
     assert phase1["global_batch_size"] == phase1["batch_size"] == 8
@@ -97,8 +113,7 @@ def test_stop_file_ends_the_run_after_the_current_batch_keeping_the_best(tmp_pat
             (run_dir / "STOP").write_text("")
 
     run_dir = tmp_path / "run"
-    config = tiny_config(data, tmp_path, run_dir=str(run_dir), epochs=3,
-                         recipe={"cache_features": "off"})
+    config = tiny_config(data, tmp_path, run_dir=str(run_dir), epochs=3, recipe={"cache_features": "off"})
     result = fine_tune(config, listeners=[stop_in_epoch_two])
     assert result.stopped and result.model_path == run_dir / "model.keras" and result.model_path.exists()
     events = read_events(run_dir)
@@ -117,8 +132,9 @@ def test_stop_file_ends_the_run_after_the_current_batch_keeping_the_best(tmp_pat
 
 def test_nan_loss_stops_with_an_error_event_and_keeps_the_last_good_checkpoint(tmp_path):
     data = make_image_folder(tmp_path / "data")
-    config = tiny_config(data, tmp_path / "runs", epochs=1, fine_tune_epochs=2,
-                         recipe={"fine_tune_learning_rate": 1e30})
+    config = tiny_config(
+        data, tmp_path / "runs", epochs=1, fine_tune_epochs=2, recipe={"fine_tune_learning_rate": 1e30}
+    )
     with pytest.raises(TrainingError, match=r"loss became (nan|inf).*phase 2.*checkpoints"):
         fine_tune(config)
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -144,9 +160,31 @@ def test_cli_trains_and_prints_the_run_and_best_accuracy(tmp_path, capsys):
     from workbench.cli import main
 
     data = make_image_folder(tmp_path / "data", per_class=6)
-    code = main(["train", str(data), "--variant", "phi=-4", "--weights", "none", "--image-size", "32",
-                 "--epochs", "1", "--fine-tune-epochs", "0", "--out", str(tmp_path / "runs"),
-                 "--val-fraction", "0.34", "--test-fraction", "0", "--quiet", "--no-evaluate", "--no-export"])
+    code = main(
+        [
+            "train",
+            str(data),
+            "--variant",
+            "phi=-4",
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--fine-tune-epochs",
+            "0",
+            "--out",
+            str(tmp_path / "runs"),
+            "--val-fraction",
+            "0.34",
+            "--test-fraction",
+            "0",
+            "--quiet",
+            "--no-evaluate",
+            "--no-export",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -40,12 +40,14 @@ def test_report_counts_and_per_class_metrics_on_known_predictions():
 
 def test_misclassified_are_ordered_by_loss_and_top_k_counts_runner_up():
     names = ["a", "b", "c"]
-    probs = np.array([
-        [0.2, 0.7, 0.1],   # true a, wrong, loss -log 0.2
-        [0.05, 0.9, 0.05],  # true a, wrong, loss -log 0.05 (worst)
-        [0.1, 0.2, 0.7],   # true b, wrong, b is second: counts for top-2
-        [0.1, 0.1, 0.8],   # true c, right
-    ])
+    probs = np.array(
+        [
+            [0.2, 0.7, 0.1],  # true a, wrong, loss -log 0.2
+            [0.05, 0.9, 0.05],  # true a, wrong, loss -log 0.05 (worst)
+            [0.1, 0.2, 0.7],  # true b, wrong, b is second: counts for top-2
+            [0.1, 0.1, 0.8],  # true c, right
+        ]
+    )
     report = compute_report([0, 0, 1, 2], probs, names, ["x", "worst", "y", "z"], top_k=2)
     losses = [m["loss"] for m in report["misclassified"]]
     assert report["misclassified"][0]["path"] == "worst"

@@ -106,8 +106,12 @@ def test_fresh_process_with_tensorflow_only_matches_keras(tmp_path_factory, tmp_
     # Outside the repository and without PYTHONPATH: neither workbench nor pipelines is importable there.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, str(script), str(version_dir), *files], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, str(script), str(version_dir), *files],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     served = json.loads(result.stdout.strip().splitlines()[-1])

@@ -16,8 +16,14 @@ from workbench.models.surgery import (
 )
 
 KERAS_APPLICATIONS_PARAMS = {  # keras.applications.EfficientNetB* with the 1000-class top
-    "b0": 5_330_571, "b1": 7_856_239, "b2": 9_177_569, "b3": 12_320_535,
-    "b4": 19_466_823, "b5": 30_562_527, "b6": 43_265_143, "b7": 66_658_687,
+    "b0": 5_330_571,
+    "b1": 7_856_239,
+    "b2": 9_177_569,
+    "b3": 12_320_535,
+    "b4": 19_466_823,
+    "b5": 30_562_527,
+    "b6": 43_265_143,
+    "b7": 66_658_687,
 }
 
 
@@ -30,9 +36,16 @@ def test_parameter_counts_equal_keras_applications(variant):
 def test_layer_names_are_keras_applications_names():
     ours = build_model("b0", 1000)
     theirs = keras.applications.EfficientNetB0(weights=None)
+
     def weighted(m):  # Keras numbers a second Normalization layer in a process: compare by type
-        return [(layer.name if not isinstance(layer, keras.layers.Normalization) else "normalization",
-                 [tuple(w.shape) for w in layer.weights]) for layer in m.layers if layer.weights]
+        return [
+            (
+                layer.name if not isinstance(layer, keras.layers.Normalization) else "normalization",
+                [tuple(w.shape) for w in layer.weights],
+            )
+            for layer in m.layers
+            if layer.weights
+        ]
 
     assert weighted(ours) == weighted(theirs)
 
@@ -76,7 +89,9 @@ def test_normalisation_happens_inside_the_model_once():
 def test_lite_variants_use_relu6_and_no_squeeze_excitation():
     model = build_model("lite2", 5, input_shape=(64, 64, 3))
     assert not [layer for layer in model.layers if "se_" in layer.name]
-    assert {layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)} == {"relu6"}
+    assert {layer.activation.__name__ for layer in model.layers if isinstance(layer, keras.layers.Activation)} == {
+        "relu6"
+    }
     # stem and head are not scaled, the first and last stages keep one block
     assert model.get_layer("stem_conv").filters == 32 and model.get_layer("top_conv").filters == 1280
     names = block_names(model)
@@ -102,8 +117,13 @@ def test_surgery_freezes_by_block_and_keeps_batchnorm_frozen():
     chosen = unfreeze_top_blocks(model, 2)
     assert chosen == names[-2:]
     trainable_layers = {layer.name for layer in model.layers if layer.trainable and layer.weights}
-    assert trainable_layers == {layer.name for layer in model.layers if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)
-                                and (layer.name.startswith(chosen[0]) or layer.name.startswith("top_") or layer.name == "predictions")}
+    assert trainable_layers == {
+        layer.name
+        for layer in model.layers
+        if layer.weights
+        and not isinstance(layer, keras.layers.BatchNormalization)
+        and (layer.name.startswith(chosen[0]) or layer.name.startswith("top_") or layer.name == "predictions")
+    }
     assert all(not layer.trainable for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
 
 

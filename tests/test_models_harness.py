@@ -34,13 +34,19 @@ def test_variant_forward_gradients_and_save_load(variant, tmp_path):
     # 8 images: stochastic depth drops a residual branch per image, and must not drop it for all
     batch = _images(8, seed=1)
     with tf.GradientTape() as tape:
-        loss = keras.losses.categorical_crossentropy(np.eye(NUM_CLASSES)[np.arange(8) % NUM_CLASSES], model(batch, training=True))
+        loss = keras.losses.categorical_crossentropy(
+            np.eye(NUM_CLASSES)[np.arange(8) % NUM_CLASSES], model(batch, training=True)
+        )
     grads = tape.gradient(loss, model.trainable_weights)
     unconnected = [w.path for w, g in zip(model.trainable_weights, grads, strict=True) if g is None]
     assert not unconnected, f"weights without a gradient: {unconnected}"
     # Kernels must really move. (A BN beta followed by a linear 1×1 conv and another
     # training-mode BN gets an exactly-zero gradient: the next BN removes the shift.)
-    still = [w.path for w, g in zip(model.trainable_weights, grads, strict=True) if w.path.endswith("kernel") and not np.any(g.numpy())]
+    still = [
+        w.path
+        for w, g in zip(model.trainable_weights, grads, strict=True)
+        if w.path.endswith("kernel") and not np.any(g.numpy())
+    ]
     assert not still, f"kernels with an all-zero gradient: {still}"
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
 

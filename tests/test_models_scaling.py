@@ -29,7 +29,9 @@ def test_round_filters_known_values(filters, width, expected):
     assert round_filters(filters, width) >= 0.9 * filters * width
 
 
-@pytest.mark.parametrize("repeats, depth, expected", [(1, 1.0, 1), (1, 1.1, 2), (2, 1.1, 3), (3, 3.1, 10), (4, 1.8, 8), (1, 0.5, 1)])
+@pytest.mark.parametrize(
+    "repeats, depth, expected", [(1, 1.0, 1), (1, 1.1, 2), (2, 1.1, 3), (3, 3.1, 10), (4, 1.8, 8), (1, 0.5, 1)]
+)
 def test_round_repeats_is_ceil(repeats, depth, expected):
     assert round_repeats(repeats, depth) == expected
 
@@ -57,11 +59,19 @@ def test_phi_is_accepted_as_a_name_and_as_an_argument():
 
 def test_published_table_is_the_papers():
     expected = {
-        "b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
-        "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
-        "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5),
-        "lite0": (1.0, 1.0, 224, 0.2), "lite1": (1.0, 1.1, 240, 0.2), "lite2": (1.1, 1.2, 260, 0.3),
-        "lite3": (1.2, 1.4, 280, 0.3), "lite4": (1.4, 1.8, 300, 0.3),
+        "b0": (1.0, 1.0, 224, 0.2),
+        "b1": (1.0, 1.1, 240, 0.2),
+        "b2": (1.1, 1.2, 260, 0.3),
+        "b3": (1.2, 1.4, 300, 0.3),
+        "b4": (1.4, 1.8, 380, 0.4),
+        "b5": (1.6, 2.2, 456, 0.4),
+        "b6": (1.8, 2.6, 528, 0.5),
+        "b7": (2.0, 3.1, 600, 0.5),
+        "lite0": (1.0, 1.0, 224, 0.2),
+        "lite1": (1.0, 1.1, 240, 0.2),
+        "lite2": (1.1, 1.2, 260, 0.3),
+        "lite3": (1.2, 1.4, 280, 0.3),
+        "lite4": (1.4, 1.8, 300, 0.3),
     }
     assert published_names() == list(expected)
     for name, (width, depth, resolution, dropout) in expected.items():
@@ -94,7 +104,9 @@ def test_saved_family_builds_at_any_phi(tmp_path, monkeypatch):
     from workbench.models.families import list_families, save_family
 
     monkeypatch.setenv("WORKBENCH_FAMILIES", str(tmp_path))
-    family = ScalingFamily(name="mine", alpha=1.3, beta=1.05, gamma=1.1, base_width=0.5, base_depth=0.5, base_resolution=128)
+    family = ScalingFamily(
+        name="mine", alpha=1.3, beta=1.05, gamma=1.1, base_width=0.5, base_depth=0.5, base_resolution=128
+    )
     save_family(family)
     assert list_families() == ["mine"]
     spec = get_variant("mine:phi=1")

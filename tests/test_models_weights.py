@@ -1,6 +1,5 @@
 """Weights: keras.applications files by name, the shipped Lite0 checkpoint, local files, clear failures."""
 
-
 import keras
 import numpy as np
 import pytest
@@ -19,8 +18,14 @@ def _keras_applications_b0_file(tmp_path, classes=1000):
     for layer in reference.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape),
+                    rng.normal(0, 0.1, beta.shape),
+                    rng.normal(0, 0.1, mean.shape),
+                    rng.uniform(0.5, 1.5, var.shape),
+                ]
+            )
     # the same normalisation as ours (its Normalization layer starts unadapted)
     norm = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
     norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2, np.array(0)])
@@ -48,12 +53,16 @@ def test_legacy_h5_file_of_our_own_model_loads_its_head(tmp_path):
     path = tmp_path / "own.h5"
     model.save(path)  # legacy HDF5 layout, by layer name
     loaded = build_model("phi=-3", 5, input_shape=(32, 32, 3), weights=str(path))
-    np.testing.assert_array_equal(loaded.get_layer("predictions").get_weights()[0], model.get_layer("predictions").get_weights()[0])
+    np.testing.assert_array_equal(
+        loaded.get_layer("predictions").get_weights()[0], model.get_layer("predictions").get_weights()[0]
+    )
 
 
 def test_a_file_for_another_variant_names_the_first_mismatching_layer(tmp_path):
     _, path = _keras_applications_b0_file(tmp_path)
-    with pytest.raises(WeightsError, match="no weights for layer 'block1b_dwconv'") as info:  # B2 has 2 blocks in stage 1
+    with pytest.raises(
+        WeightsError, match="no weights for layer 'block1b_dwconv'"
+    ) as info:  # B2 has 2 blocks in stage 1
         build_model("b2", 1000, weights=str(path))
     assert str(path) in str(info.value)
 
@@ -119,8 +128,10 @@ def test_lite0_imagenet_golden_photos():
 def test_lite0_imagenet_backbone_under_a_new_head():
     full = build_model("lite0", 1000, weights="imagenet", input_shape=(64, 64, 3))
     small = build_model("lite0", 3, weights="imagenet", input_shape=(64, 64, 3))
-    np.testing.assert_array_equal(full.get_layer("block7a_project_conv").get_weights()[0],
-                                  small.get_layer("block7a_project_conv").get_weights()[0])
+    np.testing.assert_array_equal(
+        full.get_layer("block7a_project_conv").get_weights()[0],
+        small.get_layer("block7a_project_conv").get_weights()[0],
+    )
 
 
 def test_imagenet_class_names():
@@ -152,8 +163,12 @@ def test_imagenet_backbone_loads_under_a_new_head(tmp_path, monkeypatch):
 
     reference, path = _keras_applications_b0_file(tmp_path)
     asked = []
-    monkeypatch.setattr(weights_lib, "fetch_keras_imagenet", lambda variant, include_top: asked.append((variant, include_top)) or path)
+    monkeypatch.setattr(
+        weights_lib, "fetch_keras_imagenet", lambda variant, include_top: asked.append((variant, include_top)) or path
+    )
     ours = build_model("b0", 7, weights="imagenet")
     assert asked == [("b0", False)]
-    np.testing.assert_array_equal(ours.get_layer("top_conv").get_weights()[0], reference.get_layer("top_conv").get_weights()[0])
+    np.testing.assert_array_equal(
+        ours.get_layer("top_conv").get_weights()[0], reference.get_layer("top_conv").get_weights()[0]
+    )
     assert ours.output.shape == (None, 7)

@@ -115,8 +115,8 @@ def test_member_lying_about_its_size_fails_and_leaves_nothing(tmp_path):
         info = zf.infolist()[3]
     central = data.find(b"PK\x01\x02")
     header = data.find(info.filename.encode(), central) - 46  # the name follows a 46-byte fixed header
-    assert data[header:header + 4] == b"PK\x01\x02"
-    data[header + 24:header + 28] = (10).to_bytes(4, "little")  # uncompressed size
+    assert data[header : header + 4] == b"PK\x01\x02"
+    data[header + 24 : header + 28] = (10).to_bytes(4, "little")  # uncompressed size
     archive.write_bytes(bytes(data))
     with pytest.raises(DataError, match=info.filename):
         extract_zip(archive, tmp_path / "out")

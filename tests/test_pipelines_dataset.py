@@ -82,8 +82,8 @@ def stripes(h: int, w: int) -> np.ndarray:
     """Left quarter red, middle half green, right quarter blue."""
     pixels = np.zeros((h, w, 3), np.uint8)
     pixels[:, : w // 4] = (255, 0, 0)
-    pixels[:, w // 4: 3 * w // 4] = (0, 255, 0)
-    pixels[:, 3 * w // 4:] = (0, 0, 255)
+    pixels[:, w // 4 : 3 * w // 4] = (0, 255, 0)
+    pixels[:, 3 * w // 4 :] = (0, 0, 255)
     return pixels
 
 
@@ -141,8 +141,11 @@ def test_normalised_copies_flow_through_tf_data(tmp_path):
     from PIL import Image as I
 
     for i in range(3):
-        I.new("CMYK", (24, 24), (0, 255, 255, 0)).save(root / "red" / f"{i}.jpg" if (root / "red").mkdir(
-            parents=True, exist_ok=True) is None else None, "JPEG", quality=95)
+        I.new("CMYK", (24, 24), (0, 255, 255, 0)).save(
+            root / "red" / f"{i}.jpg" if (root / "red").mkdir(parents=True, exist_ok=True) is None else None,
+            "JPEG",
+            quality=95,
+        )
         frames = [I.new("RGB", (24, 24), (0, 0, 255)), I.new("RGB", (24, 24), (255, 255, 0))]
         (root / "blue").mkdir(parents=True, exist_ok=True)
         frames[0].save(root / "blue" / f"{i}.gif", save_all=True, append_images=frames[1:])
@@ -295,6 +298,7 @@ def test_evaluation_datasets_are_never_augmented(coded):
         ds = make_datasets(coded, image_size=16, batch_size=8, augment=name)
         for split in ("val", "test"):
             images, labels = collect(getattr(ds, split))
-            assert images[:, 8, 8, 0].round().astype(int).tolist() == [grey_of(r.path) for r in
-                                                                         coded.split_records(split)]
+            assert images[:, 8, 8, 0].round().astype(int).tolist() == [
+                grey_of(r.path) for r in coded.split_records(split)
+            ]
             assert set(np.unique(labels)) == {0.0, 1.0}

@@ -86,7 +86,7 @@ def test_png_with_a_bad_checksum_is_quarantined(data, tmp_path):
     path = save(data / "cats" / "badcrc.png", gradient(30, 30))
     raw = bytearray(path.read_bytes())
     idat = raw.find(b"IDAT")
-    length = int.from_bytes(raw[idat - 4:idat], "big")
+    length = int.from_bytes(raw[idat - 4 : idat], "big")
     raw[idat + 4 + length] ^= 0xFF  # first byte of the IDAT chunk's CRC
     path.write_bytes(bytes(raw))
     rec = record_of(ingest(data, tmp_path / "work"), "badcrc.png")
@@ -155,8 +155,15 @@ def test_grayscale_and_palette_images_are_usable(data, tmp_path):
 def test_animated_image_uses_its_first_frame(data, tmp_path, fmt):
     frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
     path = data / "dogs" / f"anim.{fmt.lower()}"
-    frames[0].save(path, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0,
-                   **({"lossless": True} if fmt == "WEBP" else {}))
+    frames[0].save(
+        path,
+        format=fmt,
+        save_all=True,
+        append_images=frames[1:],
+        duration=100,
+        loop=0,
+        **({"lossless": True} if fmt == "WEBP" else {}),
+    )
     rec = record_of(ingest(data, tmp_path / "work"), path.name)
     assert rec.ok and rec.format == fmt and rec.decode_format == "PNG"
     r, g, b = decoded(rec)[10, 10].astype(int)
@@ -344,13 +351,18 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 def _write_png_header(path: Path, width: int, height: int) -> None:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-                     + _chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _write_png_rgb16(path: Path, pixels: np.ndarray) -> None:
     h, w, _ = pixels.shape
     raw = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
-                     + _chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b"")
+    )

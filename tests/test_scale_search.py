@@ -26,14 +26,34 @@ from workbench.scaling_search.config import parse_amount
 from workbench.scaling_search.report import choose, pareto_front
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_FLAGS = ["--base-width", "0.25", "--base-depth", "0.25", "--base-resolution", "32", "--epochs", "1",
-              "--batch-size", "32", "--step", "0.1", "--latency-repeats", "3", "--quiet"]
+TINY_FLAGS = [
+    "--base-width",
+    "0.25",
+    "--base-depth",
+    "0.25",
+    "--base-resolution",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "32",
+    "--step",
+    "0.1",
+    "--latency-repeats",
+    "3",
+    "--quiet",
+]
 
 
 def tiny_config(data: Path, search_dir: Path, families: Path, **overrides) -> SearchConfig:
-    values = dict(data=str(data), search_dir=str(search_dir), families_dir=str(families), step=0.1,
-                  latency_repeats=3, proxy=ProxyConfig(base_width=0.25, base_depth=0.25, base_resolution=32,
-                                                       epochs=1, batch_size=32))
+    values = dict(
+        data=str(data),
+        search_dir=str(search_dir),
+        families_dir=str(families),
+        step=0.1,
+        latency_repeats=3,
+        proxy=ProxyConfig(base_width=0.25, base_depth=0.25, base_resolution=32, epochs=1, batch_size=32),
+    )
     values.update(overrides)
     return SearchConfig(**values)
 
@@ -58,8 +78,9 @@ def search(dataset, tmp_path_factory):
     from workbench.scaling_search import run_search
 
     work = tmp_path_factory.mktemp("scale-search")
-    config = tiny_config(dataset, work / "search", work / "families", trials=3, family="tiny-test",
-                         budget=Budget(flops="1.7x"))
+    config = tiny_config(
+        dataset, work / "search", work / "families", trials=3, family="tiny-test", budget=Budget(flops="1.7x")
+    )
     return run_search(config), work
 
 
@@ -69,8 +90,10 @@ def test_three_trial_search_writes_table_plot_and_family(search):
     trained = [r for r in result.rows if r["status"] == "trained"]
     assert len(trained) == 3
     table = result.table_csv.read_text().splitlines()
-    assert table[0].startswith("number,status,alpha,beta,gamma,product,width,depth,resolution,flops,flops_ratio,params,"
-                               "latency_ms,val_accuracy,train_seconds")
+    assert table[0].startswith(
+        "number,status,alpha,beta,gamma,product,width,depth,resolution,flops,flops_ratio,params,"
+        "latency_ms,val_accuracy,train_seconds"
+    )
     assert len(table) == 1 + len(result.rows)
     saved = json.loads(result.table_json.read_text())
     assert [r["number"] for r in saved["trials"]] == [r["number"] for r in result.rows]
@@ -82,7 +105,10 @@ def test_three_trial_search_writes_table_plot_and_family(search):
         assert plot.format == "PNG" and plot.width > 300
     family = json.loads((work / "families" / "tiny-test.json").read_text())
     assert (family["alpha"], family["beta"], family["gamma"]) == (
-        result.chosen["alpha"], result.chosen["beta"], result.chosen["gamma"])
+        result.chosen["alpha"],
+        result.chosen["beta"],
+        result.chosen["gamma"],
+    )
     assert result.chosen["val_accuracy"] == max(r["val_accuracy"] for r in trained)
 
 
@@ -140,8 +166,20 @@ def test_killed_search_resumes_without_retraining_finished_trials(dataset, tmp_p
     from workbench.cli import main
 
     search_dir, families = tmp_path / "search", tmp_path / "families"
-    command = [sys.executable, "-m", "workbench", "scale-search", str(dataset), "--search-dir", str(search_dir),
-               "--families-dir", str(families), "--trials", "2", *TINY_FLAGS]
+    command = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "scale-search",
+        str(dataset),
+        "--search-dir",
+        str(search_dir),
+        "--families-dir",
+        str(families),
+        "--trials",
+        "2",
+        *TINY_FLAGS,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -161,8 +199,22 @@ def test_killed_search_resumes_without_retraining_finished_trials(dataset, tmp_p
     first = [e for e in read_events(search_dir) if e["type"] == "trial" and e["status"] == "trained"]
     assert len(first) >= 1 and not (search_dir / "results.csv").exists()
 
-    assert main(["scale-search", str(dataset), "--search-dir", str(search_dir), "--families-dir", str(families), "--trials", "2",
-                 *TINY_FLAGS]) == 0
+    assert (
+        main(
+            [
+                "scale-search",
+                str(dataset),
+                "--search-dir",
+                str(search_dir),
+                "--families-dir",
+                str(families),
+                "--trials",
+                "2",
+                *TINY_FLAGS,
+            ]
+        )
+        == 0
+    )
 
     events = [e for e in read_events(search_dir) if e["type"] == "trial"]
     trained = [(e["alpha"], e["beta"], e["gamma"]) for e in events if e["status"] == "trained"]
@@ -207,8 +259,9 @@ def test_candidates_hold_the_flops_constraint():
     paper = complete(1.2, 1.1, step=0.05, gamma_range=(1.0, 1.5))
     assert paper == Candidate(1.2, 1.1, 1.15)
     assert constraint_error(paper) == pytest.approx(abs(1.2 * 1.1**2 * 1.15**2 / 2 - 1))
-    space = feasible_grid(grid_values(1.0, 2.0, 0.05), grid_values(1.0, 1.5, 0.05), step=0.05,
-                          gamma_range=(1.0, 1.5), tolerance=0.05)
+    space = feasible_grid(
+        grid_values(1.0, 2.0, 0.05), grid_values(1.0, 1.5, 0.05), step=0.05, gamma_range=(1.0, 1.5), tolerance=0.05
+    )
     assert paper in space
     assert all(constraint_error(c) <= 0.05 and c.gamma >= 1.0 for c in space)
     assert grid_values(1.0, 1.3, 0.1) == [1.0, 1.1, 1.2, 1.3]
@@ -225,19 +278,24 @@ def test_budget_amounts_absolute_and_relative():
 
 
 def test_pareto_front_and_choice():
-    rows = [{"number": n, "status": "trained", "flops": f, "val_accuracy": a}
-            for n, f, a in [(0, 10, 0.5), (1, 20, 0.4), (2, 30, 0.7), (3, 15, 0.7)]]
+    rows = [
+        {"number": n, "status": "trained", "flops": f, "val_accuracy": a}
+        for n, f, a in [(0, 10, 0.5), (1, 20, 0.4), (2, 30, 0.7), (3, 15, 0.7)]
+    ]
     rows.append({"number": 4, "status": "skipped", "flops": 5, "val_accuracy": None})
     assert [r["number"] for r in pareto_front(rows, "flops")] == [0, 3]
     assert choose(rows)["number"] == 3  # the tie at 0.7 goes to fewer FLOPs
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--max-flops", "abc"], "--max-flops='abc' is not an amount"),
-    (["--tolerance", "2"], "tolerance=2.0 must be in [0, 1)"),
-    (["--alpha-range", "0.5,1.5"], "alpha_range=(0.5, 1.5)"),
-    (["--family", "My Family"], "invalid family name 'My Family'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max-flops", "abc"], "--max-flops='abc' is not an amount"),
+        (["--tolerance", "2"], "tolerance=2.0 must be in [0, 1)"),
+        (["--alpha-range", "0.5,1.5"], "alpha_range=(0.5, 1.5)"),
+        (["--family", "My Family"], "invalid family name 'My Family'"),
+    ],
+)
 def test_cli_rejects_bad_options_with_a_clear_message(flags, message, capsys):
     from workbench.cli import main
 

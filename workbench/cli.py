@@ -21,7 +21,11 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("export", "export", "export a run as SavedModel (TF Serving), .keras or TFLite (float32, float16, int8)"),
     ("predict", "predict", "top-k classes of images with a run, SavedModel, .keras or .tflite model"),
     ("train", "train", "fine-tune a variant on DATA (none: the embedded sample), then evaluate and export"),
-    ("scale-search", "scale_search", "search width/depth/resolution coefficients (α, β, γ) for DATA and a budget; saves a family"),
+    (
+        "scale-search",
+        "scale_search",
+        "search width/depth/resolution coefficients (α, β, γ) for DATA and a budget; saves a family",
+    ),
     ("app", "app", "start the Streamlit workbench app in the browser (Data, Model, Train, Evaluate, Export)"),
 ]
 

@@ -75,9 +75,7 @@ def preprocess_bytes(data, size: int):
     """One encoded image → float32 (size, size, 3) RGB in [0, 255], exactly as the evaluation pipeline."""
     import tensorflow as tf
 
-    image = tf.cond(
-        tf.io.is_jpeg(data), lambda: _decode_jpeg_centre(data, size), lambda: _decode_other_centre(data)
-    )
+    image = tf.cond(tf.io.is_jpeg(data), lambda: _decode_jpeg_centre(data, size), lambda: _decode_other_centre(data))
     image.set_shape([None, None, 3])
     image = _to_uint8(tf.image.resize(image, [size, size], method="bilinear"))
     image.set_shape([size, size, 3])

@@ -70,8 +70,10 @@ def _evaluation(run) -> dict | None:
 
 def _input_description(format: str, size: int) -> str:
     if format == "savedmodel":
-        return (f"encoded images (serving_default) or float32 RGB in [0, 255] of any size (serving_rgb); "
-                f"centre-cropped and resized to {size}x{size} inside the graph")
+        return (
+            f"encoded images (serving_default) or float32 RGB in [0, 255] of any size (serving_rgb); "
+            f"centre-cropped and resized to {size}x{size} inside the graph"
+        )
     if format == "tflite-int8":
         return f"uint8 RGB (B, {size}, {size}, 3) pixel values (input quantisation calibrated to [0, 255])"
     return f"float32 RGB (B, {size}, {size}, 3) in [0, 255], centre-cropped and resized; normalised inside the model"

@@ -150,8 +150,20 @@ def inspect_keras_archive(path: str | Path) -> dict:
 # Ops that touch the file system beyond the SavedModel's own variables, or call back into Python: a
 # workbench export never contains them, and a graph that does is a program we will not run.
 _FORBIDDEN_OPS = {
-    "ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc", "ImmutableConst",
-    "LoadAndRemapMatrix", "DecodeProtoV2", "EncodeProto", "Save", "SaveSlices", "Restore", "RestoreSlice",
+    "ReadFile",
+    "WriteFile",
+    "MatchingFiles",
+    "PyFunc",
+    "PyFuncStateless",
+    "EagerPyFunc",
+    "ImmutableConst",
+    "LoadAndRemapMatrix",
+    "DecodeProtoV2",
+    "EncodeProto",
+    "Save",
+    "SaveSlices",
+    "Restore",
+    "RestoreSlice",
 }
 _DT_STRING = 7  # tensorflow.core.framework.types_pb2.DT_STRING
 

@@ -13,7 +13,9 @@ CONFIG_FILE = PROJECT_ROOT / ".streamlit" / "config.toml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=None, help="port to serve on (default: 8501 from .streamlit/config.toml)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="port to serve on (default: 8501 from .streamlit/config.toml)"
+    )
     parser.add_argument(
         "--address", default=None, help="address to bind (default: localhost; use 0.0.0.0 to expose it on purpose)"
     )

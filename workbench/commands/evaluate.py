@@ -8,10 +8,17 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN", help="run directory (runs/<id>/) of a finished training run")
-    parser.add_argument("--data", default=None,
-                        help="evaluate on this data instead (folder, .zip or tfds:NAME; class names as in the run)")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
-                        help="which split to evaluate (default: test)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="evaluate on this data instead (folder, .zip or tfds:NAME; class names as in the run)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "all"),
+        help="which split to evaluate (default: test)",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON instead of the table")

@@ -9,8 +9,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="RUN", help="run directory (runs/<id>/) or a .keras model")
     parser.add_argument("image", metavar="IMAGE", help="image file (JPEG, PNG, GIF or BMP)")
-    parser.add_argument("--class", dest="class_name", default=None,
-                        help="class to explain (default: the predicted class)")
+    parser.add_argument(
+        "--class", dest="class_name", default=None, help="class to explain (default: the predicted class)"
+    )
     parser.add_argument("--out", default=None, help="output PNG (default: RUN/explain/<image>_<class>.png)")
 
 
@@ -22,6 +23,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"predicted {result['predicted']}; Grad-CAM of class {result['class']} "
-          f"(p={result['probability']:.3f}) written to {result['out']}")
+    print(
+        f"predicted {result['predicted']}; Grad-CAM of class {result['class']} "
+        f"(p={result['probability']:.3f}) written to {result['out']}"
+    )
     return 0

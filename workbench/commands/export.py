@@ -10,12 +10,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from workbench.export import FORMATS  # light: TensorFlow is imported only when an export runs
 
     parser.add_argument("run_dir", metavar="RUN", help="run directory (runs/<id>/) of a finished training run")
-    parser.add_argument("--format", default="savedmodel", choices=FORMATS,
-                        help="savedmodel (TF Serving layout), keras, tflite (float32), tflite-fp16 or tflite-int8 "
-                             "(full-integer, calibrated on the training split); default savedmodel")
+    parser.add_argument(
+        "--format",
+        default="savedmodel",
+        choices=FORMATS,
+        help="savedmodel (TF Serving layout), keras, tflite (float32), tflite-fp16 or tflite-int8 "
+        "(full-integer, calibrated on the training split); default savedmodel",
+    )
     parser.add_argument("--out", default=None, help="export base directory (default: saved_models/<run id>)")
-    parser.add_argument("--version", type=int, default=None,
-                        help="SavedModel version number (default: the next free one)")
+    parser.add_argument(
+        "--version", type=int, default=None, help="SavedModel version number (default: the next free one)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"labels and model card: {folder / 'labels.txt'}, {folder / 'model_card.md'}")
     quantization = read_card(folder).get("quantization")
     if quantization and "int8_accuracy" in quantization:
-        print(f"int8 accuracy {quantization['int8_accuracy']:.4f} vs {quantization['reference']} "
-              f"{quantization['float32_accuracy']:.4f} on {quantization['num_images']} {quantization['split']} images "
-              f"(top-1 agreement {quantization['top1_agreement']:.4f})")
+        print(
+            f"int8 accuracy {quantization['int8_accuracy']:.4f} vs {quantization['reference']} "
+            f"{quantization['float32_accuracy']:.4f} on {quantization['num_images']} {quantization['split']} images "
+            f"(top-1 agreement {quantization['top1_agreement']:.4f})"
+        )
     return 0

@@ -9,15 +9,22 @@ import tempfile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", nargs="?", default=None,
-                        help="folder of class folders, .zip archive or tfds:NAME (default: the embedded sample)")
+    parser.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="folder of class folders, .zip archive or tfds:NAME (default: the embedded sample)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split (default 0)")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="share of each class for val (0.15)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="share of each class for test (0.15)")
-    parser.add_argument("--workdir", default=None,
-                        help="keep extracted files, normalised copies and manifest.json here "
-                             "(default: a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="keep extracted files, normalised copies and manifest.json here "
+        "(default: a temporary folder, removed afterwards)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,8 +32,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with tempfile.TemporaryDirectory(prefix="workbench-inspect-") as tmp:
-            manifest = ingest(args.data, args.workdir or tmp, seed=args.seed,
-                              val_fraction=args.val_fraction, test_fraction=args.test_fraction)
+            manifest = ingest(
+                args.data,
+                args.workdir or tmp,
+                seed=args.seed,
+                val_fraction=args.val_fraction,
+                test_fraction=args.test_fraction,
+            )
             report = manifest.report()
             text = manifest.format_report()
     except (DataError, ValueError) as exc:  # DataError is a ValueError; bad fractions are ValueErrors too

@@ -31,12 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if "choices" not in kwargs:
                 kwargs["metavar"] = path.rsplit(".", 1)[-1].upper()
             parser.add_argument(_flag(path), dest=path, **kwargs)
-    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="continue runs/<id> from its last completed epoch, with its saved config")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue runs/<id> from its last completed epoch, with its saved config",
+    )
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--no-export", action="store_true", help="skip the export after training")
-    parser.add_argument("--export-format", default=_EXPORT_DEFAULT,
-                        help="export format after training (savedmodel, keras, tflite, tflite-fp16, tflite-int8)")
+    parser.add_argument(
+        "--export-format",
+        default=_EXPORT_DEFAULT,
+        help="export format after training (savedmodel, keras, tflite, tflite-fp16, tflite-int8)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output, only the final lines")
 
 
@@ -55,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             if overrides:
                 raise ValueError(
                     f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
-                    f"(or edit {args.resume}/config.yaml)")
+                    f"(or edit {args.resume}/config.yaml)"
+                )
         else:
             config = with_overrides(RunConfig(), overrides).validate()
     except ValueError as exc:

@@ -25,14 +25,14 @@ from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, atomic_path, at
 class TrainState:
     """Where a run stands; `checkpoints/state.json` after every completed epoch."""
 
-    phase: int = 1                       # the phase in progress (or finished last)
-    epochs_done: int = 0                 # completed epochs of `phase`
-    phase_done: bool = False             # `phase` ran to its end (all epochs or early stop)
+    phase: int = 1  # the phase in progress (or finished last)
+    epochs_done: int = 0  # completed epochs of `phase`
+    phase_done: bool = False  # `phase` ran to its end (all epochs or early stop)
     best_val_accuracy: float | None = None
     best_phase: int | None = None
     best_epoch: int | None = None
-    epochs_since_best: int = 0           # early-stopping counter within the current phase
-    last_weights: str | None = None      # file names in checkpoints/
+    epochs_since_best: int = 0  # early-stopping counter within the current phase
+    last_weights: str | None = None  # file names in checkpoints/
     last_optimizer: str | None = None
     best_weights: str | None = None
 
@@ -53,9 +53,9 @@ class TrainState:
 class RunSignals:
     """What the callbacks tell the recipe after `fit` returns."""
 
-    stopped: bool = False                # a STOP file ended the phase
+    stopped: bool = False  # a STOP file ended the phase
     early_stopped: bool = False
-    diverged: str | None = None          # message when the loss became NaN/Inf
+    diverged: str | None = None  # message when the loss became NaN/Inf
 
 
 def save_optimizer(optimizer, path: Path) -> None:
@@ -83,8 +83,18 @@ class ProgressEvents(keras.callbacks.Callback):
     """Writes `batch` events (at most every `min_interval_s`, plus each epoch's first and last
     step) and `epoch` events with images/s and the phase's ETA."""
 
-    def __init__(self, writer, *, phase: int, epochs: int, steps: int, num_images: int,
-                 global_batch: int, signals: RunSignals, min_interval_s: float = 0.25):
+    def __init__(
+        self,
+        writer,
+        *,
+        phase: int,
+        epochs: int,
+        steps: int,
+        num_images: int,
+        global_batch: int,
+        signals: RunSignals,
+        min_interval_s: float = 0.25,
+    ):
         super().__init__()
         self.signals = signals
         self.writer, self.phase, self.epochs, self.steps = writer, phase, epochs, steps
@@ -120,9 +130,14 @@ class ProgressEvents(keras.callbacks.Callback):
             self._last_emit = now
             elapsed = max(now - self._epoch_start, 1e-9)
             self.writer.batch(
-                phase=self.phase, epoch=self._epoch + 1, step=step, steps=self.steps,
-                loss=_float(logs.get("loss")), accuracy=_float(logs.get("accuracy")),
-                images_per_s=self._images(step) / elapsed, eta_s=self._eta(step),
+                phase=self.phase,
+                epoch=self._epoch + 1,
+                step=step,
+                steps=self.steps,
+                loss=_float(logs.get("loss")),
+                accuracy=_float(logs.get("accuracy")),
+                images_per_s=self._images(step) / elapsed,
+                eta_s=self._eta(step),
             )
 
     def on_epoch_end(self, epoch, logs=None):
@@ -131,9 +146,13 @@ class ProgressEvents(keras.callbacks.Callback):
         logs = logs or {}
         elapsed = max(time.perf_counter() - self._epoch_start, 1e-9)
         self.writer.epoch(
-            phase=self.phase, epoch=epoch + 1, loss=_float(logs.get("loss")),
-            accuracy=_float(logs.get("accuracy")), val_loss=_float(logs.get("val_loss")),
-            val_accuracy=_float(logs.get("val_accuracy")), images_per_s=self.num_images / elapsed,
+            phase=self.phase,
+            epoch=epoch + 1,
+            loss=_float(logs.get("loss")),
+            accuracy=_float(logs.get("accuracy")),
+            val_loss=_float(logs.get("val_loss")),
+            val_accuracy=_float(logs.get("val_accuracy")),
+            images_per_s=self.num_images / elapsed,
             eta_s=self._eta(self.steps),
         )
 
@@ -167,8 +186,7 @@ class NonFiniteGuard(keras.callbacks.Callback):
         loss = _float((logs or {}).get("loss"))
         if loss is not None and not math.isfinite(loss):
             self.signals.diverged = (
-                f"the training loss became {loss} in phase {self.phase}, epoch {self._epoch + 1}, "
-                f"step {batch + 1}"
+                f"the training loss became {loss} in phase {self.phase}, epoch {self._epoch + 1}, step {batch + 1}"
             )
             self.model.stop_training = True
 
@@ -182,8 +200,17 @@ class RunCheckpoint(keras.callbacks.Callback):
     alone (phase 1 on cached features), which shares its weights.
     """
 
-    def __init__(self, *, run_dir: Path, state: TrainState, model: keras.Model, optimizer,
-                 patience: int, signals: RunSignals, best_holder: dict):
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        state: TrainState,
+        model: keras.Model,
+        optimizer,
+        patience: int,
+        signals: RunSignals,
+        best_holder: dict,
+    ):
         super().__init__()
         self.run_dir, self.state, self.full_model, self.optimizer = run_dir, state, model, optimizer
         self.patience, self.signals, self.best_holder = patience, signals, best_holder

@@ -46,12 +46,11 @@ def _field(default: Any, help: str, choices: tuple | None = None, **kwargs: Any)
 class RecipeConfig:
     """Hyper-parameters of the two-phase recipe. The defaults are documented in README, "Training"."""
 
-    learning_rate: float = _field(
-        1e-3, "peak AdamW learning rate of phase 1 (head only), reached after warmup"
-    )
+    learning_rate: float = _field(1e-3, "peak AdamW learning rate of phase 1 (head only), reached after warmup")
     fine_tune_learning_rate: float = _field(
-        1e-4, "peak AdamW learning rate of phase 2 (top blocks unfrozen); lower, so the pretrained "
-        "features are adjusted rather than overwritten"
+        1e-4,
+        "peak AdamW learning rate of phase 2 (top blocks unfrozen); lower, so the pretrained "
+        "features are adjusted rather than overwritten",
     )
     warmup_fraction: float = _field(
         0.1, "fraction of each phase's steps spent warming the learning rate up linearly from 0"
@@ -59,8 +58,9 @@ class RecipeConfig:
     weight_decay: float = _field(0.004, "AdamW decoupled weight decay (the Keras default)")
     label_smoothing: float = _field(0.1, "label smoothing of the categorical cross-entropy")
     class_weights: str = _field(
-        "auto", "weight the loss by inverse class frequency: auto = only when the largest class "
-        "is more than 1.5x the smallest", CLASS_WEIGHTS
+        "auto",
+        "weight the loss by inverse class frequency: auto = only when the largest class is more than 1.5x the smallest",
+        CLASS_WEIGHTS,
     )
     early_stopping_patience: int = _field(
         3, "stop a phase after this many epochs without a better validation accuracy (0 = never)"
@@ -69,19 +69,20 @@ class RecipeConfig:
         3, "phase 2 unfreezes this many blocks from the top (the `top` conv counts as one block)"
     )
     cache_features: str = _field(
-        "auto", "phase 1 trains the head on backbone features computed once: auto = when the "
-        "augmentation needs no pixel work (augment none)", CACHE_FEATURES
+        "auto",
+        "phase 1 trains the head on backbone features computed once: auto = when the "
+        "augmentation needs no pixel work (augment none)",
+        CACHE_FEATURES,
     )
-    dropout: float | None = _field(
-        None, "dropout rate before the classifier; empty = the variant's published rate"
-    )
+    dropout: float | None = _field(None, "dropout rate before the classifier; empty = the variant's published rate")
     val_fraction: float | None = _field(
-        None, "fraction of each class held out for validation when the data has no val/ split; "
-        "empty = the pipelines default"
+        None,
+        "fraction of each class held out for validation when the data has no val/ split; empty = the pipelines default",
     )
     test_fraction: float | None = _field(
-        None, "fraction of each class held out for the final test when the data has no test/ "
-        "split; empty = the pipelines default"
+        None,
+        "fraction of each class held out for the final test when the data has no test/ "
+        "split; empty = the pipelines default",
     )
 
 
@@ -90,36 +91,30 @@ class RunConfig:
     """One training run: data, model, hardware and the recipe."""
 
     data: str | None = _field(
-        None, "image folder (one sub-folder per class), .zip of one, or tfds:NAME; empty = the "
-        "embedded sample dataset"
+        None, "image folder (one sub-folder per class), .zip of one, or tfds:NAME; empty = the embedded sample dataset"
     )
-    variant: str = _field(
-        "lite0", "EfficientNet variant: b0..b7, lite0..lite4, phi=<float> (see `workbench variants`)"
-    )
+    variant: str = _field("lite0", "EfficientNet variant: b0..b7, lite0..lite4, phi=<float> (see `workbench variants`)")
     weights: str | None = _field(
         "imagenet", "initial weights: imagenet, none (random init) or a path to a .h5 / .weights.h5 file"
     )
     image_size: int | None = _field(
-        None, f"input resolution in pixels; empty = the variant's own ({SAMPLE_IMAGE_SIZE} px for "
-        "the embedded sample)"
+        None, f"input resolution in pixels; empty = the variant's own ({SAMPLE_IMAGE_SIZE} px for the embedded sample)"
     )
     batch_size: int = _field(32, "images per replica per step; the global batch is this x replicas")
     epochs: int = _field(10, "phase 1 epochs (frozen backbone, head only)")
     fine_tune_epochs: int = _field(3, "phase 2 epochs (top blocks unfrozen); 0 skips phase 2")
     augment: str = _field("none", "augmentation preset of the training images", AUGMENTS)
     precision: str = _field(
-        "auto", "numeric precision: auto = mixed_float16 on a GPU of compute capability 7.0 or "
-        "higher, float32 on CPU", PRECISIONS
+        "auto",
+        "numeric precision: auto = mixed_float16 on a GPU of compute capability 7.0 or higher, float32 on CPU",
+        PRECISIONS,
     )
     strategy: str = _field(
-        "auto", "distribution strategy: auto = mirrored when more than one GPU is visible",
-        STRATEGIES
+        "auto", "distribution strategy: auto = mirrored when more than one GPU is visible", STRATEGIES
     )
     seed: int = _field(0, "random seed for the split, shuffling and the head's initialisation")
     out: str = _field("runs", "folder in which a new run directory runs/<run-id>/ is created")
-    run_dir: str | None = _field(
-        None, "explicit run directory (overrides out); the app picks it so it can reattach"
-    )
+    run_dir: str | None = _field(None, "explicit run directory (overrides out); the app picks it so it can reattach")
     # _field turns a dataclass default into a default_factory, so no instance is shared.
     recipe: RecipeConfig = _field(RecipeConfig(), "two-phase recipe hyper-parameters")  # noqa: RUF009
 
@@ -188,12 +183,16 @@ class RunConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise ValueError(f"{name}={value} must be 0 or more")
-        for name, value in {"recipe.learning_rate": r.learning_rate,
-                            "recipe.fine_tune_learning_rate": r.fine_tune_learning_rate}.items():
+        for name, value in {
+            "recipe.learning_rate": r.learning_rate,
+            "recipe.fine_tune_learning_rate": r.fine_tune_learning_rate,
+        }.items():
             if not value > 0:
                 raise ValueError(f"{name}={value} must be greater than 0 (try 1e-3 for the head)")
-        for name, value in {"recipe.warmup_fraction": r.warmup_fraction,
-                            "recipe.label_smoothing": r.label_smoothing}.items():
+        for name, value in {
+            "recipe.warmup_fraction": r.warmup_fraction,
+            "recipe.label_smoothing": r.label_smoothing,
+        }.items():
             if not 0 <= value < 1:
                 raise ValueError(f"{name}={value} must be in [0, 1)")
         if r.dropout is not None and not 0 <= r.dropout < 1:
@@ -214,9 +213,9 @@ def _resolve_type(tp: Any) -> Any:
 
 
 def _optional(tp: Any) -> bool:
-    return (isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union) and type(
-        None
-    ) in typing.get_args(tp)
+    return (isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union) and type(None) in typing.get_args(
+        tp
+    )
 
 
 def coerce(path: str, tp: Any, value: Any) -> Any:
@@ -254,10 +253,7 @@ def _from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
     unknown = sorted(set(values) - set(known))
     if unknown:
         where = f" in {prefix.rstrip('.')}" if prefix else ""
-        raise ValueError(
-            f"unknown option(s){where}: {', '.join(unknown)}; known options are: "
-            f"{', '.join(known)}"
-        )
+        raise ValueError(f"unknown option(s){where}: {', '.join(unknown)}; known options are: {', '.join(known)}")
     kwargs = {}
     for name, value in values.items():
         tp = hints[name]

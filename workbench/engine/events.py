@@ -82,10 +82,16 @@ class EventWriter:
     def epoch(self, **fields: Any) -> dict:
         return self.emit("epoch", **fields)
 
-    def done(self, run_dir: str | Path, best_val_accuracy: float | None, model_path: str | Path | None,
-             **extra: Any) -> dict:
-        return self.emit("done", run_dir=str(run_dir), best_val_accuracy=best_val_accuracy,
-                         model_path=None if model_path is None else str(model_path), **extra)
+    def done(
+        self, run_dir: str | Path, best_val_accuracy: float | None, model_path: str | Path | None, **extra: Any
+    ) -> dict:
+        return self.emit(
+            "done",
+            run_dir=str(run_dir),
+            best_val_accuracy=best_val_accuracy,
+            model_path=None if model_path is None else str(model_path),
+            **extra,
+        )
 
     def error(self, message: str, **extra: Any) -> dict:
         return self.emit("error", message=message, **extra)
@@ -143,8 +149,14 @@ def summarize(events: list[dict]) -> dict:
     """Where a run stands, from its events: the last phase/epoch/batch, best val accuracy,
     and `status` in `running | done | error`."""
     status = "running"
-    summary: dict[str, Any] = {"best_val_accuracy": None, "phase": None, "epoch": None,
-                               "batch": None, "error": None, "done": None}
+    summary: dict[str, Any] = {
+        "best_val_accuracy": None,
+        "phase": None,
+        "epoch": None,
+        "batch": None,
+        "error": None,
+        "done": None,
+    }
     for event in events:
         kind = event["type"]
         if kind == "phase":
@@ -166,4 +178,3 @@ def summarize(events: list[dict]) -> dict:
             status, summary["error"] = "error", event
     summary["status"] = status
     return summary
-

@@ -17,7 +17,10 @@ from workbench.engine.rundir import atomic_path
 
 
 def extract_features(
-    extractor, dataset, *, on_batch: Callable[[int, int], None] | None = None,
+    extractor,
+    dataset,
+    *,
+    on_batch: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Pooled features (float32) and labels of every batch of `dataset`, in dataset order.

@@ -45,10 +45,12 @@ class ProgressPrinter:
             self._epochs[event["phase"]] = event["epochs"]
             extra = ""
             if event["phase"] == 1:
-                extra = (f" | {event.get('strategy')} x{event.get('replicas')} replicas, batch "
-                         f"{event.get('batch_size')}/replica = {event.get('global_batch_size')} global, "
-                         f"{event.get('precision')}, {event.get('image_size')} px, "
-                         f"{event.get('num_train')} train / {event.get('num_val')} val images")
+                extra = (
+                    f" | {event.get('strategy')} x{event.get('replicas')} replicas, batch "
+                    f"{event.get('batch_size')}/replica = {event.get('global_batch_size')} global, "
+                    f"{event.get('precision')}, {event.get('image_size')} px, "
+                    f"{event.get('num_train')} train / {event.get('num_val')} val images"
+                )
             resumed = f" (resumed at epoch {event.get('start_epoch')})" if event.get("resumed") else ""
             self._print(f"phase {event['phase']}: {event['name']}, {event['epochs']} epochs{resumed}{extra}")
         elif kind == "batch" and self.live:
@@ -61,8 +63,10 @@ class ProgressPrinter:
             else:
                 label = f"epoch {event['epoch']}/{self._epochs.get(event['phase'], '?')}"
                 metrics = f" loss {_fmt(event.get('loss'))} acc {_fmt(event.get('accuracy'))}"
-            text = (f"  {label} [{bar}] {event['step']}/{steps}{metrics} "
-                    f"{event.get('images_per_s') or 0:.0f} img/s ETA {_fmt_seconds(event.get('eta_s'))}")
+            text = (
+                f"  {label} [{bar}] {event['step']}/{steps}{metrics} "
+                f"{event.get('images_per_s') or 0:.0f} img/s ETA {_fmt_seconds(event.get('eta_s'))}"
+            )
             self.stream.write("\r\033[K" + text)
             self.stream.flush()
             self._open_line = True
@@ -70,7 +74,8 @@ class ProgressPrinter:
             self._print(
                 f"  epoch {event['epoch']}/{self._epochs.get(event['phase'], '?')}: loss {_fmt(event.get('loss'))} "
                 f"acc {_fmt(event.get('accuracy'))} val_loss {_fmt(event.get('val_loss'))} "
-                f"val_acc {_fmt(event.get('val_accuracy'))} ({event.get('images_per_s') or 0:.0f} img/s)")
+                f"val_acc {_fmt(event.get('val_accuracy'))} ({event.get('images_per_s') or 0:.0f} img/s)"
+            )
         elif kind == "error":
             self._print(f"error: {event['message']}")
         elif kind == "done" and self._open_line:

@@ -60,7 +60,7 @@ class RunResult:
     run_dir: Path
     best_val_accuracy: float | None
     model_path: Path | None
-    stopped: bool = False                 # a STOP file ended the run early
+    stopped: bool = False  # a STOP file ended the run early
     best_phase: int | None = None
     best_epoch: int | None = None
     precision: str = "float32"
@@ -69,11 +69,10 @@ class RunResult:
     global_batch_size: int = 0
     cached_features: bool = False
     seconds: float = 0.0
-    chief: bool = True                    # False on the other workers of a multi-worker run
+    chief: bool = True  # False on the other workers of a multi-worker run
 
 
-def fine_tune(config: RunConfig | dict | None = None, *,
-              listeners: Iterable[Callable[[dict], None]] = ()) -> RunResult:
+def fine_tune(config: RunConfig | dict | None = None, *, listeners: Iterable[Callable[[dict], None]] = ()) -> RunResult:
     """Train a new run. `config` is a RunConfig or a dict for `RunConfig.from_dict`.
 
     `listeners` receive every event as it is written (the CLI's progress bar is one).
@@ -156,17 +155,16 @@ class _Run:
             self.state = TrainState.load(run_dir) or TrainState()
             done = [e for e in read_events(run_dir) if e["type"] == "done"]
             if done and not done[-1].get("stopped") and (run_dir / MODEL_FILE).exists():
-                raise ValueError(f"run {run_dir} is already complete ({MODEL_FILE} is there); "
-                                 "start a new run instead of resuming")
+                raise ValueError(
+                    f"run {run_dir} is already complete ({MODEL_FILE} is there); start a new run instead of resuming"
+                )
         else:
             self.state = TrainState()
             config.save(run_dir / CONFIG_FILE)
 
         self.manifest = self._load_data(resuming)
         write_labels(run_dir, self.manifest.classes)
-        self.image_size = config.image_size or (
-            SAMPLE_IMAGE_SIZE if config.data is None else self._spec().resolution
-        )
+        self.image_size = config.image_size or (SAMPLE_IMAGE_SIZE if config.data is None else self._spec().resolution)
         self.replicas = int(self.strategy.num_replicas_in_sync)
         self.global_batch = config.batch_size * self.replicas
         self.class_weight = self._class_weight()
@@ -221,9 +219,14 @@ class _Run:
         from pipelines import make_datasets
         from workbench.engine.strategy import shard_policy_name, with_sharding_policy
 
-        ds = make_datasets(self.manifest, image_size=self.image_size, batch_size=self.global_batch,
-                           augment=self.config.augment, seed=self.config.seed,
-                           shard_policy=shard_policy_name(self.strategy))
+        ds = make_datasets(
+            self.manifest,
+            image_size=self.image_size,
+            batch_size=self.global_batch,
+            augment=self.config.augment,
+            seed=self.config.seed,
+            shard_policy=shard_policy_name(self.strategy),
+        )
         self.shard = lambda d: with_sharding_policy(d, self.strategy)
         if self.replicas > 1:
             # A last global batch smaller than the replica count leaves a replica an empty batch,
@@ -244,8 +247,13 @@ class _Run:
         weights = self.config.weights
         if isinstance(weights, str) and weights.lower() == "none":
             weights = None
-        model = build_model(self.config.variant, num_classes=len(self.manifest.classes), weights=weights,
-                            input_shape=(self.image_size, self.image_size, 3), dropout=self.config.recipe.dropout)
+        model = build_model(
+            self.config.variant,
+            num_classes=len(self.manifest.classes),
+            weights=weights,
+            input_shape=(self.image_size, self.image_size, 3),
+            dropout=self.config.recipe.dropout,
+        )
         if weights is None or str(weights) == "imagenet":
             # A new head starts at zero (as in BiT, Kolesnikov et al. 2020): the first loss is ln(C).
             # The keras.applications initialiser (fan_out scaling, made for 1000 classes) gives a
@@ -269,8 +277,11 @@ class _Run:
         else:
             unfrozen = unfreeze_top_blocks(self.model, self.config.recipe.unfreeze_blocks)
         if not hasattr(self, "_drop_rates"):
-            self._drop_rates = {layer.name: layer.rate for layer in self.model.layers
-                                if isinstance(layer, keras.layers.Dropout) and block_of(layer.name) is not None}
+            self._drop_rates = {
+                layer.name: layer.rate
+                for layer in self.model.layers
+                if isinstance(layer, keras.layers.Dropout) and block_of(layer.name) is not None
+            }
         for layer in self.model.layers:
             if layer.name in self._drop_rates:
                 layer.rate = self._drop_rates[layer.name] if block_of(layer.name) in unfrozen else 0.0
@@ -289,8 +300,11 @@ class _Run:
         warmup = int(self.config.recipe.warmup_fraction * total_steps)
         if warmup > 0:
             schedule = keras.optimizers.schedules.CosineDecay(
-                initial_learning_rate=0.0, decay_steps=max(total_steps - warmup, 1),
-                warmup_target=learning_rate, warmup_steps=warmup)
+                initial_learning_rate=0.0,
+                decay_steps=max(total_steps - warmup, 1),
+                warmup_target=learning_rate,
+                warmup_steps=warmup,
+            )
         else:
             schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(total_steps, 1))
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=self.config.recipe.weight_decay)
@@ -314,11 +328,22 @@ class _Run:
     def _phase_event(self, phase: int, name: str, epochs: int, **extra):
         resumed = self.resume_dir is not None and self.state.phase == phase and self.state.epochs_done > 0
         self.writer.phase(
-            phase=phase, name=name, epochs=epochs, start_epoch=self.state.epochs_done + 1 if resumed else 1,
-            resumed=resumed, strategy=strategy_label(self.strategy), replicas=self.replicas,
-            batch_size=self.config.batch_size, global_batch_size=self.global_batch, precision=self.policy,
-            image_size=self.image_size, num_train=self.manifest.split_sizes()["train"],
-            num_val=self.manifest.split_sizes()["val"], skipped_images=self._skipped(), **extra)
+            phase=phase,
+            name=name,
+            epochs=epochs,
+            start_epoch=self.state.epochs_done + 1 if resumed else 1,
+            resumed=resumed,
+            strategy=strategy_label(self.strategy),
+            replicas=self.replicas,
+            batch_size=self.config.batch_size,
+            global_batch_size=self.global_batch,
+            precision=self.policy,
+            image_size=self.image_size,
+            num_train=self.manifest.split_sizes()["train"],
+            num_val=self.manifest.split_sizes()["val"],
+            skipped_images=self._skipped(),
+            **extra,
+        )
 
     def _skipped(self) -> dict[str, int]:
         """Images left out per epoch by `_skip_small_batches` (0 on one replica)."""
@@ -349,8 +374,9 @@ class _Run:
                 return True  # STOP during the feature pass
             from workbench.engine.features import feature_dataset
 
-            train = feature_dataset(cache["train_x"], cache["train_y"], self.global_batch, shuffle=True,
-                                    seed=config.seed)
+            train = feature_dataset(
+                cache["train_x"], cache["train_y"], self.global_batch, shuffle=True, seed=config.seed
+            )
             val = feature_dataset(cache["val_x"], cache["val_y"], self.global_batch, shuffle=False, seed=0)
             if self.replicas > 1:
                 train = _skip_small_batches(train, len(cache["train_x"]), self.global_batch, self.replicas)
@@ -360,8 +386,7 @@ class _Run:
             train, val = self.shard(train), self.shard(val)
         else:
             train, val, fit_model = self.datasets.train, self.datasets.val, self.model
-        return self._fit(1, fit_model, train, val, config.epochs,
-                         config.recipe.learning_rate, n_train)
+        return self._fit(1, fit_model, train, val, config.epochs, config.recipe.learning_rate, n_train)
 
     def _phase2(self) -> bool:
         config, state = self.config, self.state
@@ -374,9 +399,15 @@ class _Run:
             self.model.set_weights(self.best_holder["weights"])
         blocks = self._set_trainable(2)
         self._phase_event(2, "fine-tune (top blocks unfrozen)", config.fine_tune_epochs, unfrozen_blocks=blocks)
-        return self._fit(2, self.model, self.datasets.train, self.datasets.val,
-                         config.fine_tune_epochs, config.recipe.fine_tune_learning_rate,
-                         self.manifest.split_sizes()["train"])
+        return self._fit(
+            2,
+            self.model,
+            self.datasets.train,
+            self.datasets.val,
+            config.fine_tune_epochs,
+            config.recipe.fine_tune_learning_rate,
+            self.manifest.split_sizes()["train"],
+        )
 
     def _fit(self, phase: int, fit_model, train, val, epochs: int, learning_rate: float, n_train: int) -> bool:
         """One phase; returns True when a STOP file ended it."""
@@ -407,27 +438,51 @@ class _Run:
         callbacks = [
             NonFiniteGuard(phase, signals),
             StopFile(self.run_dir, signals),
-            ProgressEvents(self.writer, phase=phase, epochs=epochs, steps=steps, num_images=n_train,
-                           global_batch=self.global_batch, signals=signals),
-            RunCheckpoint(run_dir=self.run_dir, state=state, model=self.model, optimizer=optimizer,
-                          patience=self.config.recipe.early_stopping_patience, signals=signals,
-                          best_holder=self.best_holder),
+            ProgressEvents(
+                self.writer,
+                phase=phase,
+                epochs=epochs,
+                steps=steps,
+                num_images=n_train,
+                global_batch=self.global_batch,
+                signals=signals,
+            ),
+            RunCheckpoint(
+                run_dir=self.run_dir,
+                state=state,
+                model=self.model,
+                optimizer=optimizer,
+                patience=self.config.recipe.early_stopping_patience,
+                signals=signals,
+                best_holder=self.best_holder,
+            ),
         ]
         from workbench.engine.strategy import keras_fit_fixes
 
         with keras_fit_fixes(fit_model, self.strategy):
-            fit_model.fit(train, validation_data=val, epochs=epochs, initial_epoch=initial_epoch,
-                          callbacks=callbacks, class_weight=self.class_weight, shuffle=False, verbose=0)
+            fit_model.fit(
+                train,
+                validation_data=val,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                class_weight=self.class_weight,
+                shuffle=False,
+                verbose=0,
+            )
         if signals.diverged:
             if state.best_weights:
-                kept = (f"the last good checkpoints are kept in {self.run_dir / CHECKPOINTS_DIR} (best: "
-                        f"val_accuracy {state.best_val_accuracy:.4f}, phase {state.best_phase} epoch "
-                        f"{state.best_epoch})")
+                kept = (
+                    f"the last good checkpoints are kept in {self.run_dir / CHECKPOINTS_DIR} (best: "
+                    f"val_accuracy {state.best_val_accuracy:.4f}, phase {state.best_phase} epoch "
+                    f"{state.best_epoch})"
+                )
             else:
                 kept = "no epoch had completed, so there is no checkpoint"
             raise TrainingError(
                 f"{signals.diverged}; training stopped and {kept}. Lower the learning rate "
-                f"(--learning-rate / --fine-tune-learning-rate) or use --precision float32, then start a new run")
+                f"(--learning-rate / --fine-tune-learning-rate) or use --precision float32, then start a new run"
+            )
         if signals.stopped:
             return True
         state.phase_done = True
@@ -439,8 +494,13 @@ class _Run:
         from workbench.models.surgery import feature_extractor
 
         path = self.run_dir / CHECKPOINTS_DIR / "features.npz"
-        key = {"variant": self.config.variant, "weights": str(self.config.weights), "image_size": self.image_size,
-               "splits": self.manifest.split_sizes(), "seed": self.config.seed}
+        key = {
+            "variant": self.config.variant,
+            "weights": str(self.config.weights),
+            "image_size": self.image_size,
+            "splits": self.manifest.split_sizes(),
+            "seed": self.config.seed,
+        }
         cache = load_cache(path, key)
         if cache is not None:
             return cache
@@ -459,11 +519,25 @@ class _Run:
                 progress["images"] = before["images"] + _n
                 seen, elapsed = progress["images"], max(time.perf_counter() - start, 1e-9)
                 # Epoch 0 of phase 1 is the single pass that computes the cached features.
-                self.writer.batch(phase=1, epoch=0, step=progress["steps"], steps=total_steps, loss=None,
-                                  accuracy=None, images_per_s=seen / elapsed,
-                                  eta_s=(total_images - seen) * elapsed / seen, stage="features", split=split)
-            result = extract_features(extractor, self.datasets.plain(split), on_batch=on_batch,
-                                      should_stop=lambda: stop_requested(self.run_dir))
+                self.writer.batch(
+                    phase=1,
+                    epoch=0,
+                    step=progress["steps"],
+                    steps=total_steps,
+                    loss=None,
+                    accuracy=None,
+                    images_per_s=seen / elapsed,
+                    eta_s=(total_images - seen) * elapsed / seen,
+                    stage="features",
+                    split=split,
+                )
+
+            result = extract_features(
+                extractor,
+                self.datasets.plain(split),
+                on_batch=on_batch,
+                should_stop=lambda: stop_requested(self.run_dir),
+            )
             if result is None:
                 return None
             cache[f"{split}_x"], cache[f"{split}_y"] = result
@@ -480,13 +554,28 @@ class _Run:
             model_path = self.run_dir / MODEL_FILE
             with atomic_path(model_path) as tmp:
                 self.model.save(tmp)
-        self.writer.done(run_dir=self.run_dir, best_val_accuracy=state.best_val_accuracy, model_path=model_path,
-                         stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch)
+        self.writer.done(
+            run_dir=self.run_dir,
+            best_val_accuracy=state.best_val_accuracy,
+            model_path=model_path,
+            stopped=stopped,
+            best_phase=state.best_phase,
+            best_epoch=state.best_epoch,
+        )
         return RunResult(
-            run_dir=self.run_dir, best_val_accuracy=state.best_val_accuracy, model_path=model_path,
-            stopped=stopped, best_phase=state.best_phase, best_epoch=state.best_epoch, precision=self.policy,
-            strategy=strategy_label(self.strategy), replicas=self.replicas, global_batch_size=self.global_batch,
-            cached_features=self._use_cache(), chief=self.chief)
+            run_dir=self.run_dir,
+            best_val_accuracy=state.best_val_accuracy,
+            model_path=model_path,
+            stopped=stopped,
+            best_phase=state.best_phase,
+            best_epoch=state.best_epoch,
+            precision=self.policy,
+            strategy=strategy_label(self.strategy),
+            replicas=self.replicas,
+            global_batch_size=self.global_batch,
+            cached_features=self._use_cache(),
+            chief=self.chief,
+        )
 
 
 def _load_weights(model, path: Path) -> None:

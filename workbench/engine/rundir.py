@@ -118,8 +118,10 @@ def pid_file(run_dir: Path) -> Iterator[None]:
     """Hold `run_dir/pid` while training; refuse when another live process holds it."""
     other = running_pid(run_dir)
     if other is not None and other != os.getpid():
-        raise ValueError(f"run {run_dir} is already being trained by process {other}; stop it first "
-                         f"(touch {run_dir / STOP_FILE}) or wait for it")
+        raise ValueError(
+            f"run {run_dir} is already being trained by process {other}; stop it first "
+            f"(touch {run_dir / STOP_FILE}) or wait for it"
+        )
     atomic_write_text(run_dir / PID_FILE, f"{os.getpid()}\n")
     try:
         yield

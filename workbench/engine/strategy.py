@@ -60,8 +60,7 @@ def resolve_strategy(name: str):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError, RuntimeError) as exc:
         raise ValueError(
-            f"strategy=tpu found no TPU ({exc}); run on a TPU VM or set TPU_NAME, or use "
-            "--strategy auto"
+            f"strategy=tpu found no TPU ({exc}); run on a TPU VM or set TPU_NAME, or use --strategy auto"
         ) from exc
     return tf.distribute.TPUStrategy(resolver)
 
@@ -109,7 +108,8 @@ def with_sharding_policy(dataset, strategy):
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA if shard_policy_name(strategy) == "data"
+        tf.data.experimental.AutoShardPolicy.DATA
+        if shard_policy_name(strategy) == "data"
         else tf.data.experimental.AutoShardPolicy.OFF
     )
     return dataset.with_options(options)

@@ -60,14 +60,10 @@ def compute_report(
     # classes absent from the split stay zero instead of dividing by zero.
     normalised = np.divide(matrix, support[:, None], out=np.zeros(matrix.shape), where=support[:, None] > 0)
 
-    precision, recall, f1, support_sk = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support_sk = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     averages = {}
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
-        )
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average, zero_division=0)
         averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
 
     k = max(1, min(int(top_k), num_classes))
@@ -162,8 +158,6 @@ def summary_table(report: dict) -> str:
         f"mean loss {report['mean_loss']:.4f}   images {report['num_examples']}"
     )
     if report["most_confused"]:
-        confused = ", ".join(
-            f"{p['true']}→{p['predicted']} ({p['count']})" for p in report["most_confused"][:5]
-        )
+        confused = ", ".join(f"{p['true']}→{p['predicted']} ({p['count']})" for p in report["most_confused"][:5])
         lines.append(f"most confused: {confused}")
     return "\n".join(lines)

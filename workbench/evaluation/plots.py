@@ -101,8 +101,7 @@ def plot_misclassified(report: dict, path: Path, columns: int = 4) -> Path:
         except (OSError, TypeError, ValueError):
             axes.text(0.5, 0.5, "image unreadable", ha="center", va="center")
         axes.set_title(
-            f"{example['true']} → {example['predicted']}\n"
-            f"p={example['confidence']:.2f}, loss {example['loss']:.2f}",
+            f"{example['true']} → {example['predicted']}\np={example['confidence']:.2f}, loss {example['loss']:.2f}",
             fontsize=9,
         )
     figure.suptitle("Highest-loss misclassified images")

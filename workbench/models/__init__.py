@@ -26,6 +26,16 @@ def list_variants(*args, **kwargs):
 list_variants.__doc__ = "The family table; see workbench.models.registry.list_variants."
 
 __all__ = [
-    "ALPHA", "BETA", "GAMMA", "ScalingFamily", "VariantSpec", "build_model", "custom_variant",
-    "get_variant", "list_variants", "published_names", "round_filters", "round_repeats",
+    "ALPHA",
+    "BETA",
+    "GAMMA",
+    "ScalingFamily",
+    "VariantSpec",
+    "build_model",
+    "custom_variant",
+    "get_variant",
+    "list_variants",
+    "published_names",
+    "round_filters",
+    "round_repeats",
 ]

@@ -21,8 +21,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # He-style init for convolutions and a small uniform init for the classifier, as in the paper's code.
-CONV_INIT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
-DENSE_INIT = {"class_name": "VarianceScaling", "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"}}
+CONV_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"},
+}
+DENSE_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0 / 3.0, "mode": "fan_out", "distribution": "uniform"},
+}
 
 HEAD_LAYERS = ("avg_pool", "top_dropout", "predictions")
 NORMALIZATION_LAYER = "normalization"
@@ -83,7 +89,9 @@ def mbconv_block(
     filters = filters_in * expand_ratio
     x = inputs
     if expand_ratio != 1:
-        x = layers.Conv2D(filters, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name + "expand_conv")(x)
+        x = layers.Conv2D(
+            filters, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name + "expand_conv"
+        )(x)
         x = layers.BatchNormalization(name=name + "expand_bn")(x)
         x = layers.Activation(activation, name=name + "expand_activation")(x)
     if strides == 2:
@@ -92,7 +100,12 @@ def mbconv_block(
     else:
         padding = "same"
     x = layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding=padding, use_bias=False, depthwise_initializer=CONV_INIT, name=name + "dwconv"
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        depthwise_initializer=CONV_INIT,
+        name=name + "dwconv",
     )(x)
     x = layers.BatchNormalization(name=name + "bn")(x)
     x = layers.Activation(activation, name=name + "activation")(x)
@@ -100,10 +113,16 @@ def mbconv_block(
         filters_se = max(1, int(filters_in * se_ratio))
         se = layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
         se = layers.Reshape((1, 1, filters), name=name + "se_reshape")(se)
-        se = layers.Conv2D(filters_se, 1, padding="same", activation=activation, kernel_initializer=CONV_INIT, name=name + "se_reduce")(se)
-        se = layers.Conv2D(filters, 1, padding="same", activation="sigmoid", kernel_initializer=CONV_INIT, name=name + "se_expand")(se)
+        se = layers.Conv2D(
+            filters_se, 1, padding="same", activation=activation, kernel_initializer=CONV_INIT, name=name + "se_reduce"
+        )(se)
+        se = layers.Conv2D(
+            filters, 1, padding="same", activation="sigmoid", kernel_initializer=CONV_INIT, name=name + "se_expand"
+        )(se)
         x = layers.Multiply(name=name + "se_excite")([x, se])
-    x = layers.Conv2D(filters_out, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name + "project_conv")(x)
+    x = layers.Conv2D(
+        filters_out, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name + "project_conv"
+    )(x)
     x = layers.BatchNormalization(name=name + "project_bn")(x)
     if strides == 1 and filters_in == filters_out:
         if drop_rate > 0:
@@ -188,7 +207,9 @@ def build_model(
 
     stem_filters = STEM_FILTERS if spec.lite else round_filters(STEM_FILTERS, spec.width)
     x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name="stem_conv_pad")(x)
-    x = layers.Conv2D(stem_filters, 3, strides=2, padding="valid", use_bias=False, kernel_initializer=CONV_INIT, name="stem_conv")(x)
+    x = layers.Conv2D(
+        stem_filters, 3, strides=2, padding="valid", use_bias=False, kernel_initializer=CONV_INIT, name="stem_conv"
+    )(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.Activation(spec.activation, name="stem_activation")(x)
 
@@ -207,7 +228,11 @@ def build_model(
         x = layers.Dropout(rate, name="top_dropout")(x)
     # float32 head: softmax and the loss stay numerically safe under mixed precision.
     outputs = layers.Dense(
-        num_classes, activation=classifier_activation, kernel_initializer=DENSE_INIT, dtype="float32", name="predictions"
+        num_classes,
+        activation=classifier_activation,
+        kernel_initializer=DENSE_INIT,
+        dtype="float32",
+        name="predictions",
     )(x)
     model = keras.Model(inputs, outputs, name=spec.model_name)
     _set_normalization(model, spec)

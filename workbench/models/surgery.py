@@ -68,7 +68,7 @@ def unfreeze_top_blocks(model: keras.Model, n: int) -> list[str]:
     blocks = block_names(model)
     if n < 0:
         raise ValueError(f"number of blocks to unfreeze must be >= 0, got {n}")
-    chosen = blocks[len(blocks) - min(n, len(blocks)):] if n else []
+    chosen = blocks[len(blocks) - min(n, len(blocks)) :] if n else []
     _set_trainable(model, set(chosen))
     return chosen
 

@@ -66,9 +66,7 @@ class _StateDictUnpickler(pickle.Unpickler):
             return _rebuild_tensor
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: only plain tensor state dicts are accepted"
-        )
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain tensor state dicts are accepted")
 
     def persistent_load(self, saved_id):
         kind, storage_type, key, _location, numel, *_ = saved_id

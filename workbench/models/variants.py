@@ -110,12 +110,23 @@ def _published(name: str) -> VariantSpec:
     if name in _B_TABLE:
         width, depth, resolution, dropout, params = _B_TABLE[name]
         return VariantSpec(
-            name, width, depth, resolution, dropout, phi=float(name[1]), imagenet="keras",
+            name,
+            width,
+            depth,
+            resolution,
+            dropout,
+            phi=float(name[1]),
+            imagenet="keras",
             reference_params=params,
         )
     width, depth, resolution, dropout = _LITE_TABLE[name]
     return VariantSpec(
-        name, width, depth, resolution, dropout, lite=True,
+        name,
+        width,
+        depth,
+        resolution,
+        dropout,
+        lite=True,
         imagenet="lite0-checkpoint" if name == "lite0" else None,
     )
 
@@ -168,6 +179,5 @@ def get_variant(variant: str | VariantSpec | None = None, *, phi: float | None =
     saved = families.list_families()
     extra = f"; saved families: {', '.join(f'{f}:phi=<float>' for f in saved)}" if saved else ""
     raise ValueError(
-        f"unknown variant {variant!r}. Valid names: {known}, or phi=<float> for a custom φ "
-        f"(e.g. phi=1.5){extra}"
+        f"unknown variant {variant!r}. Valid names: {known}, or phi=<float> for a custom φ (e.g. phi=1.5){extra}"
     )

@@ -95,7 +95,11 @@ def fetch_keras_imagenet(variant: str, include_top: bool) -> Path:
     try:
         return Path(
             keras.utils.get_file(
-                file_name, KERAS_WEIGHTS_URL + file_name, cache_dir=str(cache_dir), cache_subdir="models", file_hash=file_hash
+                file_name,
+                KERAS_WEIGHTS_URL + file_name,
+                cache_dir=str(cache_dir),
+                cache_subdir="models",
+                file_hash=file_hash,
             )
         )
     except Exception as exc:  # offline, proxy, bad hash: all end the same way for the user
@@ -216,7 +220,13 @@ _TORCH_BLOCK_ROLES = {
     "_project_conv": "project_conv",
     "_bn2": "project_bn",
 }
-_TORCH_TOP_ROLES = {"_conv_stem": "stem_conv", "_bn0": "stem_bn", "_conv_head": "top_conv", "_bn1": "top_bn", "_fc": "predictions"}
+_TORCH_TOP_ROLES = {
+    "_conv_stem": "stem_conv",
+    "_bn0": "stem_bn",
+    "_conv_head": "top_conv",
+    "_bn1": "top_bn",
+    "_fc": "predictions",
+}
 
 
 def lite0_checkpoint_path() -> Path:

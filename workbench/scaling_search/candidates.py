@@ -36,8 +36,9 @@ def grid_values(low: float, high: float, step: float) -> list[float]:
     return [round(low + i * step, 6) for i in range(count)]
 
 
-def complete(alpha: float, beta: float, *, step: float, gamma_range: tuple[float, float],
-             target: float = FLOPS_TARGET) -> Candidate:
+def complete(
+    alpha: float, beta: float, *, step: float, gamma_range: tuple[float, float], target: float = FLOPS_TARGET
+) -> Candidate:
     """The candidate (α, β, γ) whose γ (on the grid, inside `gamma_range`) brings the product
     closest to `target`."""
     gammas = grid_values(gamma_range[0], gamma_range[1], step)
@@ -50,8 +51,15 @@ def constraint_error(candidate: Candidate, target: float = FLOPS_TARGET) -> floa
     return abs(candidate.product / target - 1.0)
 
 
-def feasible_grid(alphas: list[float], betas: list[float], *, step: float, gamma_range: tuple[float, float],
-                  tolerance: float, target: float = FLOPS_TARGET) -> list[Candidate]:
+def feasible_grid(
+    alphas: list[float],
+    betas: list[float],
+    *,
+    step: float,
+    gamma_range: tuple[float, float],
+    tolerance: float,
+    target: float = FLOPS_TARGET,
+) -> list[Candidate]:
     """Every grid candidate that meets the constraint (for reports: how big the space is)."""
     out = []
     for a in alphas:

@@ -33,7 +33,8 @@ def parse_amount(option: str, text: str | float | int, *, relative_ok: bool = Tr
         if not match:
             raise ValueError(
                 f"{option}={text!r} is not an amount: give a number with an optional k/M/G suffix "
-                f"(e.g. 150M){' or a multiple of the base network (e.g. 2x)' if relative_ok else ''}")
+                f"(e.g. 150M){' or a multiple of the base network (e.g. 2x)' if relative_ok else ''}"
+            )
         unit = match.group("unit").lower()
         relative = unit == "x"
         value = float(match.group("num")) * (1.0 if relative else _SUFFIX[unit])
@@ -127,8 +128,10 @@ class ProxyConfig:
         if self.execution not in EXECUTIONS:
             raise ValueError(f"proxy execution={self.execution!r} is not one of {', '.join(EXECUTIONS)}")
         if self.base_resolution < 16:
-            raise ValueError(f"proxy base_resolution={self.base_resolution} px is too small: use 16 or more "
-                             "(the network downsamples 32x)")
+            raise ValueError(
+                f"proxy base_resolution={self.base_resolution} px is too small: use 16 or more "
+                "(the network downsamples 32x)"
+            )
         return self
 
 
@@ -170,8 +173,9 @@ class SearchConfig:
         for name in ("alpha_range", "beta_range", "gamma_range"):
             low, high = getattr(self, name)
             if not 1.0 <= low <= high:
-                raise ValueError(f"{name}=({low}, {high}): need 1 <= low <= high (multipliers below 1 shrink "
-                                 "the network as φ grows)")
+                raise ValueError(
+                    f"{name}=({low}, {high}): need 1 <= low <= high (multipliers below 1 shrink the network as φ grows)"
+                )
         if self.latency_repeats < 1:
             raise ValueError(f"latency_repeats={self.latency_repeats} must be at least 1")
         if self.family is not None:
@@ -211,8 +215,9 @@ class SearchConfig:
     def differences(self, other: SearchConfig) -> list[str]:
         """Options (dotted) that differ from `other`, leaving out those a rerun may change."""
         mine, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
-        return sorted(k for k in mine if k.split(".")[0] not in self.RESUMABLE_CHANGES
-                      and _norm(mine[k]) != _norm(theirs.get(k)))
+        return sorted(
+            k for k in mine if k.split(".")[0] not in self.RESUMABLE_CHANGES and _norm(mine[k]) != _norm(theirs.get(k))
+        )
 
 
 def _flatten(values: dict, prefix: str = "") -> dict[str, Any]:

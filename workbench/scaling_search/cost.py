@@ -44,8 +44,14 @@ def build(spec, num_classes: int):
 
     from workbench.models import build_model
 
-    model = build_model(spec, num_classes, weights=None, input_shape=(spec.resolution, spec.resolution, 3),
-                        dropout=0.0, drop_connect_rate=0.0)
+    model = build_model(
+        spec,
+        num_classes,
+        weights=None,
+        input_shape=(spec.resolution, spec.resolution, 3),
+        dropout=0.0,
+        drop_connect_rate=0.0,
+    )
     for variable in model.get_layer("predictions").weights:
         variable.assign(np.zeros(variable.shape, variable.dtype))
     return model
@@ -71,5 +77,11 @@ def latency_ms(model, resolution: int, repeats: int = 20) -> float:
 def measure(model, spec, repeats: int = 20) -> Cost:
     from workbench.models.flops import count_macs
 
-    return Cost(resolution=spec.resolution, width=spec.width, depth=spec.depth, params=int(model.count_params()),
-                macs=int(count_macs(model)), latency_ms=latency_ms(model, spec.resolution, repeats))
+    return Cost(
+        resolution=spec.resolution,
+        width=spec.width,
+        depth=spec.depth,
+        params=int(model.count_params()),
+        macs=int(count_macs(model)),
+        latency_ms=latency_ms(model, spec.resolution, repeats),
+    )

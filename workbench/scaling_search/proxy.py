@@ -54,26 +54,53 @@ def train_candidate(model, subset, proxy: ProxyConfig, resolution: int, writer, 
     warmup = int(proxy.warmup_fraction * total)
     if warmup > 0:
         schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(total - warmup, 1), warmup_target=proxy.learning_rate, warmup_steps=warmup)
+            0.0, decay_steps=max(total - warmup, 1), warmup_target=proxy.learning_rate, warmup_steps=warmup
+        )
     else:
         schedule = keras.optimizers.schedules.CosineDecay(proxy.learning_rate, decay_steps=max(total, 1))
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = proxy.bn_momentum
-    eager = proxy.execution == "eager" or (proxy.execution == "auto" and total + ds.steps("val") * proxy.epochs
-                                                <= EAGER_MAX_STEPS)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=proxy.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=proxy.label_smoothing),
-                  metrics=["accuracy"], jit_compile=False, run_eagerly=eager)
-    writer.phase(phase=1, name="proxy (from random init, all layers train)", epochs=proxy.epochs,
-                 image_size=resolution, num_train=n_train, num_val=subset.split_sizes()["val"],
-                 batch_size=proxy.batch_size, eager=eager)
+    eager = proxy.execution == "eager" or (
+        proxy.execution == "auto" and total + ds.steps("val") * proxy.epochs <= EAGER_MAX_STEPS
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=proxy.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=proxy.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=False,
+        run_eagerly=eager,
+    )
+    writer.phase(
+        phase=1,
+        name="proxy (from random init, all layers train)",
+        epochs=proxy.epochs,
+        image_size=resolution,
+        num_train=n_train,
+        num_val=subset.split_sizes()["val"],
+        batch_size=proxy.batch_size,
+        eager=eager,
+    )
     signals = RunSignals()
     start = time.perf_counter()
-    history = model.fit(ds.train, validation_data=ds.val, epochs=proxy.epochs, verbose=0,
-                        callbacks=[ProgressEvents(writer, phase=1, epochs=proxy.epochs, steps=steps,
-                                                  num_images=n_train, global_batch=proxy.batch_size, signals=signals),
-                                   NonFiniteGuard(1, signals)])
+    history = model.fit(
+        ds.train,
+        validation_data=ds.val,
+        epochs=proxy.epochs,
+        verbose=0,
+        callbacks=[
+            ProgressEvents(
+                writer,
+                phase=1,
+                epochs=proxy.epochs,
+                steps=steps,
+                num_images=n_train,
+                global_batch=proxy.batch_size,
+                signals=signals,
+            ),
+            NonFiniteGuard(1, signals),
+        ],
+    )
     seconds = time.perf_counter() - start
     val = [float(v) for v in history.history.get("val_accuracy", [])]
     if signals.diverged:
@@ -81,7 +108,5 @@ def train_candidate(model, subset, proxy: ProxyConfig, resolution: int, writer, 
         writer.error(message=signals.diverged)
         val = val[:-1] or [0.0]
     best = max(range(len(val)), key=lambda i: val[i])
-    writer.done(run_dir=Path(writer.path).parent, best_val_accuracy=val[best], model_path=None,
-                best_epoch=best + 1)
-    return {"val_accuracy": val[best], "last_val_accuracy": val[-1], "best_epoch": best + 1,
-            "train_seconds": seconds}
+    writer.done(run_dir=Path(writer.path).parent, best_val_accuracy=val[best], model_path=None, best_epoch=best + 1)
+    return {"val_accuracy": val[best], "last_val_accuracy": val[-1], "best_epoch": best + 1, "train_seconds": seconds}

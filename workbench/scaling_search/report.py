@@ -7,17 +7,35 @@ import io
 import json
 from pathlib import Path
 
-COLUMNS = ("number", "status", "alpha", "beta", "gamma", "product", "width", "depth", "resolution", "flops",
-           "flops_ratio", "params", "latency_ms", "val_accuracy", "train_seconds", "reason")
-METRIC_LABELS = {"flops": "FLOPs per image (2 × multiply-adds)", "params": "parameters",
-                 "latency_ms": "latency per image at batch 1 (ms)"}
+COLUMNS = (
+    "number",
+    "status",
+    "alpha",
+    "beta",
+    "gamma",
+    "product",
+    "width",
+    "depth",
+    "resolution",
+    "flops",
+    "flops_ratio",
+    "params",
+    "latency_ms",
+    "val_accuracy",
+    "train_seconds",
+    "reason",
+)
+METRIC_LABELS = {
+    "flops": "FLOPs per image (2 × multiply-adds)",
+    "params": "parameters",
+    "latency_ms": "latency per image at batch 1 (ms)",
+}
 
 
 def pareto_front(rows: list[dict], metric: str) -> list[dict]:
     """Trained rows no other trained row beats on both accuracy (higher) and `metric` (lower),
     sorted by cost."""
-    trained = sorted((r for r in rows if r["status"] == "trained"),
-                     key=lambda r: (r[metric], -r["val_accuracy"]))
+    trained = sorted((r for r in rows if r["status"] == "trained"), key=lambda r: (r[metric], -r["val_accuracy"]))
     front, best = [], float("-inf")
     for row in trained:
         if row["val_accuracy"] > best:
@@ -58,16 +76,40 @@ def plot_pareto(rows: list[dict], metric: str, path: Path, chosen: dict | None, 
     trained = [r for r in rows if r["status"] == "trained"]
     front = pareto_front(rows, metric)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.scatter([r[metric] for r in trained], [r["val_accuracy"] for r in trained], color="#9aa5b1",
-               label="trained candidates", zorder=2)
-    ax.plot([r[metric] for r in front], [r["val_accuracy"] for r in front], "-o", color="#1f6feb",
-            label="Pareto front", zorder=3)
+    ax.scatter(
+        [r[metric] for r in trained],
+        [r["val_accuracy"] for r in trained],
+        color="#9aa5b1",
+        label="trained candidates",
+        zorder=2,
+    )
+    ax.plot(
+        [r[metric] for r in front],
+        [r["val_accuracy"] for r in front],
+        "-o",
+        color="#1f6feb",
+        label="Pareto front",
+        zorder=3,
+    )
     for r in front:
-        ax.annotate(f"α{r['alpha']:g} β{r['beta']:g} γ{r['gamma']:g}", (r[metric], r["val_accuracy"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.annotate(
+            f"α{r['alpha']:g} β{r['beta']:g} γ{r['gamma']:g}",
+            (r[metric], r["val_accuracy"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
     if chosen is not None:
-        ax.scatter([chosen[metric]], [chosen["val_accuracy"]], s=180, facecolors="none", edgecolors="#d1242f",
-                   linewidths=2, label="chosen", zorder=4)
+        ax.scatter(
+            [chosen[metric]],
+            [chosen["val_accuracy"]],
+            s=180,
+            facecolors="none",
+            edgecolors="#d1242f",
+            linewidths=2,
+            label="chosen",
+            zorder=4,
+        )
     ax.set_xlabel(METRIC_LABELS[metric])
     ax.set_ylabel("validation accuracy (proxy)")
     ax.set_title(title, fontsize=10)

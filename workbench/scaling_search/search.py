@@ -68,7 +68,8 @@ def prepare_dir(config: SearchConfig) -> tuple[SearchConfig, Path, bool]:
         if changed:
             raise ValueError(
                 f"{search_dir} holds a search with other options ({', '.join(changed)}); rerun it with the "
-                f"options in {saved_path}, or pick a new --search-dir")
+                f"options in {saved_path}, or pick a new --search-dir"
+            )
     search_dir.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, search_dir=str(search_dir))
     config.save(saved_path)
@@ -104,8 +105,9 @@ class _Search:
         p = self.config.proxy
         from workbench.models.scaling import ScalingFamily
 
-        self.base_family = ScalingFamily("proxy", base_width=p.base_width, base_depth=p.base_depth,
-                                         base_resolution=p.base_resolution)
+        self.base_family = ScalingFamily(
+            "proxy", base_width=p.base_width, base_depth=p.base_depth, base_resolution=p.base_resolution
+        )
         self.subset = _subset(self.manifest, self.config)
         self.base_cost = self._base_cost()
         self.limits = self.config.budget.limits(self.base_cost.as_dict())
@@ -125,8 +127,10 @@ class _Search:
             manifest = ingest(self.config.data, workdir=self.dir, seed=self.config.seed)
         sizes = manifest.split_sizes()
         if sizes["train"] == 0 or sizes["val"] == 0:
-            raise ValueError(f"{manifest.source} gives {sizes['train']} training and {sizes['val']} validation "
-                             "images; the search needs both: add images (a few per class at least)")
+            raise ValueError(
+                f"{manifest.source} gives {sizes['train']} training and {sizes['val']} validation "
+                "images; the search needs both: add images (a few per class at least)"
+            )
         return manifest
 
     def _base_cost(self):
@@ -148,21 +152,25 @@ class _Search:
         c = self.config
         self.alphas = grid_values(*c.alpha_range, c.step)
         self.betas = grid_values(*c.beta_range, c.step)
-        self.space = feasible_grid(self.alphas, self.betas, step=c.step, gamma_range=c.gamma_range,
-                                   tolerance=c.tolerance)
+        self.space = feasible_grid(
+            self.alphas, self.betas, step=c.step, gamma_range=c.gamma_range, tolerance=c.tolerance
+        )
         if c.strategy == "grid":
             if not self.space:
-                raise ValueError(f"no (α, β, γ) on the {c.step:g} grid of α {c.alpha_range}, β {c.beta_range}, "
-                                 f"γ {c.gamma_range} has α·β²·γ² within {c.tolerance:.0%} of 2: widen the ranges, "
-                                 "refine --step or raise --tolerance")
+                raise ValueError(
+                    f"no (α, β, γ) on the {c.step:g} grid of α {c.alpha_range}, β {c.beta_range}, "
+                    f"γ {c.gamma_range} has α·β²·γ² within {c.tolerance:.0%} of 2: widen the ranges, "
+                    "refine --step or raise --tolerance"
+                )
             # The grid is the feasible set itself (one categorical choice per candidate), so no grid
             # trial is spent on a candidate that breaks the constraint.
             sampler = optuna.samplers.GridSampler({"candidate": [_label(x) for x in self.space]}, seed=c.seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(5, c.trials))
         storage = optuna.storages.RDBStorage(f"sqlite:///{(self.dir / STUDY_FILE).resolve()}")
-        return optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
-                                   direction="maximize", load_if_exists=True)
+        return optuna.create_study(
+            study_name=STUDY_NAME, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+        )
 
     def _recover_interrupted(self) -> None:
         """Trials left RUNNING by a killed process: mark them failed, queue their candidates again."""
@@ -172,21 +180,32 @@ class _Search:
             self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             if trial.params:
                 self.study.enqueue_trial(dict(trial.params))
-            self.writer.emit("trial", status="interrupted", number=trial.number, params=dict(trial.params),
-                             message="the process stopped during this trial; its candidate is queued again")
+            self.writer.emit(
+                "trial",
+                status="interrupted",
+                number=trial.number,
+                params=dict(trial.params),
+                message="the process stopped during this trial; its candidate is queued again",
+            )
 
     # ------------------------------------------------------------------ trials
     def _count(self, status: str) -> int:
         from optuna.trial import TrialState
 
-        return sum(1 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                   if t.user_attrs.get("status") == status)
+        return sum(
+            1
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            if t.user_attrs.get("status") == status
+        )
 
     def _eta(self) -> float | None:
         from optuna.trial import TrialState
 
-        seconds = [t.user_attrs["trial_seconds"] for t in self.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("status") == "trained"]
+        seconds = [
+            t.user_attrs["trial_seconds"]
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("status") == "trained"
+        ]
         if not seconds:
             return None
         return max(self.config.trials - len(seconds), 0) * sum(seconds) / len(seconds)
@@ -220,12 +239,18 @@ class _Search:
 
         error = constraint_error(cand)
         if error > c.tolerance:
-            skip("skipped", f"constraint: α·β²·γ² = {cand.product:.3f} is {error:.1%} from 2 "
-                            f"(tolerance {c.tolerance:.0%}; no γ in {c.gamma_range} on the {c.step:g} grid fits)")
+            skip(
+                "skipped",
+                f"constraint: α·β²·γ² = {cand.product:.3f} is {error:.1%} from 2 "
+                f"(tolerance {c.tolerance:.0%}; no γ in {c.gamma_range} on the {c.step:g} grid fits)",
+            )
         duplicate = self._trained_twin(cand)
         if duplicate is not None:
-            skip("duplicate", f"same candidate as trial {duplicate.number}, already trained",
-                 **{k: duplicate.user_attrs.get(k) for k in ("val_accuracy", "flops", "params")})
+            skip(
+                "duplicate",
+                f"same candidate as trial {duplicate.number}, already trained",
+                **{k: duplicate.user_attrs.get(k) for k in ("val_accuracy", "flops", "params")},
+            )
         return self._train(trial, cand, event, skip)
 
     def _trained_twin(self, cand):
@@ -233,7 +258,10 @@ class _Search:
 
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get("status") == "trained" and _coefficients(t.user_attrs) == (
-                    cand.alpha, cand.beta, cand.gamma):
+                cand.alpha,
+                cand.beta,
+                cand.gamma,
+            ):
                 return t
         return None
 
@@ -266,8 +294,11 @@ class _Search:
         cost["flops_ratio"] = round(cost["flops"] / self.base_cost.flops, 4)
         for key, value in cost.items():
             trial.set_user_attr(key, value)
-        over = [f"{metric} {cost[metric]:.4g} > {limit:.4g}" for metric, limit in self.limits.items()
-                if cost[metric] > limit]
+        over = [
+            f"{metric} {cost[metric]:.4g} > {limit:.4g}"
+            for metric, limit in self.limits.items()
+            if cost[metric] > limit
+        ]
         if over:
             del model
             skip("skipped", "over budget: " + ", ".join(over), **cost)
@@ -275,10 +306,14 @@ class _Search:
         if twin is not None:
             # Small bases round channels, repeats and pixels coarsely: other coefficients, same network.
             del model
-            skip("duplicate", f"same network as trial {twin.number} (α={twin.user_attrs['alpha']:g}, "
-                              f"β={twin.user_attrs['beta']:g}, γ={twin.user_attrs['gamma']:g} round to the same "
-                              "channels, repeats and resolution), already trained",
-                 **cost, val_accuracy=twin.user_attrs.get("val_accuracy"))
+            skip(
+                "duplicate",
+                f"same network as trial {twin.number} (α={twin.user_attrs['alpha']:g}, "
+                f"β={twin.user_attrs['beta']:g}, γ={twin.user_attrs['gamma']:g} round to the same "
+                "channels, repeats and resolution), already trained",
+                **cost,
+                val_accuracy=twin.user_attrs.get("val_accuracy"),
+            )
         trial_dir = self.dir / "trials" / f"{trial.number:04d}"
         writer = EventWriter(trial_dir / EVENTS_FILE)
         self.writer.emit("trial", status="training", trial_dir=str(trial_dir), eta_s=self._eta(), **event, **cost)
@@ -288,16 +323,26 @@ class _Search:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         done = {**event, "trained": event["trained"] + 1}
-        self.writer.emit("trial", status="trained", **done, **cost, **result, trial_seconds=attrs["trial_seconds"],
-                         eta_s=self._eta_after(attrs["trial_seconds"], done["trained"]))
+        self.writer.emit(
+            "trial",
+            status="trained",
+            **done,
+            **cost,
+            **result,
+            trial_seconds=attrs["trial_seconds"],
+            eta_s=self._eta_after(attrs["trial_seconds"], done["trained"]),
+        )
         return result["val_accuracy"]
 
     def _eta_after(self, seconds: float, trained: int) -> float:
         """ETA once this trial's time is known (the study does not hold it until the trial returns)."""
         from optuna.trial import TrialState
 
-        times = [t.user_attrs["trial_seconds"] for t in self.study.get_trials(
-            deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("status") == "trained"] + [seconds]
+        times = [
+            t.user_attrs["trial_seconds"]
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("status") == "trained"
+        ] + [seconds]
         return max(self.config.trials - trained, 0) * sum(times) / len(times)
 
     # ------------------------------------------------------------------ results
@@ -309,15 +354,28 @@ class _Search:
             if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or "status" not in t.user_attrs:
                 continue  # failed (interrupted) trials were queued again; running ones are elsewhere
             a = t.user_attrs
-            rows.append({
-                "number": t.number, "status": a["status"], "alpha": a.get("alpha"),
-                "beta": a.get("beta"), "gamma": a.get("gamma"), "product": a.get("product"),
-                "width": a.get("width"), "depth": a.get("depth"), "resolution": a.get("resolution"),
-                "flops": a.get("flops"), "flops_ratio": a.get("flops_ratio"), "macs": a.get("macs"), "params": a.get("params"),
-                "latency_ms": a.get("latency_ms"), "val_accuracy": a.get("val_accuracy"),
-                "last_val_accuracy": a.get("last_val_accuracy"), "train_seconds": a.get("train_seconds"),
-                "reason": a.get("reason", ""),
-            })
+            rows.append(
+                {
+                    "number": t.number,
+                    "status": a["status"],
+                    "alpha": a.get("alpha"),
+                    "beta": a.get("beta"),
+                    "gamma": a.get("gamma"),
+                    "product": a.get("product"),
+                    "width": a.get("width"),
+                    "depth": a.get("depth"),
+                    "resolution": a.get("resolution"),
+                    "flops": a.get("flops"),
+                    "flops_ratio": a.get("flops_ratio"),
+                    "macs": a.get("macs"),
+                    "params": a.get("params"),
+                    "latency_ms": a.get("latency_ms"),
+                    "val_accuracy": a.get("val_accuracy"),
+                    "last_val_accuracy": a.get("last_val_accuracy"),
+                    "train_seconds": a.get("train_seconds"),
+                    "reason": a.get("reason", ""),
+                }
+            )
         return rows
 
     def _finish(self, seconds: float) -> SearchResult:
@@ -336,28 +394,51 @@ class _Search:
             family = ScalingFamily(name=name, alpha=chosen["alpha"], beta=chosen["beta"], gamma=chosen["gamma"])
             family_path = families.save_family(family, c.families_dir)
         extra = {
-            "search_dir": str(self.dir), "strategy": c.strategy, "phi": SEARCH_PHI,
-            "candidates_in_space": len(self.space), "budget": dataclasses.asdict(c.budget), "limits": self.limits,
-            "base": {"width": self.base_family.base_width, "depth": self.base_family.base_depth,
-                     "resolution": self.base_family.base_resolution, **self.base_cost.as_dict()},
+            "search_dir": str(self.dir),
+            "strategy": c.strategy,
+            "phi": SEARCH_PHI,
+            "candidates_in_space": len(self.space),
+            "budget": dataclasses.asdict(c.budget),
+            "limits": self.limits,
+            "base": {
+                "width": self.base_family.base_width,
+                "depth": self.base_family.base_depth,
+                "resolution": self.base_family.base_resolution,
+                **self.base_cost.as_dict(),
+            },
             "proxy": dataclasses.asdict(c.proxy),
-            "subset": self.subset.split_sizes(), "classes": self.manifest.classes,
-            "chosen": chosen, "pareto_metric": metric,
+            "subset": self.subset.split_sizes(),
+            "classes": self.manifest.classes,
+            "chosen": chosen,
+            "pareto_metric": metric,
             "pareto_front": [r["number"] for r in pareto_front(rows, metric)],
             "family": dataclasses.asdict(family) if family else None,
             "family_path": str(family_path) if family_path else None,
         }
         table_csv, table_json = write_table(rows, self.dir, extra)
         trained = sum(r["status"] == "trained" for r in rows)
-        plot = plot_pareto(rows, metric, self.dir / PLOT_FILE, chosen,
-                           f"scale search: {trained} trained candidates at φ = 1 of the proxy")
+        plot = plot_pareto(
+            rows,
+            metric,
+            self.dir / PLOT_FILE,
+            chosen,
+            f"scale search: {trained} trained candidates at φ = 1 of the proxy",
+        )
         if chosen is None:
             raise ValueError(
                 f"no candidate was trained: all {len(rows)} proposed were outside the constraint or the budget "
                 f"(limits {self.limits}; base network {self.base_cost.as_dict()}). Loosen --max-flops/--max-params/"
-                "--max-latency-ms, widen --tolerance, or raise --max-candidates")
-        self.writer.done(run_dir=self.dir, best_val_accuracy=chosen["val_accuracy"], model_path=None,
-                         family=family.name, family_path=str(family_path), chosen=chosen, seconds=seconds)
+                "--max-latency-ms, widen --tolerance, or raise --max-candidates"
+            )
+        self.writer.done(
+            run_dir=self.dir,
+            best_val_accuracy=chosen["val_accuracy"],
+            model_path=None,
+            family=family.name,
+            family_path=str(family_path),
+            chosen=chosen,
+            seconds=seconds,
+        )
         return SearchResult(self.dir, rows, chosen, family, family_path, table_csv, table_json, plot, seconds)
 
 
