@@ -10,7 +10,7 @@ import streamlit as st
 
 from apps import runs, state
 
-# Label shown → workbench.export format. The first three are the common choices.
+# Label shown → workbench.serving.export format. The first three are the common choices.
 FORMATS = {
     "SavedModel (TF Serving)": "savedmodel",
     "TFLite (float32)": "tflite",
@@ -39,7 +39,7 @@ def zip_folder(folder: Path) -> bytes:
 
 
 def run_export(run_dir: Path, fmt: str) -> Path | None:
-    from workbench.export import export
+    from workbench.serving.export import export
 
     out = state.saved_models_root() / run_dir.name
     try:

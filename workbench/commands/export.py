@@ -7,7 +7,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from workbench.export import FORMATS  # light: TensorFlow is imported only when an export runs
+    from workbench.serving.export import FORMATS  # light: TensorFlow is imported only when an export runs
 
     parser.add_argument("run_dir", metavar="RUN", help="run directory (runs/<id>/) of a finished training run")
     parser.add_argument(
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.export import export, read_card
+    from workbench.serving.export import export, read_card
 
     try:
         path = export(args.run_dir, args.format, out=args.out, version=args.version)

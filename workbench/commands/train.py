@@ -113,7 +113,7 @@ def _evaluate(run_dir) -> int:
 
 
 def _export(run_dir, export_format: str) -> int:
-    from workbench.export import export
+    from workbench.serving.export import export
 
     try:
         path = export(run_dir, export_format)

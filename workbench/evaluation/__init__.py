@@ -87,8 +87,8 @@ def evaluate(
     import numpy as np
 
     from pipelines import make_datasets
-    from workbench.model_card import write_text_atomic
-    from workbench.model_files import open_run
+    from workbench.serving.model_card import write_text_atomic
+    from workbench.serving.model_files import open_run
 
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")

@@ -1,7 +1,7 @@
 """Classify image files with any model workbench exports: a run directory, `.keras`, SavedModel or `.tflite`.
 
-Every format gets the same pixels: files are decoded and resized by `workbench.imaging` (the SavedModel
-does the same inside its graph), and model files are opened through `workbench.model_files`, which
+Every format gets the same pixels: files are decoded and resized by `workbench.serving.imaging` (the SavedModel
+does the same inside its graph), and model files are opened through `workbench.serving.model_files`, which
 refuses anything that is not ours or not safe before it is loaded.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.model_files import (
+from workbench.serving.model_files import (
     ModelFileError,
     inspect_saved_model,
     load_keras_model,
@@ -83,7 +83,7 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
     """The bytes of each file, each checked to decode as an image (errors name the file)."""
     import tensorflow as tf
 
-    from workbench.imaging import decode_rgb
+    from workbench.serving.imaging import decode_rgb
 
     if not paths:
         raise ValueError("no images given; pass one or more image files (JPEG, PNG, GIF or BMP)")
@@ -104,7 +104,7 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
 def _probabilities(location, encoded: list[bytes]) -> tuple[np.ndarray, list[str]]:
     import tensorflow as tf
 
-    from workbench.imaging import decode_batch
+    from workbench.serving.imaging import decode_batch
 
     if location.kind == "savedmodel":
         inspect_saved_model(location.path)  # vetted from its protobuf before any of it is loaded

@@ -80,7 +80,7 @@ def _input_description(format: str, size: int) -> str:
 
 
 def build_card(run, *, name: str, format: str, files: list[str], extra: dict | None = None) -> dict:
-    """The model card of one export of `run` (a `workbench.model_files.Run`)."""
+    """The model card of one export of `run` (a `workbench.serving.model_files.Run`)."""
     keys = ("weights", "epochs", "fine_tune_epochs", "batch_size", "augment", "seed")
     training = {key: run.config[key] for key in keys if key in run.config}
     card = {

@@ -18,8 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from workbench.model_card import build_card, write_card, write_text_atomic
-from workbench.model_files import Run, open_run
+from workbench.serving.model_card import build_card, write_card, write_text_atomic
+from workbench.serving.model_files import Run, open_run
 
 FORMATS = ("savedmodel", "keras", "tflite", "tflite-fp16", "tflite-int8")
 DEFAULT_ROOT = Path("saved_models")
@@ -60,7 +60,7 @@ def write_saved_model(model, class_names: list[str], resolution: int, directory:
     import tensorflow as tf
     from keras.export import ExportArchive
 
-    from workbench.imaging import decode_batch, resize_images
+    from workbench.serving.imaging import decode_batch, resize_images
 
     classify = _classify_fn(model, class_names)
     archive = ExportArchive()
@@ -113,7 +113,7 @@ def split_files(run: Run, split: str, limit: int | None = None) -> tuple[list[st
 
 def representative_images(run: Run, limit: int = REPRESENTATIVE_IMAGES):
     """Training-split images (float32 [0, 255] at the run's resolution) for int8 calibration."""
-    from workbench.imaging import load_files
+    from workbench.serving.imaging import load_files
 
     paths, _ = split_files(run, "train", limit)
     if not paths:
@@ -169,8 +169,8 @@ def quantization_report(run: Run, int8_path: Path, float_path: Path | None = Non
     """
     import numpy as np
 
-    from workbench.imaging import load_files
-    from workbench.predict import TFLiteClassifier
+    from workbench.serving.imaging import load_files
+    from workbench.serving.predict import TFLiteClassifier
 
     for split in ("test", "val"):
         paths, labels = split_files(run, split)
