@@ -82,9 +82,9 @@ def main() -> int:
     from pipelines import ingest, sample_dataset_path
     from workbench.models import build_model
     from workbench.models.surgery import classifier_head, feature_extractor
-    from workbench.serving.export import convert_tflite, write_saved_model
+    from workbench.serving.formats.savedmodel import write_saved_model
+    from workbench.serving.formats.tflite import TFLiteClassifier, convert_tflite
     from workbench.serving.imaging import load_files
-    from workbench.serving.predict import TFLiteClassifier
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)

@@ -1,82 +1,22 @@
 """Classify image files with any model workbench exports: a run directory, `.keras`, SavedModel or `.tflite`.
 
 Every format gets the same pixels: files are decoded and resized by `workbench.serving.imaging` (the SavedModel
-does the same inside its graph), and model files are opened through `workbench.serving.model_files`, which
-refuses anything that is not ours or not safe before it is loaded.
+does the same inside its graph). A model is located by its content (`workbench.serving.model_files`), then
+opened by its registered export format, which refuses anything that is not ours or not safe before loading it.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workbench.serving.model_files import (
-    ModelFileError,
-    inspect_saved_model,
-    load_keras_model,
-    locate_model,
-    model_resolution,
-    read_labels,
-)
+from workbench.serving.model_files import ModelFileError, ModelLocation, locate_model, read_labels
 
-
-class TFLiteClassifier:
-    """A `.tflite` classifier run by `tf.lite.Interpreter`: float32 RGB [0, 255] in, probabilities out.
-
-    Quantised inputs and outputs (uint8/int8) are (de)quantised here with the scale and zero point the
-    converter stored in the file, so callers always see floats.
-    """
-
-    def __init__(self, path: str | Path, num_threads: int | None = None):
-        import tensorflow as tf
-
-        self.path = Path(path)
-        with warnings.catch_warnings():
-            # TF 2.20+ warns that tf.lite.Interpreter moves to the separate ai-edge-litert package; it is
-            # still the interpreter shipped with TensorFlow, which is all this project depends on.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=num_threads)
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        self.resolution = int(self._input["shape"][1])
-        self.input_dtype = np.dtype(self._input["dtype"])
-        self._dynamic_batch = int(self._input["shape_signature"][0]) == -1
-        self._batch = int(self._input["shape"][0])
-        self.interpreter.allocate_tensors()
-
-    def _set_batch(self, batch: int) -> None:
-        if batch != self._batch:
-            self.interpreter.resize_tensor_input(self._input["index"], [batch, self.resolution, self.resolution, 3])
-            self.interpreter.allocate_tensors()
-            self._batch = batch
-
-    def _quantise(self, images: np.ndarray) -> np.ndarray:
-        if self.input_dtype.kind == "f":
-            return images.astype(self.input_dtype)
-        scale, zero_point = self._input["quantization"]
-        info = np.iinfo(self.input_dtype)
-        return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(self.input_dtype)
-
-    def _dequantise(self, values: np.ndarray) -> np.ndarray:
-        if np.dtype(self._output["dtype"]).kind == "f":
-            return values.astype(np.float32)
-        scale, zero_point = self._output["quantization"]
-        return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-    def invoke(self, images: np.ndarray) -> np.ndarray:
-        """One interpreter call on a batch already at the model's resolution (the batch size sticks)."""
-        self._set_batch(len(images))
-        self.interpreter.set_tensor(self._input["index"], self._quantise(images))
-        self.interpreter.invoke()
-        return self._dequantise(self.interpreter.get_tensor(self._output["index"]))
-
-    def predict_images(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Probabilities (N, C) for float32 RGB images (N, R, R, 3) in [0, 255]."""
-        step = batch_size if self._dynamic_batch else self._batch
-        return np.concatenate([self.invoke(images[i : i + step]) for i in range(0, len(images), step)], axis=0)
+if TYPE_CHECKING:
+    from workbench.serving.formats.base import Runtime
 
 
 def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
@@ -101,29 +41,11 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
     return encoded
 
 
-def _probabilities(location, encoded: list[bytes]) -> tuple[np.ndarray, list[str]]:
-    import tensorflow as tf
+def open_model(location: ModelLocation) -> tuple[Runtime, list[str]]:
+    """The located model, vetted and loaded by its registered format, and its class names."""
+    from workbench.serving.registry import get_format
 
-    from workbench.serving.imaging import decode_batch
-
-    if location.kind == "savedmodel":
-        inspect_saved_model(location.path)  # vetted from its protobuf before any of it is loaded
-        signature = tf.saved_model.load(str(location.path)).signatures["serving_default"]
-        outputs = signature(image_bytes=tf.constant(encoded))
-        return outputs["probabilities"].numpy(), read_labels(location.labels_path)
-    if location.kind == "tflite":
-        classifier = TFLiteClassifier(location.path)
-        images = decode_batch(tf.constant(encoded), classifier.resolution).numpy()
-        return classifier.predict_images(images), read_labels(location.labels_path)
-    model = load_keras_model(location.path)  # vetted before anything else is read
-    labels = read_labels(location.labels_path)
-    resolution = model_resolution(model)
-    if resolution is None:
-        raise ModelFileError(
-            f"{location.path}: the model takes images of any size; workbench models have a fixed resolution"
-        )
-    images = decode_batch(tf.constant(encoded), resolution).numpy()
-    return model.predict(images, batch_size=32, verbose=0), labels
+    return get_format(location.format).open(location.path), read_labels(location.labels_path)
 
 
 def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5) -> list[dict]:
@@ -134,9 +56,10 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    location = locate_model(model_path)
+    location = locate_model(model_path)  # a wrong model path fails before the images are read
     encoded = _read_images(images)
-    probabilities, labels = _probabilities(location, encoded)
+    runtime, labels = open_model(location)
+    probabilities = runtime.predict_bytes(encoded)
     if probabilities.shape[1] != len(labels):
         raise ModelFileError(
             f"{location.labels_path}: lists {len(labels)} classes but the model predicts {probabilities.shape[1]}; "
