@@ -17,7 +17,7 @@ TOP_K = 5
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
 def load_run(run_dir: str, model_mtime: float):
     """The run's Keras model, labels and resolution, loaded once per model file (mtime keys a retrain)."""
-    from workbench.model_files import open_run
+    from workbench.serving.model_files import open_run
 
     return open_run(run_dir)
 
@@ -217,8 +217,8 @@ def _split_images(run_dir: Path, split: str) -> list:
 def _cam(_run, run_dir: str, model_mtime: float, image_path: str, class_index: int | None):
     """(model input pixels, heatmap, explained class, probabilities); cached so that redrawing the page
     (a toggle elsewhere) does not recompute it. `_run` is not hashed: run_dir and mtime identify it."""
-    from workbench.explain import grad_cam
-    from workbench.imaging import load_files
+    from workbench.evaluation.explain import grad_cam
+    from workbench.serving.imaging import load_files
 
     pixels = load_files([image_path], _run.resolution)[0]
     heatmap, class_index, probabilities = grad_cam(_run.model, pixels, class_index)
@@ -228,7 +228,7 @@ def _cam(_run, run_dir: str, model_mtime: float, image_path: str, class_index: i
 def _grad_cam(run, report: dict, run_dir: Path) -> None:
     import numpy as np
 
-    from workbench.explain import overlay
+    from workbench.evaluation.explain import overlay
 
     st.subheader("Grad-CAM: where the model looked")
     try:
@@ -275,7 +275,7 @@ def _grad_cam(run, report: dict, run_dir: Path) -> None:
 def _try_it(run) -> None:
     import numpy as np
 
-    from workbench.imaging import preprocess_bytes
+    from workbench.serving.imaging import preprocess_bytes
 
     st.subheader("Try it")
     uploaded = st.file_uploader("An image to classify", type=["jpg", "jpeg", "png", "gif", "bmp"], key="eval_try")

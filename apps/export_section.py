@@ -10,14 +10,12 @@ import streamlit as st
 
 from apps import runs, state
 
-# Label shown → workbench.export format. The first three are the common choices.
-FORMATS = {
-    "SavedModel (TF Serving)": "savedmodel",
-    "TFLite (float32)": "tflite",
-    ".keras": "keras",
-    "TFLite (float16 weights)": "tflite-fp16",
-    "TFLite (int8, calibrated)": "tflite-int8",
-}
+
+def format_labels() -> dict[str, str]:
+    """Label shown → export format name, in registry order (`workbench.serving.registry`)."""
+    from workbench.serving.registry import EXPORT_FORMATS
+
+    return {fmt.label: fmt.name for fmt in EXPORT_FORMATS}
 
 
 def export_folder(path: Path) -> Path:
@@ -39,7 +37,7 @@ def zip_folder(folder: Path) -> bytes:
 
 
 def run_export(run_dir: Path, fmt: str) -> Path | None:
-    from workbench.export import export
+    from workbench.serving.export import export
 
     out = state.saved_models_root() / run_dir.name
     try:
@@ -59,15 +57,16 @@ def render() -> None:
         return
     name = run_dir.name
 
+    formats = format_labels()
     label = st.radio(
         "Format",
-        list(FORMATS),
+        list(formats),
         horizontal=True,
         key="export_format",
         help="SavedModel: TF Serving and TensorFlow; TFLite: phones and edge devices; "
         ".keras: load back into Keras to train further.",
     )
-    fmt = FORMATS[label]
+    fmt = formats[label]
     if not (run_dir / "eval" / "report.json").is_file():
         st.caption("Tip: open 4 · Evaluate first, so the model card records the test accuracy.")
     if st.button("Export", type="primary", key="export_go"):

@@ -80,11 +80,11 @@ def main() -> int:
     import tensorflow as tf
 
     from pipelines import ingest, sample_dataset_path
-    from workbench.export import convert_tflite, write_saved_model
-    from workbench.imaging import load_files
     from workbench.models import build_model
     from workbench.models.surgery import classifier_head, feature_extractor
-    from workbench.predict import TFLiteClassifier
+    from workbench.serving.formats.savedmodel import write_saved_model
+    from workbench.serving.formats.tflite import TFLiteClassifier, convert_tflite
+    from workbench.serving.imaging import load_files
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)

@@ -45,8 +45,8 @@ def build_tiny_run(base: Path) -> Path:
     import yaml
 
     from pipelines import ingest
-    from workbench.imaging import load_files
     from workbench.models import build_model
+    from workbench.serving.imaging import load_files
 
     data = make_image_folder(base / "images")
     run_dir = base / "run"
@@ -89,7 +89,7 @@ def evaluated(tmp_path_factory) -> dict:
 
 def exported(tmp_path_factory, format: str) -> Path:
     """The evaluated tiny run exported in `format` (each format once per process); returns export's path."""
-    from workbench.export import export
+    from workbench.serving.export import export
 
     key = f"export:{format}"
     if key not in _CACHE:

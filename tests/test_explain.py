@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from helpers_tiny_run import split_images, tiny_run
 
-from workbench.explain import explain, grad_cam, overlay
+from workbench.evaluation.explain import explain, grad_cam, overlay
 
 
 @pytest.mark.parametrize("variant", ["phi=-8", "lite0"])

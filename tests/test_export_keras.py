@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers_tiny_run import exported, tiny_run
 
-from workbench.model_files import ModelFileError, inspect_keras_archive, load_keras_model, locate_model
+from workbench.serving.model_files import ModelFileError, inspect_keras_archive, load_keras_model, locate_model
 
 
 def test_keras_export_loads_back_with_safe_mode_and_same_outputs(tmp_path_factory):

@@ -31,7 +31,7 @@ def test_layout_labels_and_model_card(tmp_path_factory):
 
 
 def test_versions_increase_and_are_never_overwritten(tmp_path_factory):
-    from workbench.export import export
+    from workbench.serving.export import export
 
     first = exported(tmp_path_factory, "savedmodel")
     base = first.parent
@@ -48,7 +48,7 @@ def test_serving_pixels_equal_the_pipelines_evaluation_path(tmp_path):
     from PIL import Image
 
     from pipelines import ingest, make_datasets
-    from workbench.imaging import load_files
+    from workbench.serving.imaging import load_files
 
     rng = np.random.default_rng(3)
     for name in ("a", "b"):
@@ -89,7 +89,7 @@ SERVE_SCRIPT = textwrap.dedent(
 def test_fresh_process_with_tensorflow_only_matches_keras(tmp_path_factory, tmp_path):
     import keras
 
-    from workbench.imaging import load_files
+    from workbench.serving.imaging import load_files
 
     version_dir = exported(tmp_path_factory, "savedmodel")
     run = tiny_run(tmp_path_factory)
@@ -141,8 +141,8 @@ def test_serving_rgb_signature_resizes_any_size_like_the_bytes_path(tmp_path_fac
 
 
 def test_unknown_format_and_missing_run_are_refused(tmp_path_factory, tmp_path):
-    from workbench.export import export
-    from workbench.model_files import ModelFileError
+    from workbench.serving.export import export
+    from workbench.serving.model_files import ModelFileError
 
     with pytest.raises(ValueError, match="unknown export format 'onnx'"):
         export(tiny_run(tmp_path_factory), "onnx")
@@ -154,7 +154,7 @@ def test_int8_export_needs_training_images(tmp_path_factory, tmp_path):
     """Without a manifest there is no training split to calibrate on: a clear error, not a silent guess."""
     import shutil
 
-    from workbench.export import export
+    from workbench.serving.export import export
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run(tmp_path_factory), run, ignore=shutil.ignore_patterns("manifest.json", "eval", "data"))

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is depreca
 def keras_reference(tmp_path_factory):
     import keras
 
-    from workbench.imaging import load_files
+    from workbench.serving.imaging import load_files
 
     images = load_files(split_images(tmp_path_factory), RESOLUTION)
     model = keras.saving.load_model(tiny_run(tmp_path_factory) / "model.keras", safe_mode=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers_tiny_run import exported, split_images, tiny_run
 
-from workbench.predict import format_table, predict
+from workbench.serving.predict import format_table, predict
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_bad_inputs_fail_with_the_file_named(tmp_path_factory, tmp_path, images,
 def test_foreign_or_file_writing_saved_models_are_refused_before_loading(tmp_path):
     import tensorflow as tf
 
-    from workbench.model_files import ModelFileError
+    from workbench.serving.model_files import ModelFileError
 
     marker = tmp_path / "written"
 

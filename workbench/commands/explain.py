@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.explain import explain
+    from workbench.evaluation.explain import explain
 
     try:
         result = explain(args.model, args.image, class_name=args.class_name, out=args.out)

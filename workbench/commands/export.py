@@ -7,15 +7,15 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from workbench.export import FORMATS  # light: TensorFlow is imported only when an export runs
+    # light: the registry imports no TensorFlow; it is imported only when an export runs
+    from workbench.serving.registry import DEFAULT_FORMAT, describe, format_names
 
     parser.add_argument("run_dir", metavar="RUN", help="run directory (runs/<id>/) of a finished training run")
     parser.add_argument(
         "--format",
-        default="savedmodel",
-        choices=FORMATS,
-        help="savedmodel (TF Serving layout), keras, tflite (float32), tflite-fp16 or tflite-int8 "
-        "(full-integer, calibrated on the training split); default savedmodel",
+        default=DEFAULT_FORMAT,
+        choices=format_names(),
+        help=f"{describe()}; default {DEFAULT_FORMAT}",
     )
     parser.add_argument("--out", default=None, help="export base directory (default: saved_models/<run id>)")
     parser.add_argument(
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.export import export, read_card
+    from workbench.serving.export import export, read_card
 
     try:
         path = export(args.run_dir, args.format, out=args.out, version=args.version)

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from workbench.predict import format_table, predict
+    from workbench.serving.predict import format_table, predict
 
     try:
         results = predict(args.model, args.images, top_k=args.top_k)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-_EXPORT_DEFAULT = "savedmodel"
-
 
 def _flag(path: str) -> str:
     return "--" + path.rsplit(".", 1)[-1].replace("_", "-")
@@ -39,10 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation after training")
     parser.add_argument("--no-export", action="store_true", help="skip the export after training")
+    from workbench.serving.registry import DEFAULT_FORMAT, format_names
+
     parser.add_argument(
         "--export-format",
-        default=_EXPORT_DEFAULT,
-        help="export format after training (savedmodel, keras, tflite, tflite-fp16, tflite-int8)",
+        default=DEFAULT_FORMAT,
+        choices=format_names(),
+        help=f"export format after training (default: {DEFAULT_FORMAT})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output, only the final lines")
 
@@ -113,7 +114,7 @@ def _evaluate(run_dir) -> int:
 
 
 def _export(run_dir, export_format: str) -> int:
-    from workbench.export import export
+    from workbench.serving.export import export
 
     try:
         path = export(run_dir, export_format)

@@ -87,8 +87,8 @@ def evaluate(
     import numpy as np
 
     from pipelines import make_datasets
-    from workbench.model_card import write_text_atomic
-    from workbench.model_files import open_run
+    from pipelines.files import atomic_write_text
+    from workbench.serving.model_files import open_run
 
     if split not in EVAL_SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(EVAL_SPLITS)}")
@@ -126,5 +126,5 @@ def evaluate(
         files["per_class"] = str(plot_per_class(report, eval_dir / "per_class.png"))
         files["misclassified"] = str(plot_misclassified(report, eval_dir / "misclassified.png"))
     report["files"] = files
-    write_text_atomic(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report

@@ -4,6 +4,10 @@ A model file is a program: a `.keras` archive can carry Python bytecode (a `Lamb
 importable class, and a pickle runs code on load. So every file is identified by its content first and
 inspected before anything is deserialised; what is not ours, or not safe, is refused with a
 `ModelFileError` that says why and what to do, and is never executed.
+
+Each export format recognises and vets its own files (`workbench.serving.formats`); this module holds
+what they share: the error, `locate_model`, and the run directory with its Keras archive (the model every
+export starts from).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier of every .tflite model, at byte offset 4
 # Layers that carry arbitrary Python code in their config.
 _CODE_LAYERS = {"Lambda", "TFOpLambda"}
 
@@ -26,13 +29,16 @@ class ModelFileError(ValueError):
 class ModelLocation:
     """Where a model lives and in what format.
 
-    `kind` is one of `run` (a run directory), `keras`, `savedmodel` (a version directory) or `tflite`;
-    `path` is the model itself (the `.keras` file for a run) and `labels_path` its `labels.txt`.
+    `kind` is `run` (a run directory) or the `kind` of the export format whose files these are
+    (`keras`, `savedmodel` (a version directory), `tflite`); `path` is the model itself (the `.keras`
+    file for a run) and `labels_path` its `labels.txt`. `format` names the registered export format
+    that opens it (`keras` for a run).
     """
 
     kind: str
     path: Path
     labels_path: Path
+    format: str
 
 
 def read_labels(path: Path) -> list[str]:
@@ -49,17 +55,15 @@ def read_labels(path: Path) -> list[str]:
     return labels
 
 
-def _latest_version(base: Path) -> Path | None:
-    versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    return max(versions, key=lambda p: int(p.name)) if versions else None
-
-
 def locate_model(path: str | Path) -> ModelLocation:
     """Identify the model at `path` by its content, or raise `ModelFileError` saying what was expected.
 
-    Accepted: a run directory (`model.keras` + `labels.txt`), a SavedModel version directory or its
-    TF Serving base directory (the highest numeric version is used), a `.keras` archive, a `.tflite` file.
+    Accepted: a run directory (`model.keras` + `labels.txt`), then whatever a registered export format
+    recognises: a SavedModel version directory or its TF Serving base directory (the highest numeric
+    version is used), a `.keras` archive, a `.tflite` file.
     """
+    from workbench.serving.registry import families
+
     path = Path(path)
     expected = (
         "expected a run directory (runs/<id>/), a SavedModel directory (saved_models/<name>/ or "
@@ -67,23 +71,15 @@ def locate_model(path: str | Path) -> ModelLocation:
     )
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or directory; {expected}")
+    if path.is_dir() and (path / "model.keras").is_file():
+        return ModelLocation("run", path / "model.keras", path / "labels.txt", "keras")
+    for fmt in families():
+        found = fmt.recognise(path)
+        if found is not None:
+            labels = found / "labels.txt" if found.is_dir() else found.parent / "labels.txt"
+            return ModelLocation(fmt.kind, found, labels, fmt.name)
     if path.is_dir():
-        if (path / "model.keras").is_file():
-            return ModelLocation("run", path / "model.keras", path / "labels.txt")
-        if (path / "saved_model.pb").is_file():
-            return ModelLocation("savedmodel", path, path / "labels.txt")
-        latest = _latest_version(path)
-        if latest is not None:
-            return ModelLocation("savedmodel", latest, latest / "labels.txt")
         raise ModelFileError(f"{path}: directory holds no model.keras, saved_model.pb or numeric version; {expected}")
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if head[4:8] == TFLITE_IDENTIFIER:
-        return ModelLocation("tflite", path, path.parent / "labels.txt")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" in archive.namelist():
-                return ModelLocation("keras", path, path.parent / "labels.txt")
     raise ModelFileError(
         f"{path}: not a model file workbench can load (its content is neither a Keras v3 archive nor "
         f"TFLite; pickles and HDF5 files are never loaded because loading them can run code); {expected}"
@@ -145,62 +141,6 @@ def inspect_keras_archive(path: str | Path) -> dict:
             "named 'predictions'); train it with `workbench train` or build it with workbench.models.build_model"
         )
     return config
-
-
-# Ops that touch the file system beyond the SavedModel's own variables, or call back into Python: a
-# workbench export never contains them, and a graph that does is a program we will not run.
-_FORBIDDEN_OPS = {
-    "ReadFile",
-    "WriteFile",
-    "MatchingFiles",
-    "PyFunc",
-    "PyFuncStateless",
-    "EagerPyFunc",
-    "ImmutableConst",
-    "LoadAndRemapMatrix",
-    "DecodeProtoV2",
-    "EncodeProto",
-    "Save",
-    "SaveSlices",
-    "Restore",
-    "RestoreSlice",
-}
-_DT_STRING = 7  # tensorflow.core.framework.types_pb2.DT_STRING
-
-
-def inspect_saved_model(directory: str | Path) -> None:
-    """Vet a SavedModel from its protobuf alone (parsing runs nothing) before `tf.saved_model.load`.
-
-    Raises `ModelFileError` unless its `serving_default` signature takes `image_bytes` strings (the
-    workbench export) and its graph is free of file-system and Python-callback ops.
-    """
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    directory = Path(directory)
-    saved_model = saved_model_pb2.SavedModel()
-    try:
-        saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
-    except Exception as error:
-        raise ModelFileError(f"{directory}: saved_model.pb is not a valid SavedModel ({error})") from None
-    if not saved_model.meta_graphs:
-        raise ModelFileError(f"{directory}: the SavedModel holds no graph")
-    graph = saved_model.meta_graphs[0]
-    signature = graph.signature_def.get("serving_default")
-    inputs = {} if signature is None else signature.inputs
-    if "image_bytes" not in inputs or inputs["image_bytes"].dtype != _DT_STRING:
-        raise ModelFileError(
-            f"{directory}: not a workbench SavedModel (its serving_default signature does not take "
-            "'image_bytes' strings); export the run with `workbench export --format savedmodel`"
-        )
-    ops = {node.op for node in graph.graph_def.node}
-    for function in graph.graph_def.library.function:
-        ops.update(node.op for node in function.node_def)
-    forbidden = sorted(ops & _FORBIDDEN_OPS)
-    if forbidden:
-        raise ModelFileError(
-            f"{directory}: refusing to load this SavedModel: its graph uses {', '.join(forbidden)} (file access or "
-            "Python callbacks), which a workbench export never contains; export the run again"
-        )
 
 
 def load_keras_model(path: str | Path):
@@ -279,3 +219,19 @@ def open_run(run_dir: str | Path) -> Run:
         )
     manifest_path = run_dir / "manifest.json"
     return Run(run_dir, model, class_names, int(resolution), config, manifest_path if manifest_path.is_file() else None)
+
+
+def split_files(run: Run, split: str, limit: int | None = None) -> tuple[list[str], list[int]]:
+    """File paths (the decodable copies) and label indices of one split of the run's manifest."""
+    if run.manifest_path is None:
+        return [], []
+    from pipelines.manifest import Manifest
+
+    manifest = Manifest.load(run.manifest_path)
+    index = {name: i for i, name in enumerate(run.class_names)}
+    records = manifest.split_records(split)
+    if limit is not None and len(records) > limit:
+        # An evenly spaced subset keeps every class represented (records are grouped by class).
+        step = len(records) / limit
+        records = [records[int(i * step)] for i in range(limit)]
+    return [r.source_path for r in records], [index[r.label] for r in records]

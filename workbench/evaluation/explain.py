@@ -102,8 +102,14 @@ def explain(
     import tensorflow as tf
     from PIL import Image
 
-    from workbench.imaging import load_files
-    from workbench.model_files import ModelFileError, load_keras_model, locate_model, model_resolution, read_labels
+    from workbench.serving.imaging import load_files
+    from workbench.serving.model_files import (
+        ModelFileError,
+        load_keras_model,
+        locate_model,
+        model_resolution,
+        read_labels,
+    )
 
     location = locate_model(model_path)
     if location.kind not in ("run", "keras"):

@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 from pathlib import Path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file through a temporary name and a rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _versions() -> dict[str, str]:
@@ -68,19 +60,12 @@ def _evaluation(run) -> dict | None:
     }
 
 
-def _input_description(format: str, size: int) -> str:
-    if format == "savedmodel":
-        return (
-            f"encoded images (serving_default) or float32 RGB in [0, 255] of any size (serving_rgb); "
-            f"centre-cropped and resized to {size}x{size} inside the graph"
-        )
-    if format == "tflite-int8":
-        return f"uint8 RGB (B, {size}, {size}, 3) pixel values (input quantisation calibrated to [0, 255])"
-    return f"float32 RGB (B, {size}, {size}, 3) in [0, 255], centre-cropped and resized; normalised inside the model"
+def build_card(run, *, name: str, format: str, input: str, files: list[str], extra: dict | None = None) -> dict:
+    """The model card of one export of `run` (a `workbench.serving.model_files.Run`).
 
-
-def build_card(run, *, name: str, format: str, files: list[str], extra: dict | None = None) -> dict:
-    """The model card of one export of `run` (a `workbench.model_files.Run`)."""
+    `format` is the export format's name and `input` its description of the model input
+    (`ExportFormat.describe_input`); `extra` adds the format's own fields (signatures, quantization).
+    """
     keys = ("weights", "epochs", "fine_tune_epochs", "batch_size", "augment", "seed")
     training = {key: run.config[key] for key in keys if key in run.config}
     card = {
@@ -94,7 +79,7 @@ def build_card(run, *, name: str, format: str, files: list[str], extra: dict | N
             "num_classes": len(run.class_names),
             "classes": list(run.class_names),
             "parameters": int(run.model.count_params()),
-            "input": _input_description(format, run.resolution),
+            "input": input,
         },
         "training": training,
         "training_data": _training_data(run),
@@ -158,7 +143,9 @@ def _markdown(card: dict) -> str:
 
 def write_card(directory: Path, card: dict) -> tuple[Path, Path]:
     """Write `model_card.json` and `model_card.md` into `directory`."""
+    from pipelines.files import atomic_write_text
+
     json_path, md_path = directory / "model_card.json", directory / "model_card.md"
-    write_text_atomic(json_path, json.dumps(card, indent=2) + "\n")
-    write_text_atomic(md_path, _markdown(card))
+    atomic_write_text(json_path, json.dumps(card, indent=2) + "\n")
+    atomic_write_text(md_path, _markdown(card))
     return json_path, md_path

@@ -1,0 +1,56 @@
+"""`.keras` export (`<out>/keras/model.keras`): the run's model, to load back into Keras and train further.
+
+The same archive format as a run's own `model.keras`, so vetting and loading live with the run code in
+`workbench.serving.model_files` (`inspect_keras_archive`, `load_keras_model`); this module only says how
+the format is written, recognised and run.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.serving.formats.base import ExportFormat, Runtime
+from workbench.serving.model_files import ModelFileError, inspect_keras_archive, load_keras_model, model_resolution
+
+
+class KerasRuntime(Runtime):
+    """A vetted Keras model at its fixed input resolution."""
+
+    def __init__(self, path: Path):
+        self.model = load_keras_model(path)  # vetted before anything else is read
+        self.resolution = model_resolution(self.model)
+        if self.resolution is None:
+            raise ModelFileError(
+                f"{path}: the model takes images of any size; workbench models have a fixed resolution"
+            )
+
+    def predict_images(self, images, batch_size: int = 32):
+        return self.model.predict(images, batch_size=batch_size, verbose=0)
+
+
+@dataclass(frozen=True)
+class KerasFormat(ExportFormat):
+    def write(self, run, directory: Path) -> dict:
+        from pipelines.files import atomic_path
+
+        # The temporary keeps the .keras suffix: Keras picks the archive format from it.
+        with atomic_path(directory / self.files[0]) as tmp:
+            run.model.save(tmp)
+        return {}
+
+    def recognise(self, path: Path) -> Path | None:
+        if not path.is_file() or not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            return path if "config.json" in archive.namelist() else None
+
+    def verify(self, path: Path) -> None:
+        inspect_keras_archive(path)
+
+    def open(self, path: Path) -> KerasRuntime:
+        return KerasRuntime(path)
+
+
+KERAS = KerasFormat(name="keras", label=".keras", kind="keras", files=("model.keras",))

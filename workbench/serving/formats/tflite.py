@@ -1,0 +1,243 @@
+"""TFLite: float32, float16 weights and full-integer int8 (`<out>/<name>/model.tflite`), and their runtime.
+
+The three are one family: the same converter with another mode, the same file kind (`tflite`), the same
+interpreter. A FlatBuffer holds no code, so vetting it is recognising it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.serving.formats.base import ExportFormat, Runtime
+from workbench.serving.model_files import ModelFileError, Run, split_files
+
+TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier of every .tflite model, at byte offset 4
+# Images of the training split used to calibrate int8 ranges; a few hundred is the TFLite guidance.
+REPRESENTATIVE_IMAGES = 200
+
+
+def _float_graph(model, resolution: int, directory: Path) -> Path:
+    """A plain SavedModel (float32 images at the model's resolution → probabilities) for the TFLite converter."""
+    import tensorflow as tf
+    from keras.export import ExportArchive
+
+    archive = ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        lambda images: model(images, training=False),
+        input_signature=[tf.TensorSpec((None, resolution, resolution, 3), tf.float32, name="images")],
+    )
+    archive.write_out(str(directory), verbose=False)
+    return directory
+
+
+def representative_images(run: Run, limit: int = REPRESENTATIVE_IMAGES):
+    """Training-split images (float32 [0, 255] at the run's resolution) for int8 calibration."""
+    from workbench.serving.imaging import load_files
+
+    paths, _ = split_files(run, "train", limit)
+    if not paths:
+        raise ValueError(
+            f"{run.path}: int8 export needs training images for calibration, but the run has no manifest.json "
+            "with a train split; export a run trained by `workbench train`, or use --format tflite-fp16"
+        )
+    return load_files(paths, run.resolution)
+
+
+def _calibrate_int8(converter, calibration) -> None:
+    import tensorflow as tf
+
+    if calibration is None or len(calibration) == 0:
+        raise ValueError("int8 conversion needs calibration images")
+
+    def representative_dataset():
+        for i, image in enumerate(calibration):
+            image = image[None].astype("float32")
+            if i == 0:
+                # Pin the calibrated input range to the full [0, 255]: uint8 pixels then map 1:1
+                # (scale 1, zero point 0) and bright images outside the calibration set's range
+                # are not clipped. Two pixels barely move the ranges of the later layers.
+                image = image.copy()
+                image[0, 0, 0, :], image[0, -1, -1, :] = 0.0, 255.0
+            yield [image]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+
+
+def convert_tflite(model, resolution: int, mode: str, calibration=None) -> bytes:
+    """Convert to a TFLite flatbuffer. `mode`: float32 | float16 | int8 (needs `calibration` images).
+
+    int8 is full-integer: every op, the input (uint8 pixels, which RGB in [0, 255] maps onto exactly)
+    and the output (uint8 probabilities) are quantised, as integer-only accelerators require.
+    """
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(_float_graph(model, resolution, Path(tmp) / "float")))
+        if mode == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif mode == "int8":
+            _calibrate_int8(converter, calibration)
+        elif mode != "float32":
+            raise ValueError(f"unknown TFLite mode {mode!r}; use float32, float16 or int8")
+        return converter.convert()
+
+
+class TFLiteClassifier(Runtime):
+    """A `.tflite` classifier run by `tf.lite.Interpreter`: float32 RGB [0, 255] in, probabilities out.
+
+    Quantised inputs and outputs (uint8/int8) are (de)quantised here with the scale and zero point the
+    converter stored in the file, so callers always see floats.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int | None = None):
+        import numpy as np
+        import tensorflow as tf
+
+        self.path = Path(path)
+        with warnings.catch_warnings():
+            # TF 2.20+ warns that tf.lite.Interpreter moves to the separate ai-edge-litert package; it is
+            # still the interpreter shipped with TensorFlow, which is all this project depends on.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=num_threads)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self.resolution = int(self._input["shape"][1])
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self._dynamic_batch = int(self._input["shape_signature"][0]) == -1
+        self._batch = int(self._input["shape"][0])
+        self.interpreter.allocate_tensors()
+
+    def _set_batch(self, batch: int) -> None:
+        if batch != self._batch:
+            self.interpreter.resize_tensor_input(self._input["index"], [batch, self.resolution, self.resolution, 3])
+            self.interpreter.allocate_tensors()
+            self._batch = batch
+
+    def _quantise(self, images):
+        import numpy as np
+
+        if self.input_dtype.kind == "f":
+            return images.astype(self.input_dtype)
+        scale, zero_point = self._input["quantization"]
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(self.input_dtype)
+
+    def _dequantise(self, values):
+        import numpy as np
+
+        if np.dtype(self._output["dtype"]).kind == "f":
+            return values.astype(np.float32)
+        scale, zero_point = self._output["quantization"]
+        return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+    def invoke(self, images):
+        """One interpreter call on a batch already at the model's resolution (the batch size sticks)."""
+        self._set_batch(len(images))
+        self.interpreter.set_tensor(self._input["index"], self._quantise(images))
+        self.interpreter.invoke()
+        return self._dequantise(self.interpreter.get_tensor(self._output["index"]))
+
+    def predict_images(self, images, batch_size: int = 32):
+        """Probabilities (N, C) for float32 RGB images (N, R, R, 3) in [0, 255]."""
+        import numpy as np
+
+        step = batch_size if self._dynamic_batch else self._batch
+        return np.concatenate([self.invoke(images[i : i + step]) for i in range(0, len(images), step)], axis=0)
+
+
+def quantization_report(run: Run, int8_path: Path, float_path: Path | None = None) -> dict:
+    """int8 against float32 on the same evaluation images (the test split, else val).
+
+    The float32 reference is the Keras model itself (or `float_path`, a float32 .tflite, when given).
+    """
+    import numpy as np
+
+    from workbench.serving.imaging import load_files
+
+    for split in ("test", "val"):
+        paths, labels = split_files(run, split)
+        if paths:
+            break
+    else:
+        return {"note": "no test or val split in the run's manifest; accuracy not measured"}
+    images = load_files(paths, run.resolution)
+    labels = np.asarray(labels)
+    if float_path is not None:
+        reference = TFLiteClassifier(float_path).predict_images(images)
+        reference_name = "float32 TFLite"
+    else:
+        reference = run.model.predict(images, batch_size=32, verbose=0)
+        reference_name = "float32 Keras"
+    quantized = TFLiteClassifier(int8_path).predict_images(images)
+    float_accuracy = float((reference.argmax(1) == labels).mean())
+    int8_accuracy = float((quantized.argmax(1) == labels).mean())
+    return {
+        "split": split,
+        "num_images": len(labels),
+        "reference": reference_name,
+        "float32_accuracy": round(float_accuracy, 4),
+        "int8_accuracy": round(int8_accuracy, 4),
+        "accuracy_drop_points": round(100 * (float_accuracy - int8_accuracy), 2),
+        "top1_agreement": round(float((reference.argmax(1) == quantized.argmax(1)).mean()), 4),
+        "max_abs_probability_error": round(float(np.abs(reference - quantized).max()), 4),
+    }
+
+
+def _is_tflite(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(8)[4:8] == TFLITE_IDENTIFIER
+
+
+@dataclass(frozen=True)
+class TFLiteFormat(ExportFormat):
+    """One converter mode (`float32`, `float16` or `int8`); int8 calibrates on the run's training split."""
+
+    mode: str = "float32"
+
+    def write(self, run, directory: Path) -> dict:
+        from pipelines.files import atomic_write_bytes
+
+        calibration = representative_images(run) if self.mode == "int8" else None
+        model_path = directory / self.files[0]
+        data = convert_tflite(run.model, run.resolution, self.mode, calibration)
+        atomic_write_bytes(model_path, data)
+        extra: dict = {"tflite": {"mode": self.mode, "bytes": len(data)}}
+        if calibration is not None:
+            extra["tflite"]["calibration_images"] = len(calibration)
+            extra["quantization"] = quantization_report(run, model_path)
+        return extra
+
+    def recognise(self, path: Path) -> Path | None:
+        return path if path.is_file() and _is_tflite(path) else None
+
+    def verify(self, path: Path) -> None:
+        if not _is_tflite(path):
+            raise ModelFileError(f"{path}: not a TFLite FlatBuffer (no {TFLITE_IDENTIFIER.decode()} identifier)")
+
+    def open(self, path: Path) -> TFLiteClassifier:
+        self.verify(path)
+        return TFLiteClassifier(path)
+
+
+TFLITE = TFLiteFormat(name="tflite", label="TFLite (float32)", kind="tflite", files=("model.tflite",))
+TFLITE_FP16 = TFLiteFormat(
+    name="tflite-fp16", label="TFLite (float16 weights)", kind="tflite", files=("model.tflite",), mode="float16"
+)
+TFLITE_INT8 = TFLiteFormat(
+    name="tflite-int8",
+    label="TFLite (int8, calibrated)",
+    kind="tflite",
+    files=("model.tflite",),
+    input="uint8 RGB (B, {size}, {size}, 3) pixel values (input quantisation calibrated to [0, 255])",
+    mode="int8",
+)

@@ -1,0 +1,88 @@
+"""Classify image files with any model workbench exports: a run directory, `.keras`, SavedModel or `.tflite`.
+
+Every format gets the same pixels: files are decoded and resized by `workbench.serving.imaging` (the SavedModel
+does the same inside its graph). A model is located by its content (`workbench.serving.model_files`), then
+opened by its registered export format, which refuses anything that is not ours or not safe before loading it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from workbench.serving.model_files import ModelFileError, ModelLocation, locate_model, read_labels
+
+if TYPE_CHECKING:
+    from workbench.serving.formats.base import Runtime
+
+
+def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
+    """The bytes of each file, each checked to decode as an image (errors name the file)."""
+    import tensorflow as tf
+
+    from workbench.serving.imaging import decode_rgb
+
+    if not paths:
+        raise ValueError("no images given; pass one or more image files (JPEG, PNG, GIF or BMP)")
+    encoded = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: image file not found; check the path")
+        data = path.read_bytes()
+        try:
+            decode_rgb(tf.constant(data))
+        except (tf.errors.InvalidArgumentError, ValueError):
+            raise ValueError(f"{path}: not an image TensorFlow can decode; use JPEG, PNG, GIF or BMP files") from None
+        encoded.append(data)
+    return encoded
+
+
+def open_model(location: ModelLocation) -> tuple[Runtime, list[str]]:
+    """The located model, vetted and loaded by its registered format, and its class names."""
+    from workbench.serving.registry import get_format
+
+    return get_format(location.format).open(location.path), read_labels(location.labels_path)
+
+
+def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5) -> list[dict]:
+    """Top-k classes of each image file.
+
+    Returns one dict per image, in order: `{"image": path, "predictions": [{"class", "index",
+    "probability"}, ...]}` with the k most probable classes first.
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    location = locate_model(model_path)  # a wrong model path fails before the images are read
+    encoded = _read_images(images)
+    runtime, labels = open_model(location)
+    probabilities = runtime.predict_bytes(encoded)
+    if probabilities.shape[1] != len(labels):
+        raise ModelFileError(
+            f"{location.labels_path}: lists {len(labels)} classes but the model predicts {probabilities.shape[1]}; "
+            "the labels.txt does not belong to this model"
+        )
+    results = []
+    for path, row in zip(images, probabilities, strict=True):
+        order = np.argsort(-row, kind="stable")[:top_k]
+        results.append(
+            {
+                "image": str(path),
+                "predictions": [{"class": labels[i], "index": int(i), "probability": float(row[i])} for i in order],
+            }
+        )
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    """The predictions as a plain-text table: one block per image, one row per class."""
+    lines = []
+    for result in results:
+        lines.append(result["image"])
+        width = max(len(p["class"]) for p in result["predictions"])
+        for rank, p in enumerate(result["predictions"], 1):
+            lines.append(f"  {rank:>2}. {p['class']:<{width}}  {p['probability']:7.2%}")
+    return "\n".join(lines)
