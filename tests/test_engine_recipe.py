@@ -146,6 +146,55 @@ def test_nan_loss_stops_with_an_error_event_and_keeps_the_last_good_checkpoint(t
     assert (run_dir / "checkpoints" / state["last_weights"]).exists()
 
 
+def test_user_listener_and_keras_callback_see_every_phase(tmp_path):
+    """`fine_tune(listeners=[...], callbacks=[...])`: the hooks a TensorBoard writer or a user's own
+    callback plugs into. The listener hears exactly the events written to events.jsonl; the Keras
+    callback joins the fit of both phases (the head model on cached features, then the full model)."""
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def __call__(self, event):
+            self.events.append(event)
+
+    class EpochCounter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.fits, self.epochs = [], []
+
+        def on_train_begin(self, logs=None):
+            self.fits.append(len(self.model.layers))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append((len(self.fits), epoch + 1, logs["val_accuracy"]))
+
+    data = make_image_folder(tmp_path / "data")
+    recorder, counter = Recorder(), EpochCounter()
+    config = tiny_config(data, tmp_path / "runs", epochs=2, fine_tune_epochs=1)
+    result = fine_tune(config, listeners=[recorder], callbacks=[counter])
+
+    assert recorder.events == read_events(result.run_dir)
+    story = [(e["type"], e.get("phase"), e.get("epoch")) for e in recorder.events if e["type"] != "batch"]
+    assert story == [
+        ("phase", 1, None),
+        ("epoch", 1, 1),
+        ("epoch", 1, 2),
+        ("phase", 2, None),
+        ("epoch", 2, 1),
+        ("done", None, None),
+    ]
+    head_layers, full_layers = counter.fits
+    assert recorder.events[0]["cached_features"] is True and head_layers < 5 < full_layers
+    epochs = [e for e in recorder.events if e["type"] == "epoch"]
+    # (fit number, epoch, val_accuracy the callback saw) against the epoch events
+    assert counter.epochs == [
+        (1, 1, epochs[0]["val_accuracy"]),
+        (1, 2, epochs[1]["val_accuracy"]),
+        (2, 1, epochs[2]["val_accuracy"]),
+    ]
+
+
 def test_class_weights_only_when_imbalanced():
     balanced = [0] * 10 + [1] * 12
     assert class_weights(balanced, "auto") is None
