@@ -75,7 +75,8 @@ class Batching:
             return dataset
         if num_images < self.global_batch:
             usable = num_images - num_images % self.replicas
-            return dataset.unbatch().batch(usable) if usable else dataset.take(0)
+            # drop_remainder: the images past `usable` would form a batch smaller than the replica count.
+            return dataset.unbatch().batch(usable, drop_remainder=True) if usable else dataset.take(0)
         last = num_images % self.global_batch
         if 0 < last < self.replicas:
             return dataset.take(num_images // self.global_batch)
