@@ -18,7 +18,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, atomic_path, atomic_write_json, stop_requested
+from pipelines.files import atomic_path, atomic_write_json
+from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, stop_requested
 
 
 @dataclasses.dataclass
@@ -56,6 +57,17 @@ class RunSignals:
     stopped: bool = False  # a STOP file ended the phase
     early_stopped: bool = False
     diverged: str | None = None  # message when the loss became NaN/Inf
+
+
+def load_weights(model, path: Path) -> None:
+    """Model weights from a checkpoint. Keras also stores the optimizer of a compiled model in
+    `.weights.h5` and warns when the loading model's optimizer differs; the engine restores the
+    optimizer from its own `.optimizer.npz`, so that warning is noise here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def save_optimizer(optimizer, path: Path) -> None:
@@ -192,12 +204,13 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """After each completed epoch: keep the best weights (by val_accuracy, in memory and in
-    `checkpoints/best.weights.h5`), save the last weights and optimizer state for resume, update
-    `TrainState`, and stop the phase after `patience` epochs without improvement.
+    """After each completed epoch: keep the best weights (by val_accuracy, in memory as
+    `best_weights` and in `checkpoints/best.weights.h5`), save the last weights and optimizer state
+    for resume, update `TrainState`, and stop the phase after `patience` epochs without improvement.
 
     `model` is the full model (whose weights are saved); the model being fit may be the head
-    alone (phase 1 on cached features), which shares its weights.
+    alone (phase 1 on cached features), which shares its weights. `best_weights` starts as the
+    best of earlier phases (None when there is none yet); read it after `fit`.
     """
 
     def __init__(
@@ -209,11 +222,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         optimizer,
         patience: int,
         signals: RunSignals,
-        best_holder: dict,
+        best_weights: list[np.ndarray] | None = None,
     ):
         super().__init__()
         self.run_dir, self.state, self.full_model, self.optimizer = run_dir, state, model, optimizer
-        self.patience, self.signals, self.best_holder = patience, signals, best_holder
+        self.patience, self.signals, self.best_weights = patience, signals, best_weights
         self.ckpt_dir = run_dir / CHECKPOINTS_DIR
 
     def on_epoch_end(self, epoch, logs=None):
@@ -230,7 +243,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if improved:
             state.best_val_accuracy, state.best_phase, state.best_epoch = val_accuracy, state.phase, epoch + 1
             state.epochs_since_best = 0
-            self.best_holder["weights"] = self.full_model.get_weights()
+            self.best_weights = self.full_model.get_weights()
             state.best_weights = "best.weights.h5"
             with atomic_path(self.ckpt_dir / state.best_weights) as tmp:
                 self.full_model.save_weights(tmp)

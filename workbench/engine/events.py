@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 EVENT_TYPES = ("phase", "batch", "epoch", "done", "error", "trial")
 EVENTS_FILE = "events.jsonl"
@@ -46,11 +46,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class EventWriter:
-    """Appends events to `path`. `listeners` (callables taking the event dict) see each event
-    as it is written; the CLI's progress bar is one."""
+class Listener(Protocol):
+    """What hears a run's events as they are written: any callable taking the event dict, such as a
+    function or an object with `__call__` (`workbench.engine.progress.ProgressPrinter`).
 
-    def __init__(self, path: str | Path, listeners: Iterable[Callable[[dict], None]] = ()):
+    Pass listeners to `fine_tune(config, listeners=[...])`, `resume` or an `EventWriter`. A listener
+    sees exactly what `events.jsonl` gets, in order, so a TensorBoard writer, say, is one more
+    listener that turns `epoch` events into scalars. A listener runs in the training thread: keep it
+    quick, and let it raise only to abort the run.
+    """
+
+    def __call__(self, event: dict) -> None: ...
+
+
+class EventWriter:
+    """Appends events to `path`. `listeners` see each event as it is written (see `Listener`)."""
+
+    def __init__(self, path: str | Path, listeners: Iterable[Listener] = ()):
         self.path = Path(path)
         self.listeners = list(listeners)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Run directories: naming, layout, atomic writes, the pid file and the STOP file.
+"""Run directories: naming, layout, the pid file and the STOP file.
 
 ```
 runs/<run-id>/
@@ -16,14 +16,17 @@ runs/<run-id>/
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+
+# Atomic writes are `pipelines.files`'s (one helper for the project); the names stay importable from
+# here for older callers (`x as x` marks a re-export).
+from pipelines.files import atomic_path as atomic_path
+from pipelines.files import atomic_write_json as atomic_write_json
+from pipelines.files import atomic_write_text as atomic_write_text
 
 CONFIG_FILE = "config.yaml"
 MANIFEST_FILE = "manifest.json"
@@ -54,35 +57,6 @@ def create_run_dir(out: str | Path, variant: str, run_dir: str | Path | None = N
         )
     (path / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
     return path
-
-
-@contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed over `path` in one step,
-    so readers see the old file or the new one, never half of one. The temporary keeps the
-    final suffix (Keras picks the format from it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix or "".join(path.suffixes))
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def atomic_write_json(path: str | Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def write_labels(run_dir: Path, classes: list[str]) -> None:
