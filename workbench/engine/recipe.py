@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.files import remove_stale_temporaries
 from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.engine.events import EVENTS_FILE, EventWriter, read_events
 from workbench.engine.rundir import (
@@ -70,6 +71,7 @@ class RunResult:
     cached_features: bool = False
     seconds: float = 0.0
     chief: bool = True  # False on the other workers of a multi-worker run
+    terminated: bool = False  # SIGTERM stopped the run (like STOP); the caller should exit, not go on
 
 
 def fine_tune(config: RunConfig | dict | None = None, *, listeners: Iterable[Callable[[dict], None]] = ()) -> RunResult:
@@ -127,8 +129,14 @@ class _Run:
         else:
             self.run_dir = create_run_dir(self.config.out, self.config.variant, self.config.run_dir)
         self.writer = EventWriter(self.run_dir / EVENTS_FILE, self.listeners if self.chief else ())
+        from workbench.engine.callbacks import stop_on_sigterm
+
         try:
-            with pid_file(self.run_dir), precision_policy(self.config.precision) as policy:
+            with (
+                pid_file(self.run_dir),
+                stop_on_sigterm(self.run_dir) as termination,
+                precision_policy(self.config.precision) as policy,
+            ):
                 self.policy = policy
                 keras.utils.set_random_seed(self.config.seed)
                 try:
@@ -143,6 +151,7 @@ class _Run:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
         result.seconds = time.perf_counter() - started
+        result.terminated = termination.received
         return result
 
     def _train(self) -> RunResult:
@@ -152,6 +161,7 @@ class _Run:
         resuming = self.resume_dir is not None
         if resuming:
             (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP that ended the last attempt
+            remove_stale_temporaries(run_dir / CHECKPOINTS_DIR)  # a killed writer's leftovers (we hold the lock)
             self.state = TrainState.load(run_dir) or TrainState()
             done = [e for e in read_events(run_dir) if e["type"] == "done"]
             if done and not done[-1].get("stopped") and (run_dir / MODEL_FILE).exists():
