@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     best = "n/a" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
     print(f"run: {result.run_dir}")
     print(f"best val accuracy: {best}" + (" (stopped early by STOP file)" if result.stopped else ""))
+    if result.terminated:  # SIGTERM: the run is saved and resumable; exit now instead of evaluating
+        print(f"stopped by SIGTERM; continue it with `workbench train --resume {result.run_dir}`", file=sys.stderr)
+        return 143  # 128 + SIGTERM, the shell's convention: the job did not complete
     if result.model_path is None:
         return 0
     if not args.no_evaluate and (code := _evaluate(result.run_dir)) != 0:

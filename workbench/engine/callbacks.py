@@ -1,5 +1,5 @@
-"""Keras callbacks that turn a `fit` into a run: progress events, the STOP file, the
-non-finite-loss guard, and checkpoints with early stopping that survive a resume.
+"""Keras callbacks that turn a `fit` into a run: progress events, the STOP file (and SIGTERM, which
+writes it), the non-finite-loss guard, and checkpoints with early stopping that survive a resume.
 
 `keras.callbacks.EarlyStopping` and `ModelCheckpoint` keep their state in memory only and reset
 it in `on_train_begin`, so a resumed run would forget its best score and patience; `RunCheckpoint`
@@ -11,7 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ import keras
 import numpy as np
 
 from pipelines.files import atomic_path, atomic_write_json
-from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, stop_requested
+from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, request_stop, stop_requested
 
 
 @dataclasses.dataclass
@@ -180,6 +184,42 @@ class StopFile(keras.callbacks.Callback):
         if stop_requested(self.run_dir):
             self.signals.stopped = True
             self.model.stop_training = True
+
+
+@dataclasses.dataclass
+class Termination:
+    """Whether SIGTERM asked the run to stop (set by `stop_on_sigterm`)."""
+
+    received: bool = False
+
+
+@contextmanager
+def stop_on_sigterm(run_dir: Path) -> Iterator[Termination]:
+    """While training, SIGTERM (what `docker stop`, systemd and Kubernetes send) is a clean stop.
+
+    The handler writes the STOP file, so every place that honours STOP (the `StopFile` callback, the
+    feature pass) stops after its current batch, and the run ends through its normal path: a `done`
+    event with `stopped`, consistent checkpoints, the lock released, resumable (issue 11, B5). A second
+    SIGTERM raises KeyboardInterrupt, as Ctrl-C does, for a caller that cannot wait for the batch.
+    The previous handler is restored on exit. Python runs signal handlers in the main thread only, so
+    elsewhere (a run started from a worker thread) nothing is installed and SIGTERM keeps its meaning.
+    """
+    termination = Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination
+        return
+
+    def handle(signum, frame):
+        if termination.received:
+            raise KeyboardInterrupt(f"a second SIGTERM interrupted the run in {run_dir}")
+        termination.received = True
+        request_stop(run_dir)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield termination
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

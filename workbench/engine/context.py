@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipelines.files import remove_stale_temporaries
 from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.engine.events import EventWriter, read_events
 from workbench.engine.rundir import (
@@ -139,6 +140,7 @@ def _initial_state(config: RunConfig, run_dir: Path, resuming: bool) -> TrainSta
         config.save(run_dir / CONFIG_FILE)
         return TrainState()
     (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP that ended the last attempt
+    remove_stale_temporaries(run_dir / CHECKPOINTS_DIR)  # a killed writer's leftovers (we hold the lock)
     done = [e for e in read_events(run_dir) if e["type"] == "done"]
     if done and not done[-1].get("stopped") and (run_dir / MODEL_FILE).exists():
         raise ValueError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,10 +76,14 @@ class EventWriter:
             raise ValueError(f"{type} event lacks {', '.join(missing)}")
         event = {"type": type, "time": round(time.time(), 3)}
         event.update({k: _clean(v) for k, v in fields.items()})
-        line = json.dumps(event, separators=(",", ":")) + "\n"
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
         # One write per line on an O_APPEND descriptor, flushed at once: a reader never sees
         # half of a line unless the process dies inside this write.
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with open(self.path, "ab+") as fh:
+            if _ends_torn(fh):
+                # A writer killed mid-line left it unterminated: end it here, or this event would be
+                # glued to the torn one and dropped with it by the reader (issue 11, B6).
+                line = b"\n" + line
             fh.write(line)
             fh.flush()
         for listener in self.listeners:
@@ -107,6 +112,15 @@ class EventWriter:
 
     def error(self, message: str, **extra: Any) -> dict:
         return self.emit("error", message=message, **extra)
+
+
+def _ends_torn(fh) -> bool:
+    """Whether the file open in `fh` is non-empty and does not end with a newline."""
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0:
+        return False
+    fh.seek(end - 1)
+    return fh.read(1) != b"\n"
 
 
 def parse_events(text: str) -> list[dict]:

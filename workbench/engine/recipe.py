@@ -66,6 +66,7 @@ class RunResult:
     cached_features: bool = False
     seconds: float = 0.0
     chief: bool = True  # False on the other workers of a multi-worker run
+    terminated: bool = False  # SIGTERM stopped the run (like STOP); the caller should exit, not go on
 
 
 def fine_tune(
@@ -129,6 +130,7 @@ def _run(config: RunConfig, *, listeners, callbacks, resume_dir: Path | None = N
     """build the context -> fit each phase -> save the best model."""
     import keras
 
+    from workbench.engine.callbacks import stop_on_sigterm
     from workbench.engine.precision import precision_policy
     from workbench.engine.strategy import is_chief, resolve_strategy
 
@@ -138,7 +140,12 @@ def _run(config: RunConfig, *, listeners, callbacks, resume_dir: Path | None = N
     chief = is_chief(strategy)
     with open_run(config, chief=chief, resume_dir=resume_dir) as run_dir:
         writer = EventWriter(run_dir / EVENTS_FILE, listeners if chief else ())
-        with pid_file(run_dir), precision_policy(config.precision) as policy, _errors_as_events(writer):
+        with (
+            pid_file(run_dir),
+            stop_on_sigterm(run_dir) as termination,
+            precision_policy(config.precision) as policy,
+            _errors_as_events(writer),
+        ):
             keras.utils.set_random_seed(config.seed)
             ctx = build_context(
                 config,
@@ -158,6 +165,7 @@ def _run(config: RunConfig, *, listeners, callbacks, resume_dir: Path | None = N
                     break
             result = _finish(ctx, stopped, cached_features=phases[0].features)
     result.seconds = time.perf_counter() - started
+    result.terminated = termination.received
     return result
 
 
