@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from workbench.models.scaling import PAPER_FAMILY, ScalingFamily
+from workbench.models.scaling import ScalingFamily
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -24,10 +24,13 @@ def families_dir() -> Path:
 
 def check_family_name(name: str) -> str:
     """Return `name` if it can name a saved family, else raise ValueError saying what is allowed."""
-    if name == PAPER_FAMILY.name or not _NAME.match(name):
+    from workbench.models.registry import registered_families
+
+    registered = [family.name for family in registered_families()]
+    if name in registered or not _NAME.match(name):
         raise ValueError(
             f"invalid family name {name!r}: use lower-case letters, digits, '.', '_' or '-', "
-            f"and not {PAPER_FAMILY.name!r} (the paper's own family)"
+            f"and not the name of a registered family ({', '.join(registered)})"
         )
     return name
 
