@@ -231,7 +231,7 @@ def _family_table(variant: str, size: int) -> None:
         return
     if rows is None:
         st.info(
-            "Measuring parameters and FLOPs of every variant on its built graph (once; about a minute on a small CPU)…",
+            "Reading the family's parameters and FLOPs (named variants are stored figures; a custom φ is measured on its built graph once)…",
             icon=":material/hourglass_top:",
         )
         return

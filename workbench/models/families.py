@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from pipelines.files import atomic_write_json
 from workbench.models.scaling import ScalingFamily
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -39,12 +40,7 @@ def save_family(family: ScalingFamily, directory: str | Path | None = None) -> P
     """Write the family atomically and return its path."""
     check_family_name(family.name)
     directory = Path(directory) if directory is not None else families_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{family.name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(family), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(directory / f"{family.name}.json", dataclasses.asdict(family))
 
 
 def load_family(name: str, directory: str | Path | None = None) -> ScalingFamily:
