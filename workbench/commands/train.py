@@ -13,24 +13,11 @@ import sys
 _EXPORT_DEFAULT = "savedmodel"
 
 
-def _flag(path: str) -> str:
-    return "--" + path.rsplit(".", 1)[-1].replace("_", "-")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from workbench.engine.config import iter_fields
+    from workbench.config_fields import add_arguments as add_config_arguments
+    from workbench.engine.config import RunConfig
 
-    for path, field, default, _ in iter_fields():
-        help_text = field.metadata["help"] + (f" (default: {default})" if default is not None else "")
-        kwargs = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
-        if "choices" in field.metadata:
-            kwargs["choices"] = field.metadata["choices"]
-        if path == "data":
-            parser.add_argument("data", nargs="?", metavar="DATA", **kwargs)
-        else:
-            if "choices" not in kwargs:
-                kwargs["metavar"] = path.rsplit(".", 1)[-1].upper()
-            parser.add_argument(_flag(path), dest=path, **kwargs)
+    add_config_arguments(parser, RunConfig, positional=("data",))
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -48,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from workbench.engine.config import iter_fields
+    from workbench.config_fields import overrides_from_args
+    from workbench.engine.config import RunConfig
 
-    return {path: getattr(args, path) for path, *_ in iter_fields() if hasattr(args, path)}
+    return overrides_from_args(args, RunConfig)
 
 
 def run(args: argparse.Namespace) -> int:
