@@ -71,20 +71,11 @@ class TrialPrinter:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"workbench scale-search: {exc}", file=sys.stderr)
-        return 2
-
-    from pipelines import DataError
     from workbench.scaling_search.search import run_search
 
-    try:
-        result = run_search(config, listeners=[] if args.quiet else [TrialPrinter()])
-    except (ValueError, DataError) as exc:
-        print(f"workbench scale-search: {exc}", file=sys.stderr)
-        return 1
+    # Bad options or data are ValueErrors (DataError is one), which `workbench.cli.main` turns into exit code 2.
+    config = config_from_args(args)
+    result = run_search(config, listeners=[] if args.quiet else [TrialPrinter()])
     best = result.chosen
     trained = sum(r["status"] == "trained" for r in result.rows)
     print(f"search: {result.search_dir} ({trained} trained of {len(result.rows)} proposed, {result.seconds:.0f} s)")

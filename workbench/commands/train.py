@@ -44,30 +44,21 @@ def _overrides(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from workbench.engine.config import RunConfig, with_overrides
 
+    # Bad options, a bad run to resume and unusable data are ValueErrors (DataError is one): exit code 2 from
+    # `workbench.cli.main`; a run that fails (TrainingError) exits with 1.
     overrides = _overrides(args)
-    try:
-        if args.resume:
-            if overrides:
-                raise ValueError(
-                    f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
-                    f"(or edit {args.resume}/config.yaml)"
-                )
-        else:
-            config = with_overrides(RunConfig(), overrides).validate()
-    except ValueError as exc:
-        print(f"workbench train: {exc}", file=sys.stderr)
-        return 2
+    if args.resume and overrides:
+        raise ValueError(
+            f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
+            f"(or edit {args.resume}/config.yaml)"
+        )
+    config = None if args.resume else with_overrides(RunConfig(), overrides).validate()
 
-    from pipelines import DataError
     from workbench.engine.progress import ProgressPrinter
-    from workbench.engine.recipe import TrainingError, fine_tune, resume
+    from workbench.engine.recipe import fine_tune, resume
 
     listeners = [] if args.quiet else [ProgressPrinter()]
-    try:
-        result = resume(args.resume, listeners=listeners) if args.resume else fine_tune(config, listeners=listeners)
-    except (ValueError, DataError, TrainingError) as exc:
-        print(f"workbench train: {exc}", file=sys.stderr)
-        return 1
+    result = resume(args.resume, listeners=listeners) if args.resume else fine_tune(config, listeners=listeners)
 
     if not result.chief:
         print("worker done: the chief worker wrote the run")
