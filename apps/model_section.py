@@ -13,6 +13,7 @@ from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.models import get_variant, published_names
 from workbench.models.registry import get_family, phi_family_names
 from workbench.models.scaling import PAPER_FAMILY
+from workbench.timefmt import format_duration
 
 # The family table depends only on this code: its hash keys the cache, so a code change re-measures.
 _REGISTRY_SOURCES = (
@@ -263,10 +264,9 @@ def _family_table(variant: str, size: int) -> None:
                 reference,
                 chosen["flops"] * (size / chosen["resolution"]) ** 2,
             )
-            from apps.train_section import format_duration
 
             kind = "measured" if r["name"] == variant else "estimated"
-            entry["time / epoch"] = f"{format_duration(seconds)} ({kind}, {at_size} px)"
+            entry["time / epoch"] = f"{format_duration(seconds, 'words')} ({kind}, {at_size} px)"
         table.append(entry)
     frame = pd.DataFrame(table)
     st.dataframe(

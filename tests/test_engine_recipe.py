@@ -299,4 +299,4 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
 
     code = main(["train", str(tmp_path / "no-such-folder"), "--out", str(tmp_path / "runs"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and "no-such-folder" in err and "Traceback" not in err
+    assert code == 2 and "no-such-folder" in err and "Traceback" not in err

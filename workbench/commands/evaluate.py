@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,11 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from workbench.evaluation import evaluate, summary_table
 
-    try:
-        report = evaluate(args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size)
-    except (ValueError, OSError) as exc:  # ModelFileError and DataError are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = evaluate(args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,11 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.evaluation.explain import explain
 
-    try:
-        result = explain(args.model, args.image, class_name=args.class_name, out=args.out)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = explain(args.model, args.image, class_name=args.class_name, out=args.out)
     print(
         f"predicted {result['predicted']}; Grad-CAM of class {result['class']} "
         f"(p={result['probability']:.3f}) written to {result['out']}"

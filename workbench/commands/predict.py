@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,10 +21,6 @@ def run(args: argparse.Namespace) -> int:
 
     from workbench.serving.predict import format_table, predict
 
-    try:
-        results = predict(args.model, args.images, top_k=args.top_k)
-    except (ValueError, OSError) as exc:  # ModelFileError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    results = predict(args.model, args.images, top_k=args.top_k)
     print(json.dumps(results, indent=1, ensure_ascii=False) if args.json else format_table(results))
     return 0
