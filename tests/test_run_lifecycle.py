@@ -231,3 +231,40 @@ def test_an_event_after_a_torn_line_is_not_lost(tmp_path):
     kinds = [(e["type"], e.get("epoch")) for e in read_events(path)]
     assert kinds == [("epoch", 1), ("epoch", 2), ("phase", None), ("epoch", 3)]
     assert path.read_text().count("\n\n") == 0  # a newline is added only after a torn line
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [({"variant": "b0x"}, "unknown variant 'b0x'"), ({"weights": "missing.weights.h5"}, "not found")],
+)
+def test_a_bad_variant_or_weights_file_is_refused_before_any_ingest(tmp_path, option, message):
+    # B2: a typo was found only after the whole ingest, leaving a run directory behind.
+    from workbench.engine.recipe import fine_tune
+
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    with pytest.raises(ValueError, match=message):
+        fine_tune({"data": str(data), "out": str(tmp_path / "runs"), **option})
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_interrupted_during_ingest_starts_again_and_resume_says_so(tmp_path, monkeypatch):
+    # B2: `--resume` and `--run-dir` used to send the user to each other.
+    import pipelines
+    from workbench.engine.recipe import fine_tune, resume
+
+    data = make_image_folder(tmp_path / "data", per_class=4)
+    run_dir = tmp_path / "runs" / "k4"
+    config = {"data": str(data), "run_dir": str(run_dir), "variant": "phi=-4", "weights": None}
+    config |= {"image_size": 32, "epochs": 1, "fine_tune_epochs": 0}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the middle of ingest
+
+    monkeypatch.setattr(pipelines, "ingest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(config)
+    with pytest.raises(ValueError, match=rf"start it again with `workbench train DATA --run-dir {run_dir}`"):
+        resume(run_dir)
+    monkeypatch.undo()
+    result = fine_tune(config)  # the advice works: the same --run-dir is accepted
+    assert result.run_dir == run_dir and result.model_path.is_file()

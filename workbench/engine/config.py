@@ -148,7 +148,20 @@ class RunConfig(Config):
             raise ValueError(f"recipe.val_fraction={r.val_fraction} must be in (0, 1), e.g. 0.2")
         if r.test_fraction is not None and not 0 <= r.test_fraction < 1:
             raise ValueError(f"recipe.test_fraction={r.test_fraction} must be in [0, 1), e.g. 0.1")
+        self._check_model()
         return self
+
+    def _check_model(self) -> None:
+        """The variant and its weights, before any ingest: a typo must not cost minutes (issue 11, B2).
+
+        Pure Python (the variant registry and a file check): no model is built here.
+        """
+        from workbench.models import get_variant
+        from workbench.models.weights import check_available
+
+        spec = get_variant(self.variant)  # ValueError listing the valid names
+        if self.weights not in (None, "none"):
+            check_available(spec, self.weights)  # WeightsError (a ValueError) naming the fix
 
 
 def iter_fields(config: RunConfig | None = None) -> Iterator[tuple[str, dataclasses.Field, Any, Any]]:

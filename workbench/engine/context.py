@@ -103,8 +103,10 @@ def build_context(
     """Everything the phases need, under the precision policy (the model is built inside it)."""
     from workbench.engine.strategy import shard_policy_name
 
-    state = _initial_state(config, run_dir, resuming)
+    # The manifest first: config.yaml marks a run as resumable, so a run interrupted during ingest
+    # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
     manifest = _load_data(config, run_dir, resuming)
+    state = _initial_state(config, run_dir, resuming)
     write_labels(run_dir, manifest.classes)
     image_size = config.image_size or (SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config))
     batching = Batching.of(strategy, config.batch_size)

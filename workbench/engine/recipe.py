@@ -33,7 +33,7 @@ from workbench.engine.config import RunConfig
 from workbench.engine.context import IMBALANCE_RATIO, RunContext, build_context, class_weights, open_run
 from workbench.engine.events import EVENTS_FILE, EventWriter, Listener
 from workbench.engine.phases import Phase, TrainingError, fit_phase, restore_drop_rates
-from workbench.engine.rundir import CONFIG_FILE, MODEL_FILE, pid_file
+from workbench.engine.rundir import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, pid_file
 from workbench.engine.strategy import strategy_label
 
 # Defined with the pieces they belong to, importable from here as before.
@@ -95,6 +95,11 @@ def resume(run_dir: str | Path, *, listeners: Iterable[Listener] = (), callbacks
     """Continue a run from its last completed epoch (weights, optimizer state and phase)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
+        if (run_dir / CHECKPOINTS_DIR).is_dir():  # create_run_dir made it: a run that never got its config
+            raise ValueError(
+                f"{run_dir} was stopped before its data was ingested, so there is nothing to resume; start it "
+                f"again with `workbench train DATA --run-dir {run_dir}`"
+            )
         raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); give runs/<run-id>")
     config = RunConfig.load(run_dir / CONFIG_FILE).validate()
     return _run(config, listeners=listeners, callbacks=callbacks, resume_dir=run_dir)

@@ -53,6 +53,8 @@ def create_run_dir(out: str | Path, variant: str, run_dir: str | Path | None = N
     if path.exists() and not path.is_dir():
         raise ValueError(f"run directory {path} exists and is not a directory; pick another --run-dir")
     if (path / CONFIG_FILE).exists():
+        if run_is_live(path):  # advice that works: a live run cannot be resumed, only stopped or waited for
+            raise ValueError(f"run directory {path} is being trained now: {_busy_message(path)}")
         raise ValueError(
             f"run directory {path} already holds a run; resume it with `workbench train --resume "
             f"{path}` or pick a new --run-dir"
