@@ -28,8 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines import DataError, ingest
+    from pathlib import Path
 
+    from pipelines import DataError, ingest
+    from workbench.engine.rundir import CONFIG_FILE
+
+    if args.workdir and (Path(args.workdir) / CONFIG_FILE).exists():
+        # Ingest writes manifest.json there, which would silently replace the run's own (hardening report, D).
+        print(
+            f"error: {args.workdir} holds a run (it has {CONFIG_FILE}); inspect would replace its manifest.json. "
+            "Give --workdir a new or empty folder",
+            file=sys.stderr,
+        )
+        return 2
     try:
         with tempfile.TemporaryDirectory(prefix="workbench-inspect-") as tmp:
             manifest = ingest(
