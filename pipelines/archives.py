@@ -85,7 +85,7 @@ def _safe_parts(archive: Path, name: str, info: zipfile.ZipInfo) -> tuple[str, .
     longest = max((len(os.fsencode(p)) for p in parts), default=0)
     if longest > _NAME_MAX or len(os.fsencode("/".join(parts))) > _PATH_MAX - _NAME_MAX:
         raise DataError(
-            f"{archive}: member {name[:80]!r}... has a name too long for the file system (a part of {longest} "
+            f"{archive}: member {name[:80]!r}... has a name too long for the file system (longest part {longest} "
             f"bytes, {len(os.fsencode(name)):,} bytes in all; the limits are {_NAME_MAX} per part and "
             f"{_PATH_MAX - _NAME_MAX:,} in all); shorten the file and folder names and re-create the archive"
         )

@@ -310,6 +310,14 @@ def _check_open_file(fh: BinaryIO, path: Path, max_pixels: int, normalised_dir: 
                 f"image of {width}x{height} = {width * height:,} pixels is over the limit of "
                 f"{max_pixels:,} pixels (possible decompression bomb); resize it",
             )
+        if fmt == "PNG" and (problem := _at_same_position(fh, png_data_problem)):
+            # Every PNG, converted or not: Pillow leaves missing scan lines black, and libpng refuses it all.
+            return ImageCheck(False, width, height, fmt, _cannot_decode(problem))
+        if fmt != "JPEG":
+            # Decode before anything reads EXIF: Pillow's PNG getexif() loads the pixels itself, `_orientation`
+            # would swallow a decode error, and the next load() is then a no-op. That let damaged PNGs through
+            # as "ok", and damaged palette or RGBA PNGs became normalised copies (finding C5).
+            image.load()
         if _orientation(image) in (5, 6, 7, 8):
             width, height = height, width
         convert = _needs_conversion(image, fh)
@@ -326,12 +334,21 @@ def _check_open_file(fh: BinaryIO, path: Path, max_pixels: int, normalised_dir: 
         # verify() checks every chunk's CRC (libpng refuses a bad one that Pillow's decoder reads past).
         with Image.open(fh) as again:
             again.verify()
-        problem = png_data_problem(fh)
-    else:
-        problem = jpeg_data_problem(fh)
-    if problem:
-        return ImageCheck(False, width, height, fmt, f"{problem}; TensorFlow cannot decode it, re-save the image")
+    elif problem := jpeg_data_problem(fh):
+        return ImageCheck(False, width, height, fmt, _cannot_decode(problem))
     return ImageCheck(True, width, height, fmt, "", str(path))
+
+
+def _at_same_position(fh: BinaryIO, check):
+    position = fh.tell()
+    try:
+        return check(fh)
+    finally:
+        fh.seek(position)
+
+
+def _cannot_decode(problem: str) -> str:
+    return f"{problem}; TensorFlow cannot decode it, re-save the image from an intact copy"
 
 
 def _write_normalised(image: Image.Image, path: Path, fmt: str, out_dir: Path) -> Path:
