@@ -218,4 +218,6 @@ def _write_error(archive: Path, name: str, exc: OSError) -> str:
         return f"{archive}: member {name!r} needs a path that is both a file and a folder; re-create the archive"
     if exc.errno == errno.ENAMETOOLONG:
         return f"{archive}: member {name[:80]!r}... has a name too long for this file system; shorten it"
-    return f"{archive}: member {name!r} cannot be written ({exc.strerror or exc}); check the free disk space"
+    if exc.errno == errno.ENOSPC:
+        return f"{archive}: member {name!r} cannot be written: the disk is full; free some space and try again"
+    return f"{archive}: member {name!r} cannot be written ({exc.strerror or exc}); check the extraction folder"
