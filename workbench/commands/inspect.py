@@ -27,8 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines import ingest
+    from pathlib import Path
 
+    from pipelines import ingest
+    from workbench.engine.rundir import CONFIG_FILE
+
+    if args.workdir and (Path(args.workdir) / CONFIG_FILE).exists():
+        # Ingest writes manifest.json there, which would silently replace the run's own (hardening report, D).
+        raise ValueError(
+            f"{args.workdir} holds a run (it has {CONFIG_FILE}); inspect would replace its manifest.json. "
+            "Give --workdir a new or empty folder"
+        )
     # A DataError (unusable data) or a bad fraction is a ValueError: `workbench.cli.main` exits with 2.
     with tempfile.TemporaryDirectory(prefix="workbench-inspect-") as tmp:
         manifest = ingest(
