@@ -18,6 +18,7 @@ from typing import Any
 import tensorflow as tf
 
 from pipelines.augment import AugmentPreset, batch_augmenter, get_preset
+from pipelines.errors import UNREADABLE_FILE_MESSAGE
 from pipelines.manifest import SPLITS, Manifest
 
 _RATIOS = (1, 2, 4, 8)
@@ -279,7 +280,7 @@ def _name_failed_files(ds: tf.data.Dataset, records) -> tf.data.Dataset:
     ]
     messages = tf.constant(
         [
-            f"TensorFlow cannot read or decode the image file {name}: it is missing, changed since the ingest, or "
+            f"{UNREADABLE_FILE_MESSAGE} {name}: it is missing, changed since the ingest, or "
             "refused by TensorFlow's decoder. Restore or remove it, then ingest the data again"
             for name in names
         ]

@@ -136,3 +136,19 @@ def test_verbose_or_the_users_own_log_level_leaves_tensorflow_logging_alone(monk
         assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
     if "tensorflow" not in sys.modules:  # not loaded in the block: the process is left as it was
         assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and sys.meta_path == meta_path
+
+
+def test_a_test_image_damaged_after_training_is_named_by_evaluate_with_exit_2(tmp_path, capsys):
+    # Hardening report C5/D: the failure was an InvalidArgumentError traceback naming no file.
+    from helpers_tiny_run import build_tiny_run
+    from test_hostile_data import bad_adler_png
+
+    from pipelines import Manifest
+
+    run_dir = build_tiny_run(tmp_path)
+    victim = Manifest.load(run_dir / "manifest.json").split_records("test")[-1]
+    Path(victim.path).write_bytes(bad_adler_png())
+    assert main(["evaluate", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"TensorFlow cannot read or decode the image file {victim.path}" in err
+    assert "Traceback" not in err and "InvalidArgumentError" not in err

@@ -80,9 +80,28 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # the job failed (TrainingError) or a bug: one line, the traceback on request
             if verbose:
                 traceback.print_exc()
+            if problem := named_file_problem(exc):  # data that changed since the ingest: the user's to fix
+                print(f"{name}: {problem}", file=sys.stderr)
+                return EXIT_USAGE
             hint = "" if verbose else " (rerun with --verbose for the traceback)"
             print(f"{name}: failed: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
             return EXIT_FAILED
+
+
+def named_file_problem(exc: BaseException) -> str | None:
+    """The message `pipelines.dataset` puts in a TensorFlow error when it cannot decode a file, else None.
+
+    TensorFlow wraps it in an InvalidArgumentError with graph context (`assertion failed: [...]`);
+    the user needs only the sentence naming the file and the fix.
+    """
+    from pipelines.errors import UNREADABLE_FILE_MESSAGE
+
+    text = str(exc)
+    start = text.find(UNREADABLE_FILE_MESSAGE)
+    if start < 0:
+        return None
+    end = text.find("]", start)
+    return text[start : end if end > 0 else None].strip()
 
 
 # ---------------------------------------------------------------------------------------------- quiet TensorFlow
