@@ -261,13 +261,14 @@ def _gif_first_frame(data):
     _, mode, end, control, palette, palette_size = tf.while_loop(
         walking, step, (start, tf.constant(0), none, none, tf.where(has_global, 13, -1), global_size)
     )
-    cut = tf.where(mode == 3, tf.strings.join([tf.strings.substr(data, 0, end), b";"]), data)
+    # reduce_join, not strings.join: StringJoin is an op the SavedModel vetting keeps to saver functions.
+    cut = tf.where(mode == 3, tf.strings.reduce_join([tf.strings.substr(data, 0, end), b";"]), data)
     flags, index = _bytes(cut, control + 3, 1)[0], _bytes(cut, control + 6, 1)[0]
     entry = palette + 3 * tf.cast(index, tf.int32)
     transparent = (control >= 0) & (flags % 2 == 1) & (palette >= 0) & (3 * tf.cast(index, tf.int32) < palette_size)
 
     def replace(text, pos, new, n):
-        return tf.strings.join([tf.strings.substr(text, 0, pos), new, tf.strings.substr(text, pos + n, -1)])
+        return tf.strings.reduce_join([tf.strings.substr(text, 0, pos), new, tf.strings.substr(text, pos + n, -1)])
 
     def opaque_white():
         cleared = tf.gather(tf.constant(_BYTE_VALUES), flags - 1)  # the flags byte without its lowest bit
