@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return its exit code: 0 success, 1 the job failed, 2 bad input or usage."""
+    from workbench.terminal import printable_lines
+
     args = build_parser().parse_args(argv)  # usage errors: argparse exits with 2
     verbose = getattr(args, "verbose", False)
     name = f"workbench {args.command}"
@@ -75,16 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         except USAGE_ERRORS as exc:
             if verbose:
                 traceback.print_exc()
-            print(f"{name}: {exc}", file=sys.stderr)
+            print(f"{name}: {printable_lines(str(exc))}", file=sys.stderr)  # messages quote labels and paths
             return EXIT_USAGE
         except Exception as exc:  # the job failed (TrainingError) or a bug: one line, the traceback on request
             if verbose:
                 traceback.print_exc()
             if problem := named_file_problem(exc):  # data that changed since the ingest: the user's to fix
-                print(f"{name}: {problem}", file=sys.stderr)
+                print(f"{name}: {printable_lines(problem)}", file=sys.stderr)
                 return EXIT_USAGE
             hint = "" if verbose else " (rerun with --verbose for the traceback)"
-            print(f"{name}: failed: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
+            print(f"{name}: failed: {type(exc).__name__}: {printable_lines(str(exc))}{hint}", file=sys.stderr)
             return EXIT_FAILED
 
 

@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="run directory, SavedModel directory (saved_models/<name>[/<version>]), .keras or .tflite",
     )
-    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF or BMP)")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF, BMP or WebP)")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
