@@ -125,6 +125,17 @@ def evaluate(
         files["confusion_matrix"] = str(plot_confusion_matrix(report, eval_dir / "confusion_matrix.png"))
         files["per_class"] = str(plot_per_class(report, eval_dir / "per_class.png"))
         files["misclassified"] = str(plot_misclassified(report, eval_dir / "misclassified.png"))
+        if data is None and split == "test":  # the run's own verdict closes its TensorBoard record
+            files["tensorboard"] = str(_log_confusion_matrix(run.path, Path(files["confusion_matrix"])))
     report["files"] = files
     atomic_write_text(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _log_confusion_matrix(run_dir: Path, png: Path) -> Path:
+    """The confusion-matrix plot as TensorBoard image `eval/confusion_matrix`, after the run's last epoch."""
+    from workbench.engine.events import read_events
+    from workbench.engine.tensorboard import log_image
+
+    epochs = sum(1 for e in read_events(run_dir) if e["type"] == "epoch")
+    return log_image(run_dir, "eval/confusion_matrix", png, step=epochs)
