@@ -67,6 +67,7 @@ class RunResult:
     seconds: float = 0.0
     chief: bool = True  # False on the other workers of a multi-worker run
     terminated: bool = False  # SIGTERM stopped the run (like STOP); the caller should exit, not go on
+    warning: str | None = None  # the best val accuracy is not clearly above chance: why, and what to raise
 
 
 def fine_tune(
@@ -219,6 +220,7 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         model_path = ctx.run_dir / MODEL_FILE
         with atomic_path(model_path) as tmp:
             ctx.model.save(tmp)
+    warning = _chance_warning(ctx)
     ctx.writer.done(
         run_dir=ctx.run_dir,
         best_val_accuracy=state.best_val_accuracy,
@@ -226,6 +228,7 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         stopped=stopped,
         best_phase=state.best_phase,
         best_epoch=state.best_epoch,
+        **({"warning": warning} if warning else {}),
     )
     return RunResult(
         run_dir=ctx.run_dir,
@@ -240,4 +243,25 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         global_batch_size=ctx.batching.global_batch,
         cached_features=cached_features,
         chief=ctx.chief,
+        warning=warning,
+    )
+
+
+def _chance_warning(ctx: RunContext) -> str | None:
+    """Issue 12: a run whose best validation accuracy is within the noise of guessing says so, and why."""
+    from workbench.engine.chance import train_warning
+
+    def counts(split: str) -> list[int]:
+        per_class = ctx.manifest.class_counts(split)
+        return [per_class.get(name, 0) for name in ctx.manifest.classes]
+
+    config = ctx.config
+    return train_warning(
+        ctx.state.best_val_accuracy,
+        counts("val"),
+        train_counts=counts("train"),
+        epochs=config.epochs,
+        fine_tune_epochs=config.fine_tune_epochs,
+        image_size=ctx.image_size,
+        learning_rate=config.recipe.learning_rate,
     )
