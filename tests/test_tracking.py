@@ -39,6 +39,36 @@ def test_every_run_writes_tensorboard_scalars_that_match_its_events(tmp_path):
         np.testing.assert_allclose([v for _, v in scalars[tag]], [v for _, v in expected], rtol=1e-6)
 
 
+def test_a_run_at_chance_ends_with_a_warning_in_its_done_event(tmp_path, capsys):
+    """Issue 12: 6 validation images of 3 classes after one epoch from random init: the CLI warns, and the
+    done event records the same words (whatever the run scored, the rule decides)."""
+    from pipelines import Manifest
+    from workbench.cli import main
+    from workbench.engine.chance import train_warning
+
+    data = make_image_folder(tmp_path / "data", per_class=6)
+    argv = ["train", str(data), "--variant", "phi=-4", "--weights", "none", "--image-size", "32", "--epochs", "1"]
+    argv += ["--fine-tune-epochs", "0", "--learning-rate", "1e-6", "--out", str(tmp_path / "runs")]
+    assert (
+        main([*argv, "--val-fraction", "0.34", "--test-fraction", "0", "--quiet", "--no-evaluate", "--no-export"]) == 0
+    )
+    (run,) = (tmp_path / "runs").iterdir()
+    done = read_events(run)[-1]
+    manifest = Manifest.load(run / "manifest.json")
+    expected = train_warning(
+        done["best_val_accuracy"],
+        list(manifest.class_counts("val").values()),
+        train_counts=list(manifest.class_counts("train").values()),
+        epochs=1,
+        fine_tune_epochs=0,
+        image_size=32,
+        learning_rate=1e-6,
+    )
+    assert expected is not None  # a head trained at 1e-6 for one epoch is still guessing
+    assert done["warning"] == expected
+    assert f"warning: {expected}" in capsys.readouterr().err
+
+
 def _ends_feature_pass(event: dict) -> bool:
     return event.get("stage") == "features" and event["step"] == event["steps"]
 
