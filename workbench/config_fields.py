@@ -241,7 +241,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[
         for f in dataclasses.fields(cls)
         if dataclasses.is_dataclass(hints[f.name])
     }
-    for path, f, default, _ in iter_fields(cls):
+    for path, f, default, tp in iter_fields(cls):
         head = path.split(".", 1)[0]
         target = parser
         if "." in path:
@@ -253,7 +253,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[
         if path in positional:
             target.add_argument(path, nargs="?", metavar=path.upper(), **kwargs)
             continue
-        if "choices" not in kwargs:
+        if tp is bool:  # `--save-anyway` alone means true; `--save-anyway false` still works
+            kwargs.update(nargs="?", const="true", metavar="true|false")
+        elif "choices" not in kwargs:
             kwargs["metavar"] = f.metadata.get("metavar") or path.rsplit(".", 1)[-1].upper()
         target.add_argument(flag(path, f), dest=path, **kwargs)
 

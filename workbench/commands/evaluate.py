@@ -21,21 +21,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="k of the top-k accuracy (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON instead of the table")
+    add_tta_argument(parser)
+
+
+def add_tta_argument(parser: argparse.ArgumentParser) -> None:
+    """`--tta` (flip) or `--tta crops`: shared by `evaluate` and `predict`."""
+    from workbench.evaluation.tta import TTA_MODES
+
+    parser.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default=None,
+        choices=TTA_MODES,
+        help="test-time augmentation: average over the image and its mirror (--tta, or --tta flip), or over five "
+        "crops and their mirrors (--tta crops)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from workbench.evaluation import evaluate, summary_table
+    from workbench.evaluation import evaluate, summary_table, tta_summary
     from workbench.terminal import printable, printable_lines
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
-    report = evaluate(args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size)
+    report = evaluate(
+        args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size, tta=args.tta
+    )
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return 0
     print(printable_lines(summary_table(report)))  # class names come from folder names
+    if "tta" in report:
+        print(tta_summary(report["tta"]))
     print(f"\nreport and plots: {printable(Path(report['files']['report']).parent)}/")
     return 0

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF, BMP or WebP)")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    from workbench.commands.evaluate import add_tta_argument
+
+    add_tta_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
 
     from workbench.serving.predict import format_table, predict
 
-    results = predict(args.model, args.images, top_k=args.top_k)
+    results = predict(args.model, args.images, top_k=args.top_k, tta=args.tta)
     print(json.dumps(results, indent=1, ensure_ascii=False) if args.json else format_table(results))
     return 0

@@ -84,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         f"{best['val_accuracy']:.4f} on the proxy ({best['flops'] / 1e6:.3g} MFLOPs, {best['params']:,} params)"
     )
     print(f"table:  {result.table_csv} (+ {result.table_json.name}); Pareto front: {result.plot}")
+    if result.warning:
+        print(f"warning: {result.warning}", file=sys.stderr)
+    if result.family is None:
+        print("family: none saved, the result is not clear enough; rerun with --save-anyway to keep it anyway")
+        return 0
     print(
         f"family: {result.family.name} saved to {result.family_path}; use it as "
         f"--variant {result.family.name}:phi=1 (φ = 0 is B0 at 224 px)"

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     best = "n/a" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
     print(f"run: {result.run_dir}")
     print(f"best val accuracy: {best}" + (" (stopped early by STOP file)" if result.stopped else ""))
+    if result.warning:  # also the `warning` field of the run's done event
+        print(f"warning: {result.warning}", file=sys.stderr)
     if result.terminated:  # SIGTERM: the run is saved and resumable; exit now instead of evaluating
         print(f"stopped by SIGTERM; continue it with `workbench train --resume {result.run_dir}`", file=sys.stderr)
         return 143  # 128 + SIGTERM, the shell's convention: the job did not complete

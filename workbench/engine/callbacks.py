@@ -170,6 +170,7 @@ class ProgressEvents(keras.callbacks.Callback):
             val_accuracy=_float(logs.get("val_accuracy")),
             images_per_s=self.num_images / elapsed,
             eta_s=self._eta(self.steps),
+            learning_rate=_learning_rate(self.model),
         )
 
 
@@ -304,6 +305,15 @@ class RunCheckpoint(keras.callbacks.Callback):
         if self.patience and state.epochs_since_best >= self.patience:
             self.signals.early_stopped = True
             self.model.stop_training = True
+
+
+def _learning_rate(model) -> float | None:
+    """The optimizer's learning rate now (the schedule's value at the current step), or None."""
+    optimizer = getattr(model, "optimizer", None)
+    try:
+        return _float(optimizer.learning_rate)
+    except AttributeError:  # not compiled, or an optimizer without one
+        return None
 
 
 def _float(value: Any) -> float | None:

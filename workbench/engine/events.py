@@ -6,7 +6,9 @@ has `"type"` and `"time"` (Unix seconds). Types and their fields:
 * `phase`: `phase` (1 or 2), `name`, `epochs` (and `start_epoch`, `resumed` when a run resumes)
 * `batch`: `phase`, `epoch`, `step`, `steps`, `loss`, `accuracy`, `images_per_s`, `eta_s`
 * `epoch`: `phase`, `epoch`, `loss`, `accuracy`, `val_loss`, `val_accuracy`, `images_per_s`, `eta_s`
-* `done`: `run_dir`, `best_val_accuracy`, `model_path` (and `stopped` when a STOP file ended it)
+  (and `learning_rate`: the optimizer's rate at the epoch's end)
+* `done`: `run_dir`, `best_val_accuracy`, `model_path` (and `stopped` when a STOP file ended it, and
+  `warning` when the best validation accuracy is not clearly above chance: `workbench.engine.chance`)
 * `error`: `message`
 * `trial`: written by hyper-parameter search
 

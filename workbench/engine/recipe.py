@@ -67,6 +67,7 @@ class RunResult:
     seconds: float = 0.0
     chief: bool = True  # False on the other workers of a multi-worker run
     terminated: bool = False  # SIGTERM stopped the run (like STOP); the caller should exit, not go on
+    warning: str | None = None  # the best val accuracy is not clearly above chance: why, and what to raise
 
 
 def fine_tune(
@@ -74,12 +75,15 @@ def fine_tune(
     *,
     listeners: Iterable[Listener] = (),
     callbacks: Iterable[Any] = (),
+    tensorboard: bool = True,
 ) -> RunResult:
     """Train a new run. `config` is a RunConfig or a dict for `RunConfig.from_dict`.
 
     `listeners` receive every event as it is written (the CLI's progress bar is one; see
     `workbench.engine.events.Listener`). `callbacks` are Keras callbacks appended to every phase's
     `fit` (on cached features, phase 1 fits the head alone: `self.model` is that head model).
+    `tensorboard`: also write the events as TensorBoard scalars under `run_dir/tb/`
+    (`workbench.engine.tensorboard`).
     Raises `ValueError` (bad config or data; `pipelines.DataError` is one) or `TrainingError`;
     either is also written to `events.jsonl` as an `error` event once the run directory exists.
     """
@@ -88,10 +92,16 @@ def fine_tune(
     elif isinstance(config, dict):
         config = RunConfig.from_dict(config)
     config.validate()
-    return _run(config, listeners=listeners, callbacks=callbacks)
+    return _run(config, listeners=listeners, callbacks=callbacks, tensorboard=tensorboard)
 
 
-def resume(run_dir: str | Path, *, listeners: Iterable[Listener] = (), callbacks: Iterable[Any] = ()) -> RunResult:
+def resume(
+    run_dir: str | Path,
+    *,
+    listeners: Iterable[Listener] = (),
+    callbacks: Iterable[Any] = (),
+    tensorboard: bool = True,
+) -> RunResult:
     """Continue a run from its last completed epoch (weights, optimizer state and phase)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
@@ -102,7 +112,7 @@ def resume(run_dir: str | Path, *, listeners: Iterable[Listener] = (), callbacks
             )
         raise ValueError(f"{run_dir} is not a run directory (no {CONFIG_FILE}); give runs/<run-id>")
     config = RunConfig.load(run_dir / CONFIG_FILE).validate()
-    return _run(config, listeners=listeners, callbacks=callbacks, resume_dir=run_dir)
+    return _run(config, listeners=listeners, callbacks=callbacks, tensorboard=tensorboard, resume_dir=run_dir)
 
 
 def recipe_phases(config: RunConfig) -> list[Phase]:
@@ -131,7 +141,7 @@ def recipe_phases(config: RunConfig) -> list[Phase]:
     return phases
 
 
-def _run(config: RunConfig, *, listeners, callbacks, resume_dir: Path | None = None) -> RunResult:
+def _run(config: RunConfig, *, listeners, callbacks, tensorboard: bool, resume_dir: Path | None = None) -> RunResult:
     """build the context -> fit each phase -> save the best model."""
     import keras
 
@@ -144,7 +154,9 @@ def _run(config: RunConfig, *, listeners, callbacks, resume_dir: Path | None = N
     strategy = resolve_strategy(config.strategy)
     chief = is_chief(strategy)
     with open_run(config, chief=chief, resume_dir=resume_dir) as run_dir:
-        writer = EventWriter(run_dir / EVENTS_FILE, listeners if chief else ())
+        writer = EventWriter(
+            run_dir / EVENTS_FILE, _chief_listeners(config, run_dir, listeners, tensorboard) if chief else ()
+        )
         with (
             pid_file(run_dir),
             stop_on_sigterm(run_dir) as termination,
@@ -174,6 +186,16 @@ def _run(config: RunConfig, *, listeners, callbacks, resume_dir: Path | None = N
     return result
 
 
+def _chief_listeners(config: RunConfig, run_dir: Path, listeners, tensorboard: bool) -> list:
+    """The caller's listeners, then the run's own TensorBoard writer (experiment tracking, issue 12)."""
+    chosen = list(listeners)
+    if tensorboard:
+        from workbench.engine.tensorboard import TensorBoardListener
+
+        chosen.append(TensorBoardListener(run_dir, {p.number: p.epochs for p in recipe_phases(config)}))
+    return chosen
+
+
 @contextmanager
 def _errors_as_events(writer: EventWriter) -> Iterator[None]:
     """A failure is also an `error` event, so the run directory tells why it ended."""
@@ -198,6 +220,7 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         model_path = ctx.run_dir / MODEL_FILE
         with atomic_path(model_path) as tmp:
             ctx.model.save(tmp)
+    warning = _chance_warning(ctx)
     ctx.writer.done(
         run_dir=ctx.run_dir,
         best_val_accuracy=state.best_val_accuracy,
@@ -205,6 +228,7 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         stopped=stopped,
         best_phase=state.best_phase,
         best_epoch=state.best_epoch,
+        **({"warning": warning} if warning else {}),
     )
     return RunResult(
         run_dir=ctx.run_dir,
@@ -219,4 +243,25 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         global_batch_size=ctx.batching.global_batch,
         cached_features=cached_features,
         chief=ctx.chief,
+        warning=warning,
+    )
+
+
+def _chance_warning(ctx: RunContext) -> str | None:
+    """Issue 12: a run whose best validation accuracy is within the noise of guessing says so, and why."""
+    from workbench.engine.chance import train_warning
+
+    def counts(split: str) -> list[int]:
+        per_class = ctx.manifest.class_counts(split)
+        return [per_class.get(name, 0) for name in ctx.manifest.classes]
+
+    config = ctx.config
+    return train_warning(
+        ctx.state.best_val_accuracy,
+        counts("val"),
+        train_counts=counts("train"),
+        epochs=config.epochs,
+        fine_tune_epochs=config.fine_tune_epochs,
+        image_size=ctx.image_size,
+        learning_rate=config.recipe.learning_rate,
     )

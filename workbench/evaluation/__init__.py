@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 from pathlib import Path
 
 from workbench.evaluation.metrics import compute_report, summary_table
 
-__all__ = ["EVAL_SPLITS", "compute_report", "evaluate", "summary_table"]
+__all__ = ["EVAL_SPLITS", "compute_report", "evaluate", "summary_table", "tta_summary"]
 
 EVAL_SPLITS = ("train", "val", "test", "all")
 
@@ -64,6 +65,7 @@ def evaluate(
     top_k: int = 5,
     batch_size: int = 32,
     plots: bool = True,
+    tta: str | None = None,
 ) -> dict:
     """Evaluate the run at `run_dir`; write `report.json` and PNG plots under `eval/`; return the report.
 
@@ -78,6 +80,9 @@ def evaluate(
         top_k: k of the top-k accuracy.
         batch_size: images per prediction batch.
         plots: also write confusion_matrix.png, per_class.png and misclassified.png.
+        tta: None, or a test-time augmentation mode of `workbench.evaluation.tta` (`flip`, `crops`): the
+            report's `tta` then holds the accuracy with and without it and the seconds each took; the
+            other metrics stay those of the plain model (what an export serves).
 
     Returns:
         The report dict: num_examples, accuracy, top_k_accuracy, confusion_matrix (raw and
@@ -104,12 +109,15 @@ def evaluate(
             f"split sizes are {manifest.split_sizes()}, pick another --split"
         )
     datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
-    probabilities = np.concatenate(
-        [run.model.predict(datasets.plain(s), verbose=0) for s in splits if manifest.split_records(s)], axis=0
-    )
+    used = [s for s in splits if manifest.split_records(s)]
+    started = time.perf_counter()
+    probabilities = np.concatenate([run.model.predict(datasets.plain(s), verbose=0) for s in used], axis=0)
+    seconds = time.perf_counter() - started
     index = {name: i for i, name in enumerate(run.class_names)}
     y_true = [index[r.label] for r in records]
     report = compute_report(y_true, probabilities, run.class_names, [r.path for r in records], top_k=top_k)
+    if tta is not None:
+        report["tta"] = _tta_report(run.model, [datasets.plain(s) for s in used], tta, y_true, report, seconds)
     report.update(
         {
             "run": str(run.path.resolve()),
@@ -125,6 +133,50 @@ def evaluate(
         files["confusion_matrix"] = str(plot_confusion_matrix(report, eval_dir / "confusion_matrix.png"))
         files["per_class"] = str(plot_per_class(report, eval_dir / "per_class.png"))
         files["misclassified"] = str(plot_misclassified(report, eval_dir / "misclassified.png"))
+        if data is None and split == "test":  # the run's own verdict closes its TensorBoard record
+            files["tensorboard"] = str(_log_confusion_matrix(run.path, Path(files["confusion_matrix"])))
     report["files"] = files
     atomic_write_text(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _log_confusion_matrix(run_dir: Path, png: Path) -> Path:
+    """The confusion-matrix plot as TensorBoard image `eval/confusion_matrix`, after the run's last epoch."""
+    from workbench.engine.events import read_events
+    from workbench.engine.tensorboard import log_image
+
+    epochs = sum(1 for e in read_events(run_dir) if e["type"] == "epoch")
+    return log_image(run_dir, "eval/confusion_matrix", png, step=epochs)
+
+
+def _tta_report(model, datasets, mode: str, y_true: list[int], plain: dict, plain_seconds: float) -> dict:
+    """Accuracy with test-time augmentation `mode` against the plain model's, and what each cost."""
+    import numpy as np
+
+    from workbench.evaluation.tta import tta_predict, views
+
+    started = time.perf_counter()
+    probabilities = np.concatenate(
+        [tta_predict(model.predict_on_batch, images.numpy(), mode) for ds in datasets for images, _ in ds], axis=0
+    )
+    seconds = time.perf_counter() - started
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == np.asarray(y_true)))
+    return {
+        "mode": mode,
+        "views": len(views(np.zeros((1, 8, 8, 3), np.float32), mode)),
+        "accuracy": accuracy,
+        "accuracy_without": plain["accuracy"],
+        "gain": accuracy - plain["accuracy"],
+        "seconds": seconds,
+        "seconds_without": plain_seconds,
+        "cost": seconds / max(plain_seconds, 1e-9),  # times the plain evaluation's time
+    }
+
+
+def tta_summary(tta: dict) -> str:
+    """One line: the accuracy with and without TTA, and its time cost."""
+    return (
+        f"TTA ({tta['mode']}, {tta['views']} views): accuracy {tta['accuracy']:.4f} against "
+        f"{tta['accuracy_without']:.4f} without ({tta['gain']:+.4f}), {tta['seconds']:.1f} s against "
+        f"{tta['seconds_without']:.1f} s ({tta['cost']:.1f}x the time)"
+    )

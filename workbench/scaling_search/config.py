@@ -180,9 +180,12 @@ class SearchConfig(Config):
     latency_repeats: int = option(20, "timed calls per latency measurement (the median is kept)")
     out: str = option("runs", "folder for a new search-<id>/ directory")
     search_dir: str | None = option(None, "explicit search directory; an existing one is continued")
+    save_anyway: bool = option(
+        False, "save the winner's family even when it is not clearly above chance or ahead of the runner-up"
+    )
 
     # Options that may change between the runs of one search (the rest must not).
-    RESUMABLE_CHANGES = ("trials", "max_candidates", "family", "families_dir", "out", "search_dir")
+    RESUMABLE_CHANGES = ("trials", "max_candidates", "family", "families_dir", "out", "search_dir", "save_anyway")
 
     def validate(self) -> SearchConfig:
         check_choices(self)

@@ -45,6 +45,7 @@ class SearchResult:
     table_json: Path
     plot: Path
     seconds: float
+    warning: str | None = None  # the winner is at chance or within noise of the runner-up (no family saved then)
 
 
 def new_search_dir(out: str | Path) -> Path:
@@ -398,7 +399,8 @@ class _Search:
         chosen = choose(rows)
         metric = c.budget.primary_metric()
         family = family_path = None
-        if chosen is not None:
+        warning = self._warning(rows)
+        if chosen is not None and (warning is None or c.save_anyway):
             name = c.family or f"search-{self.dir.name.removeprefix('search-')}".lower()
             # The saved family grows B0 (the paper's step 2) with the coefficients found on the proxy.
             family = ScalingFamily(name=name, alpha=chosen["alpha"], beta=chosen["beta"], gamma=chosen["gamma"])
@@ -424,6 +426,7 @@ class _Search:
             "pareto_front": [r["number"] for r in pareto_front(rows, metric)],
             "family": dataclasses.asdict(family) if family else None,
             "family_path": str(family_path) if family_path else None,
+            "warning": warning,
         }
         table_csv, table_json = write_table(rows, self.dir, extra)
         trained = sum(r["status"] == "trained" for r in rows)
@@ -444,12 +447,22 @@ class _Search:
             run_dir=self.dir,
             best_val_accuracy=chosen["val_accuracy"],
             model_path=None,
-            family=family.name,
-            family_path=str(family_path),
+            family=family.name if family else None,
+            family_path=str(family_path) if family_path else None,
             chosen=chosen,
             seconds=seconds,
+            **({"warning": warning} if warning else {}),
         )
-        return SearchResult(self.dir, rows, chosen, family, family_path, table_csv, table_json, plot, seconds)
+        return SearchResult(
+            self.dir, rows, chosen, family, family_path, table_csv, table_json, plot, seconds, warning=warning
+        )
+
+    def _warning(self, rows: list[dict]) -> str | None:
+        """Issue 12: why the winner means nothing (at chance, or within the noise of the runner-up), or None."""
+        from workbench.engine.chance import search_warning
+
+        accuracies = [r["val_accuracy"] for r in rows if r["status"] == "trained" and r["val_accuracy"] is not None]
+        return search_warning(accuracies, list(self.subset.class_counts("val").values()))
 
 
 def _subset(manifest, config: SearchConfig):

@@ -51,18 +51,21 @@ def open_model(location: ModelLocation) -> tuple[Runtime, list[str]]:
     return get_format(location.format).open(location.path), read_labels(location.labels_path)
 
 
-def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5) -> list[dict]:
+def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5, tta: str | None = None) -> list[dict]:
     """Top-k classes of each image file.
 
     Returns one dict per image, in order: `{"image": path, "predictions": [{"class", "index",
-    "probability"}, ...]}` with the k most probable classes first.
+    "probability"}, ...]}` with the k most probable classes first. `tta` (`flip` or `crops`, see
+    `workbench.evaluation.tta`) averages the probabilities over augmented views of each image.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     location = locate_model(model_path)  # a wrong model path fails before the images are read
     encoded = _read_images(images)
     runtime, labels = open_model(location)
-    probabilities = runtime.predict_bytes(encoded)
+    probabilities = (
+        runtime.predict_bytes(encoded) if tta is None else _tta_probabilities(runtime, encoded, location, tta)
+    )
     if probabilities.shape[1] != len(labels):
         raise ModelFileError(
             f"{location.labels_path}: lists {len(labels)} classes but the model predicts {probabilities.shape[1]}; "
@@ -78,6 +81,32 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
             }
         )
     return results
+
+
+def _tta_probabilities(runtime: Runtime, encoded: list[bytes], location: ModelLocation, mode: str) -> np.ndarray:
+    """Decode at the model's resolution (a SavedModel's is in its model card), then average over the TTA views."""
+    import tensorflow as tf
+
+    from workbench.evaluation.tta import check_mode, tta_predict
+    from workbench.serving.imaging import decode_batch
+
+    check_mode(mode)
+    size = runtime.resolution or _card_resolution(location)
+    pixels = decode_batch(tf.constant(encoded), size).numpy()
+    return tta_predict(runtime.predict_images, pixels, mode)
+
+
+def _card_resolution(location: ModelLocation) -> int:
+    import json
+
+    card = Path(location.labels_path).parent / "model_card.json"
+    try:
+        return int(json.loads(card.read_text(encoding="utf-8"))["model"]["resolution"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelFileError(
+            f"{card}: test-time augmentation needs the model's input resolution from its model card, which is "
+            "missing or unreadable; predict without --tta, or re-export the run"
+        ) from None
 
 
 def format_table(results: list[dict]) -> str:
