@@ -49,8 +49,8 @@ _CODE_CLASSES = {
     "TFSMLayer": "runs an external SavedModel that is never vetted",
 }
 # config.json limits, checked before it is parsed (report A5 and D: a 3 GB config.json took 10 GB of memory, a
-# 100k-levels-deep one raised RecursionError). The largest variant's config (B7, 813 layers) is about 1 MB and
-# 12 levels deep; the limits leave room for that and refuse what no builder writes.
+# 100k-levels-deep one raised RecursionError). The largest variant's config (B7, 815 layers) is about 0.8 MB and
+# 11 levels deep; the limits leave room for that and refuse what no builder writes.
 CONFIG_MAX_BYTES = 16 * 1024 * 1024
 CONFIG_MAX_DEPTH = 64
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
