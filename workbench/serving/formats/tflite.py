@@ -295,8 +295,10 @@ class TFLiteFormat(ExportFormat):
         return path if path.is_file() and _is_tflite(path) else None
 
     def verify(self, path: Path) -> None:
-        """Probe the file in a child process (`probe_tflite`); this process never parses unprobed bytes."""
-        probe_tflite(path, path.read_bytes())
+        """The identifier check only: vetting a FlatBuffer for real means running the interpreter on it, which
+        `open` does, in a child process first (`probe_tflite`)."""
+        if not _is_tflite(path):
+            raise ModelFileError(f"{path}: not a TFLite FlatBuffer (no {TFLITE_IDENTIFIER.decode()} identifier)")
 
     def open(self, path: Path) -> TFLiteClassifier:
         # Every file is probed, our own exports too: nothing in a .tflite proves who wrote it. The interpreter
