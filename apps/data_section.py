@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -15,6 +18,13 @@ from workbench.engine.config import RunConfig
 SOURCES = ("Embedded sample", "Upload a zip", "Local folder or zip", "TFDS dataset")
 THUMBNAIL_PX = 96
 SAMPLES_PER_CLASS = 6
+
+# What the app keeps under runs/.datasets (upload copies and the extractions of loaded datasets): the
+# newest KEEP datasets within MAX_GB in all, older ones deleted after each load (issue 11, A6). A dataset
+# that a live run trains on, or that this tab has just loaded, is never deleted. Environment variables
+# override the defaults.
+DATASETS_KEEP_ENV, DATASETS_KEEP = "WORKBENCH_DATASETS_KEEP", 5
+DATASETS_MAX_GB_ENV, DATASETS_MAX_GB = "WORKBENCH_DATASETS_MAX_GB", 5.0
 
 
 def render() -> None:
@@ -33,10 +43,14 @@ def render() -> None:
     else:
         _tfds_source()
 
+    dataset = state.dataset()
+    if dataset is not None and not Path(dataset.manifest_path).is_file():
+        # Other tabs' loads pushed it out of the datasets the app keeps (DATASETS_KEEP).
+        _fail(f"{dataset.label} is no longer stored by the app (it keeps only the newest datasets); load it again.")
+        dataset = None
     error = state.get("data_error")
     if error:
         st.error(error, icon=":material/error:")
-    dataset = state.dataset()
     if dataset is not None and not error:
         render_report(dataset)
 
@@ -129,13 +143,17 @@ def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | 
     ones training will use. Every failure becomes a message on the page: `DataError` carries the fix
     in its text; anything else is reported with its type and message, never a traceback.
     """
-    import shutil
+    workdir = state.datasets_root() / "ingest" / _ingest_key(data)
+    try:
+        return _ingest(data, label, workdir, is_sample)
+    finally:
+        prune_datasets(state.datasets_root(), protect={str(data), *_live_run_data()})
 
+
+def _ingest(data: str | None, label: str, workdir: Path, is_sample: bool) -> Dataset | None:
     from pipelines import DataError, ingest
 
     defaults = RunConfig()
-    key = hashlib.sha256(str(data).encode()).hexdigest()[:16]
-    workdir = state.datasets_root() / "ingest" / key
     shutil.rmtree(workdir, ignore_errors=True)  # a fresh look at the data each time Load is pressed
     try:
         with st.spinner(f"Checking every image of {label}…"):
@@ -166,6 +184,96 @@ def load(data: str | None, label: str, *, is_sample: bool = False) -> Dataset | 
     state.put("data_error", None)
     state.put("dataset", dataset)
     return dataset
+
+
+# ---------------------------------------------------------------------------------------------- retention
+def _ingest_key(data: str | None) -> str:
+    """The folder name under `.datasets/ingest/` of the ingest of `data`."""
+    return hashlib.sha256(str(data).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Stored:
+    """One dataset kept under `.datasets`: an upload's folder with its ingest, or the ingest of another source."""
+
+    paths: list[Path]
+    sources: set[str]  # the `data` strings it serves (an upload's saved files)
+    size: int
+    mtime: float
+
+
+def _tree_stats(path: Path) -> tuple[int, float]:
+    """Bytes under `path` (symlinks not followed) and the newest modification time in it."""
+    size, newest = 0, path.lstat().st_mtime
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            info = os.lstat(os.path.join(root, name))
+            size, newest = size + info.st_size, max(newest, info.st_mtime)
+    return size, newest
+
+
+def _stored_datasets(root: Path) -> list[_Stored]:
+    ingest_root = root / "ingest"
+    stored, tied = [], set()
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder == ingest_root or folder.name.startswith(".") or not folder.is_dir():
+            continue
+        sources = {str(f) for f in folder.iterdir() if f.is_file()}
+        ingests = [ingest_root / _ingest_key(source) for source in sources]
+        tied.update(ingests)
+        stored.append(_Stored([folder, *[p for p in ingests if p.is_dir()]], sources, 0, 0.0))
+    if ingest_root.is_dir():
+        stored += [_Stored([p], set(), 0, 0.0) for p in sorted(ingest_root.iterdir()) if p not in tied]
+    for entry in stored:
+        stats = [_tree_stats(p) for p in entry.paths]
+        entry.size, entry.mtime = sum(s for s, _ in stats), max(m for _, m in stats)
+    return stored
+
+
+def dataset_limits() -> tuple[int, int]:
+    """(datasets kept, bytes kept) under `.datasets`, from the environment or the defaults."""
+    keep = int(os.environ.get(DATASETS_KEEP_ENV, DATASETS_KEEP))
+    max_gb = float(os.environ.get(DATASETS_MAX_GB_ENV, DATASETS_MAX_GB))
+    return max(keep, 1), int(max_gb * 2**30)
+
+
+def prune_datasets(root: Path, protect: set[str], limits: tuple[int, int] | None = None) -> list[Path]:
+    """Delete the oldest datasets under `root` (`runs/.datasets`) beyond the newest `keep` within `max_bytes`.
+
+    `protect` holds `data` strings (an upload's saved path, a folder) whose upload and ingest stay
+    whatever their age: the dataset being loaded and those of live runs. Returns the deleted paths.
+    """
+    keep, max_bytes = limits or dataset_limits()
+    protected_ingests = {root / "ingest" / _ingest_key(data) for data in protect}
+    protected_sources = {os.path.abspath(data) for data in protect}  # a run's config may spell it otherwise
+
+    def is_protected(entry: _Stored) -> bool:
+        sources = {os.path.abspath(source) for source in entry.sources}
+        return bool(sources & protected_sources or protected_ingests.intersection(entry.paths))
+
+    entries = sorted(_stored_datasets(root), key=lambda e: e.mtime, reverse=True)
+    protected = [e for e in entries if is_protected(e)]
+    # The protected ones take their places first; the newest others fill what is left.
+    kept, kept_bytes, removed = len(protected), sum(e.size for e in protected), []
+    for entry in entries:
+        if entry in protected:
+            continue
+        if kept < keep and kept_bytes + entry.size <= max_bytes:
+            kept, kept_bytes = kept + 1, kept_bytes + entry.size
+        else:
+            for path in entry.paths:
+                shutil.rmtree(path, ignore_errors=True)
+            removed += entry.paths
+    return removed
+
+
+def _live_run_data() -> set[str]:
+    """The `data` of every run under `runs/` that is training now (an upload it may still be reading)."""
+    from apps import jobs, runs
+
+    root = state.runs_root()
+    live = [p for p in root.glob("*/") if jobs.is_running(p)] if root.is_dir() else []
+    return {str(data) for p in live if (data := runs.read_config(p).get("data"))}
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -274,18 +274,28 @@ def _grad_cam(run, report: dict, run_dir: Path) -> None:
 
 def _try_it(run) -> None:
     import numpy as np
+    import tensorflow as tf
 
-    from workbench.serving.imaging import preprocess_bytes
+    from workbench.serving.imaging import check_image_bytes, decode_batch
 
     st.subheader("Try it")
-    uploaded = st.file_uploader("An image to classify", type=["jpg", "jpeg", "png", "gif", "bmp"], key="eval_try")
+    uploaded = st.file_uploader(
+        "An image to classify", type=["jpg", "jpeg", "png", "gif", "bmp", "webp"], key="eval_try"
+    )
     if uploaded is None:
         return
+    data = uploaded.getvalue()
     try:
-        pixels = preprocess_bytes(uploaded.getvalue(), run.resolution).numpy()
-    except Exception:
+        # The header first: an upload over the ingest pixel limit is refused before it is decoded. Then the
+        # serving decode (EXIF orientation, alpha over white), so the model sees what training saw.
+        check_image_bytes(data, uploaded.name)
+        pixels = decode_batch(tf.constant([data]), run.resolution).numpy()[0]
+    except ValueError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    except tf.errors.InvalidArgumentError:
         st.error(
-            f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF or BMP file.",
+            f"{uploaded.name}: not an image TensorFlow can decode; upload a JPEG, PNG, GIF, BMP or WebP file.",
             icon=":material/error:",
         )
         return

@@ -4,7 +4,9 @@ The app never trains in its own script thread. It picks a run id, starts
 `python -m workbench train ... --run-dir runs/<id>` as a separate process (the same code path as the
 CLI), and from then on knows the job only through files in the run directory:
 
-* `pid`          the process id (written here right after the start, and by the engine itself);
+* `pid`          the engine's process id and its lock (`workbench.engine.rundir.run_is_live`, the one
+                 liveness test of the engine and the app); until the child has taken that lock, this
+                 server knows its own child by its process handle;
 * `events.jsonl` progress, tailed by the Train section;
 * `STOP`         written here to ask the engine to stop cleanly after the current batch.
 
@@ -22,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.engine.rundir import PID_FILE, atomic_write_text, new_run_id, request_stop, stop_requested
+from workbench.engine.rundir import PID_FILE, new_run_id, request_stop, run_is_live, stop_requested
 
 __all__ = [
     "Job",
@@ -32,8 +34,6 @@ __all__ = [
     "live_job",
     "log_tail",
     "new_run_id",
-    "pid_alive",
-    "read_pid",
     "request_stop",
     "stop_requested",
     "train_command",
@@ -46,9 +46,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOG_FILE = "train.log"
 _LOCK_FILE = ".launch.lock"
 
-# Popen handles of the children this server started: polling them reaps finished processes, which
-# would otherwise linger as zombies that still answer `kill(pid, 0)`.
-_CHILDREN: dict[int, subprocess.Popen] = {}
+# The children this server started, by resolved run directory. A child takes the run's lock only once
+# Python and the engine have started (seconds); until then its handle is how this server knows it is
+# alive. Polling a handle also reaps a finished child, which would otherwise linger as a zombie.
+_CHILDREN: dict[Path, subprocess.Popen] = {}
 
 
 class JobAlreadyRunning(RuntimeError):
@@ -78,48 +79,22 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def read_pid(run_dir: Path) -> int | None:
-    """The pid recorded in `run_dir/pid`, or None when absent or unreadable."""
-    try:
-        return int((Path(run_dir) / PID_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether `pid` is a running (not zombie) workbench process.
-
-    Checking the command line guards against pid reuse after a reboot or a long pause: a recycled
-    pid that now belongs to some other program does not count as our job.
-    """
-    if not pid or pid <= 0:
+def _child_running(run_dir: Path) -> bool:
+    """Whether a child this server started for `run_dir` is still running (finished ones are reaped)."""
+    key = Path(run_dir).resolve()
+    child = _CHILDREN.get(key)
+    if child is None:
         return False
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        _CHILDREN.pop(pid, None)
+    if child.poll() is not None:
+        _CHILDREN.pop(key, None)
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    proc = Path("/proc") / str(pid)
-    if proc.exists():  # Linux: rule out zombies and recycled pids
-        try:
-            stat = (proc / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            return False
-        return b"workbench" in cmdline
     return True
 
 
 def is_running(run_dir: Path) -> bool:
-    """Whether the job writing into `run_dir` is alive."""
-    return pid_alive(read_pid(run_dir))
+    """Whether a job is training in `run_dir`: the engine holds the run's lock, or this server's child
+    for it is still starting up."""
+    return run_is_live(run_dir) or _child_running(run_dir)
 
 
 def live_job(runs_root: Path) -> Path | None:
@@ -127,9 +102,11 @@ def live_job(runs_root: Path) -> Path | None:
     root = Path(runs_root)
     if not root.is_dir():
         return None
-    for pid_file in sorted(root.glob(f"*/{PID_FILE}"), reverse=True):
-        if pid_alive(read_pid(pid_file.parent)):
-            return pid_file.parent
+    candidates = {p.parent for p in root.glob(f"*/{PID_FILE}")}
+    candidates |= {root / key.name for key in list(_CHILDREN) if key.parent == root.resolve()}
+    for run_dir in sorted(candidates, reverse=True):
+        if is_running(run_dir):
+            return run_dir
     return None
 
 
@@ -176,10 +153,10 @@ def launch(argv: list[str], run_dir: Path, runs_root: Path) -> Job:
                 start_new_session=True,
                 env=env,
             )
-        _CHILDREN[child.pid] = child
-        # Written before the lock is released, so a second tab sees the job at once, even before the
-        # engine has started up and written the same pid itself.
-        atomic_write_text(run_dir / PID_FILE, f"{child.pid}\n")
+        # Recorded before the lock is released, so a second tab sees the job at once, even before the
+        # engine has started up and locked `pid`. (The app never writes `pid` itself: replacing the file
+        # would take it from under the engine's lock.)
+        _CHILDREN[run_dir.resolve()] = child
     return Job(run_dir=run_dir, pid=child.pid)
 
 

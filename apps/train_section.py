@@ -11,6 +11,7 @@ import streamlit as st
 from apps import jobs, runs, state
 from workbench.engine import events as run_events
 from workbench.engine.config import RunConfig, iter_fields
+from workbench.timefmt import format_duration
 
 # Chosen in the Data and Model sections, or fixed by the app: not part of the Train form.
 SET_ELSEWHERE = ("data", "variant", "weights", "image_size", "out", "run_dir")
@@ -103,21 +104,16 @@ def build_config(values: dict[str, Any], run_dir: Path) -> RunConfig:
 
 # ---------------------------------------------------------------------------------------------- start
 def config_flags(config: RunConfig) -> list[str]:
-    """`config` as `workbench train` flags, read off that command's own parser (so the spelling of every
-    flag has one source). DATA and --run-dir are left to `jobs.train_command`. An empty option whose
+    """`config` as `workbench train` flags, spelt by `config_fields.flag` as that command's parser spells
+    them (one source). DATA and --run-dir are left to `jobs.train_command`. An empty option whose
     default is empty is left out; one whose default is not (weights) is passed as `none`."""
-    import argparse
+    from workbench.config_fields import flag
 
-    from workbench.commands import train as train_command
-
-    parser = argparse.ArgumentParser()
-    train_command.add_arguments(parser)
-    flag_of = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
     argv: list[str] = []
     for path, field, value, _tp in iter_fields(config):
         if path in ("data", "run_dir") or (value is None and field.default is None):
             continue
-        argv += [flag_of[path], "none" if value is None else str(value)]
+        argv += [flag(path, field), "none" if value is None else str(value)]
     return argv
 
 
@@ -160,19 +156,6 @@ def progress_fraction(config: dict[str, Any], events: list[dict]) -> float:
     if last is not None and last["type"] == "batch" and last.get("steps"):
         partial = float(last["step"]) / float(last["steps"])
     return max(0.0, min(1.0, (len(finished) + partial) / total))
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "…"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def curve_frame(config: dict[str, Any], events: list[dict]):
@@ -256,7 +239,7 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         stop_asked = jobs.stop_requested(info.path)
         st.progress(
             fraction,
-            text=f"{fraction:.0%} · ETA {format_duration(eta)} · {phase_text}"
+            text=f"{fraction:.0%} · ETA {format_duration(eta, 'words')} · {phase_text}"
             + (" · stopping after this batch" if stop_asked else ""),
         )
         if last:

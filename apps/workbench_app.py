@@ -1,6 +1,7 @@
 """The workbench app: Data → Model → Train → Evaluate → Export, in the browser.
 
-Start it with `workbench app` (or `streamlit run apps/workbench_app.py` from the project root).
+Start it with `workbench app` (or `streamlit run apps/workbench_app.py` from the project root). It serves
+this machine only and refuses other addresses unless WORKBENCH_ALLOW_REMOTE=1 (see `apps.serving`).
 Training runs as a separate `workbench train` process; this page only starts it, tails its events and
 reads what it wrote, so a refresh, a second tab or a closed laptop lid never stops or duplicates a job.
 """
@@ -55,8 +56,27 @@ def _summary() -> None:
         st.markdown(f"**Run:** `{selected.name}`" if selected else "**Run:** —")
 
 
+def refuse_if_exposed() -> None:
+    """Stop with the reason on the page when the app is reachable beyond this machine without the user's
+    opt-in: it has no login (`apps.serving`, issue 11 A7)."""
+    from apps import serving
+
+    address = st.get_option("server.address")
+    allow_remote = serving.remote_allowed()
+    problem = serving.serving_problem(address, st.context.headers.get("Host"), allow_remote=allow_remote)
+    if problem:
+        st.error(problem, icon=":material/lock:")
+        st.stop()
+    if allow_remote and not serving.is_loopback(address):
+        st.sidebar.warning(
+            f"Served beyond this machine ({serving.ALLOW_REMOTE_ENV}=1): the app has no login of its own.",
+            icon=":material/public:",
+        )
+
+
 def main() -> None:
     st.set_page_config(page_title="workbench", page_icon=":material/model_training:", layout="wide")
+    refuse_if_exposed()
     section, summary = sidebar()
     # Imported when drawn: each section pulls in only what it needs (TensorFlow only where a model is used).
     if section == "Data":

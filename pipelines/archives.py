@@ -1,16 +1,20 @@
 """Safe extraction of zip archives (the Streamlit app's uploads).
 
 Every member is checked before anything is written: no member may land outside the extraction directory
-(`..` components, absolute paths, drive letters and symlinks are refused), and the member count, the total
-uncompressed size and the compression ratio are capped. Sizes are counted again while extracting, because the
-sizes in a zip's directory are only claims. Extraction goes into a fresh directory that is removed when anything
-fails, so a refused archive leaves nothing behind.
+(`..` components, absolute paths, drive letters and symlinks are refused), no two members may claim one path
+(twice the same name, or a file where others need a folder), names must fit the file system, and the member
+count, the total uncompressed size and the compression ratio are capped. The ratio is capped per member and for
+the archive as a whole, against the archive's real size: 200 members of 1 MiB of zeros each stayed under a
+per-member check that started at 1 MiB, and a 230 KB upload became 201 MB on disk (hardening report, A6).
+Sizes are counted again while extracting, because the sizes in a zip's directory are only claims. Extraction
+goes into a fresh directory that is removed when anything fails, so a refused archive leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import shutil
 import stat
@@ -25,6 +29,9 @@ from pipelines.errors import DataError
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 IGNORED_DIRS = frozenset({"__MACOSX"})
 _CHUNK = 1 << 20
+# POSIX limits of Linux and macOS: bytes per path component, and per path.
+_NAME_MAX = 255
+_PATH_MAX = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +40,10 @@ class ZipLimits:
 
     max_members: int = 100_000
     max_total_bytes: int = 8 * 1024**3  # uncompressed, all members together
-    max_ratio: float = 100.0  # uncompressed / compressed, per member (images barely compress)
+    max_ratio: float = 100.0  # uncompressed / compressed, per member and for the archive (images barely compress)
+    # Members, and archives, that expand to at most this many bytes are not ratio-checked: tiny files compress
+    # well legitimately (a flat-colour BMP, a README) and cannot fill a disk.
+    ratio_floor_bytes: int = 64 * 1024
 
 
 def is_ignored(parts: tuple[str, ...]) -> bool:
@@ -72,6 +82,13 @@ def _safe_parts(archive: Path, name: str, info: zipfile.ZipInfo) -> tuple[str, .
         )
     if any("\x00" in p for p in parts):
         raise DataError(f"{archive}: member {name!r} has a NUL byte in its name; refused.")
+    longest = max((len(os.fsencode(p)) for p in parts), default=0)
+    if longest > _NAME_MAX or len(os.fsencode("/".join(parts))) > _PATH_MAX - _NAME_MAX:
+        raise DataError(
+            f"{archive}: member {name[:80]!r}... has a name too long for the file system (longest part {longest} "
+            f"bytes, {len(os.fsencode(name)):,} bytes in all; the limits are {_NAME_MAX} per part and "
+            f"{_PATH_MAX - _NAME_MAX:,} in all); shorten the file and folder names and re-create the archive"
+        )
     return parts
 
 
@@ -108,6 +125,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[z
             "split it into smaller archives or raise ZipLimits.max_members"
         )
     plan, total = [], 0
+    claimed: dict[tuple[str, ...], tuple[str, str]] = {}  # path the plan writes -> ("file" | "folder", member)
     for info in infos:
         name = _member_name(info)
         parts = _safe_parts(archive, name, info)
@@ -115,6 +133,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[z
             continue
         if info.flag_bits & 0x1:
             raise DataError(f"{archive}: member {name!r} is encrypted; upload an archive without a password")
+        _claim(archive, name, parts, claimed)
         total += info.file_size
         if total > limits.max_total_bytes:
             raise DataError(
@@ -122,14 +141,40 @@ def _plan(archive: Path, zf: zipfile.ZipFile, limits: ZipLimits) -> list[tuple[z
                 "upload a smaller archive or raise ZipLimits.max_total_bytes"
             )
         ratio = info.file_size / max(info.compress_size, 1)
-        if info.file_size > _CHUNK and ratio > limits.max_ratio:
+        if info.file_size > limits.ratio_floor_bytes and ratio > limits.max_ratio:
             raise DataError(
                 f"{archive}: member {name!r} expands {ratio:,.0f}x ({info.compress_size:,} → "
                 f"{info.file_size:,} bytes), over the compression-ratio limit of "
                 f"{limits.max_ratio:g}x (possible zip bomb); refused"
             )
         plan.append((info, parts))
+    # The whole archive against its size on disk, which, unlike the directory's sizes, cannot lie: many small
+    # members under the floor add up too. Extraction never writes more than the declared sizes.
+    size = archive.stat().st_size
+    if total > limits.ratio_floor_bytes and total / max(size, 1) > limits.max_ratio:
+        raise DataError(
+            f"{archive} expands {total / max(size, 1):,.0f}x in all ({size:,} → {total:,} bytes), over the "
+            f"compression-ratio limit of {limits.max_ratio:g}x (possible zip bomb); refused. Photos barely "
+            "compress; if these are real images, convert them to JPEG or PNG first"
+        )
     return plan
+
+
+def _claim(archive: Path, name: str, parts: tuple[str, ...], claimed: dict[tuple[str, ...], tuple[str, str]]) -> None:
+    """Record that member `name` writes the file `parts` and needs its folders; DataError on a clash."""
+    folders = [parts[:i] for i in range(1, len(parts))]
+    if parts in claimed and claimed[parts][0] == "file":
+        raise DataError(f"{archive}: member {name!r} appears twice; re-create the archive")
+    # A folder some other member needs at this path, or a file where this member needs a folder.
+    other = claimed.get(parts) or next((claimed[f] for f in folders if claimed.get(f, ("",))[0] == "file"), None)
+    if other is not None:
+        raise DataError(
+            f"{archive}: members {name!r} and {other[1]!r} need one path as both a file and a folder; rename "
+            "one of them and re-create the archive"
+        )
+    claimed[parts] = ("file", name)
+    for folder in folders:
+        claimed.setdefault(folder, ("folder", name))
 
 
 def _extract(archive: Path, zf: zipfile.ZipFile, plan, dest: Path, limits: ZipLimits) -> None:
@@ -140,9 +185,9 @@ def _extract(archive: Path, zf: zipfile.ZipFile, plan, dest: Path, limits: ZipLi
         # Belt and braces: the components were checked above; this also catches odd platform semantics.
         if os.path.commonpath([root, target.resolve()]) != str(root):
             raise DataError(f"{archive}: member {info.filename!r} would land outside the extraction directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
         member_bytes = 0
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "xb") as out:
                 while chunk := src.read(_CHUNK):
                     member_bytes += len(chunk)
@@ -153,10 +198,26 @@ def _extract(archive: Path, zf: zipfile.ZipFile, plan, dest: Path, limits: ZipLi
                             f"or the {limits.max_total_bytes:,}-byte limit; refused"
                         )
                     out.write(chunk)
-        except FileExistsError:
-            raise DataError(f"{archive}: member {info.filename!r} appears twice; re-create the archive") from None
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
             raise DataError(
                 f"{archive}: member {info.filename!r} cannot be extracted ({exc}); "
                 "the archive is damaged or uses an unsupported compression"
             ) from None
+        except OSError as exc:
+            raise DataError(_write_error(archive, info.filename, exc)) from None
+
+
+def _write_error(archive: Path, name: str, exc: OSError) -> str:
+    """The message for a member the file system refused, although the plan found no clash."""
+    if isinstance(exc, FileExistsError):  # e.g. two names that differ in case only, on macOS or Windows
+        return (
+            f"{archive}: member {name!r} appears twice on this file system (perhaps in another letter case); "
+            "rename one and re-create the archive"
+        )
+    if isinstance(exc, (NotADirectoryError, IsADirectoryError)):
+        return f"{archive}: member {name!r} needs a path that is both a file and a folder; re-create the archive"
+    if exc.errno == errno.ENAMETOOLONG:
+        return f"{archive}: member {name[:80]!r}... has a name too long for this file system; shorten it"
+    if exc.errno == errno.ENOSPC:
+        return f"{archive}: member {name!r} cannot be written: the disk is full; free some space and try again"
+    return f"{archive}: member {name!r} cannot be written ({exc.strerror or exc}); check the extraction folder"

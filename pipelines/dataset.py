@@ -18,6 +18,7 @@ from typing import Any
 import tensorflow as tf
 
 from pipelines.augment import AugmentPreset, batch_augmenter, get_preset
+from pipelines.errors import UNREADABLE_FILE_MESSAGE
 from pipelines.manifest import SPLITS, Manifest
 
 _RATIOS = (1, 2, 4, 8)
@@ -226,7 +227,8 @@ def _ordered(
     """transform(uint8 image, label index) for every record of `split`, in manifest order.
 
     window_fn(height, width) -> full-resolution window; target: pixels the window's short side must keep after
-    JPEG DCT downscaling.
+    JPEG DCT downscaling. skip_errors: skip a file TensorFlow cannot read, with a logged warning (training);
+    otherwise such a file stops the dataset with an error that names it (`_name_failed_files`).
     """
     records = manifest.split_records(split)
     labels = manifest.split_labels(split)
@@ -241,28 +243,62 @@ def _ordered(
     for fmt, ratio in groups:
         members = [i for i, k in enumerate(keys) if k == (fmt, ratio)]
         decode = _decoder(fmt, ratio)
-        ds = tf.data.Dataset.from_tensor_slices(
-            (
-                tf.constant([records[i].source_path for i in members], tf.string),
-                tf.constant([windows[i] for i in members], tf.int32, shape=[len(members), 4]),
-                tf.constant([records[i].height for i in members], tf.int32),
-                tf.constant([records[i].width for i in members], tf.int32),
-                tf.constant([labels[i] for i in members], tf.int32),
-            )
+        columns = (
+            tf.constant([records[i].source_path for i in members], tf.string),
+            tf.constant([windows[i] for i in members], tf.int32, shape=[len(members), 4]),
+            tf.constant([records[i].height for i in members], tf.int32),
+            tf.constant([records[i].width for i in members], tf.int32),
+            tf.constant([labels[i] for i in members], tf.int32),
         )
-        datasets.append(
-            ds.map(
-                lambda p, w, h, wd, y, decode=decode: transform(decode(p, w, h, wd), y),
-                num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=deterministic,
-            )
+        if skip_errors:  # see make_dataset: training skips a file TensorFlow cannot decode, evaluation does not
+            fn = lambda p, w, h, wd, y, decode=decode: transform(decode(p, w, h, wd), y)  # noqa: E731
+        else:  # each element carries its manifest index, so that a failed file can be named
+            columns += (tf.constant(members, tf.int64, shape=[len(members)]),)
+            fn = lambda p, w, h, wd, y, i, decode=decode: (transform(decode(p, w, h, wd), y), i)  # noqa: E731
+        ds = tf.data.Dataset.from_tensor_slices(columns).map(
+            fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic
         )
-    if skip_errors:  # see make_dataset: training skips a file TensorFlow cannot decode, evaluation does not
-        datasets = [ds.ignore_errors(log_warning=True) for ds in datasets]
+        datasets.append(ds.ignore_errors(log_warning=skip_errors))
     if len(datasets) == 1:
-        return datasets[0]
-    selector = tf.data.Dataset.from_tensor_slices(tf.constant([groups.index(k) for k in keys], tf.int64))
-    return tf.data.Dataset.choose_from_datasets(datasets, selector, stop_on_empty_dataset=False)
+        combined = datasets[0]
+    else:
+        selector = tf.data.Dataset.from_tensor_slices(tf.constant([groups.index(k) for k in keys], tf.int64))
+        combined = tf.data.Dataset.choose_from_datasets(datasets, selector, stop_on_empty_dataset=False)
+    return combined if skip_errors else _name_failed_files(combined, records)
+
+
+def _name_failed_files(ds: tf.data.Dataset, records) -> tf.data.Dataset:
+    """(element, manifest index) pairs in manifest order -> elements; a missing element fails naming its file.
+
+    TensorFlow's decode errors name no file ("Invalid PNG data, size 4908": hardening report, finding C5). So
+    errors were dropped per element above, and here the first element whose index is not its position names the
+    file that failed. A sentinel after the last element catches a failure at the end.
+    """
+    n = len(records)
+    names = [
+        r.source_path + (f" (the normalised copy of {r.path})" if r.source_path != r.path else "") for r in records
+    ]
+    messages = tf.constant(
+        [
+            f"{UNREADABLE_FILE_MESSAGE} {name}: it is missing, changed since the ingest, or "
+            "refused by TensorFlow's decoder. Restore or remove it, then ingest the data again"
+            for name in names
+        ]
+        + [""]
+    )
+    blank = tf.nest.map_structure(
+        lambda spec: tf.zeros([d if d is not None else 0 for d in spec.shape], spec.dtype), ds.element_spec[0]
+    )
+    sentinel = tf.data.Dataset.from_tensors((blank, tf.constant(n, tf.int64)))
+
+    def check(position, item):
+        element, index = item
+        failed = tf.debugging.Assert(tf.equal(index, position), [tf.gather(messages, position)])
+        with tf.control_dependencies([failed]):
+            return tf.nest.map_structure(tf.identity, element)
+
+    ds = ds.concatenate(sentinel).enumerate().map(check).take(n)  # sequential: one scalar compare
+    return ds.apply(tf.data.experimental.assert_cardinality(n))
 
 
 def _shuffled_random_crops(

@@ -17,7 +17,7 @@ from pipelines.archives import ZipLimits
 from pipelines.errors import DataError
 from pipelines.images import PILLOW_MAX_PIXELS, check_image
 from pipelines.manifest import Manifest, Record
-from pipelines.sources import Found, find_folder, find_zip, write_arrays
+from pipelines.sources import Found, check_class_name, find_folder, find_zip, write_arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +110,13 @@ def ingest(
     manifest as quarantined, with the reason).
     """
     config = dataclasses.replace(config or IngestConfig(), **overrides)
-    workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="workbench-data-"))
+    # Absolute, like every path the sources return: the manifest must work from any working directory (B1).
+    workdir = Path(os.path.abspath(workdir if workdir is not None else tempfile.mkdtemp(prefix="workbench-data-")))
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "data"
     found = _find(data, data_dir, config)
+    for name in found.classes:  # folders were checked as they were found; TFDS names are checked here
+        check_class_name(name, found.source)
     records = _check_files(found, data_dir / "normalised", config, progress)
     manifest = _split(found, records, config)
     manifest.save(workdir / "manifest.json")
@@ -127,7 +130,7 @@ def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progr
     def check(f):
         result = check_image(f.path, max_pixels=config.max_image_pixels, normalised_dir=normalised_dir)
         return Record(
-            path=str(f.path),
+            path=os.path.abspath(f.path),
             label=f.label,
             split=f.split if result.ok else None,
             width=result.width,
@@ -135,7 +138,7 @@ def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progr
             format=result.format,
             status="ok" if result.ok else "quarantined",
             reason=result.reason,
-            decode_path=result.decode_path if result.ok else "",
+            decode_path=os.path.abspath(result.decode_path) if result.ok else "",
         )
 
     records = []

@@ -1,6 +1,12 @@
 """The manifest: one record per file found, written by `ingest` and read by everything downstream.
 
 `Manifest.classes` (sorted class names) is the single source of truth for label indices.
+
+Paths in memory are absolute. In `manifest.json`, files inside the manifest's own folder (a run's extracted
+archive and normalised copies) are stored relative to that folder and every other path absolute, so a run
+works from any working directory and keeps working when its folder is moved (hardening report, finding B1).
+Manifests written before that held paths relative to the working directory of the ingest; they have no
+`"paths"` key and are read as before.
 """
 
 from __future__ import annotations
@@ -9,21 +15,42 @@ import collections
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipelines.errors import DataError
+from pipelines.files import atomic_write_text
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST_VERSION = 1
+# Value of the "paths" key: relative paths in the file are relative to the manifest's folder (see the docstring).
+_RELATIVE_TO_MANIFEST = "relative to the manifest's folder, else absolute"
+_PATH_FIELDS = ("path", "decode_path")
+
+
+def _store(path: str, base: str | None) -> str:
+    """`path` as written to a manifest in folder `base`: relative when inside it, absolute otherwise."""
+    if not path or base is None:
+        return path
+    path = os.path.abspath(path)
+    try:
+        inside = os.path.commonpath([path, base]) == base
+    except ValueError:  # different drives (Windows)
+        inside = False
+    return Path(os.path.relpath(path, base)).as_posix() if inside else path
+
+
+def _resolve(path: str, base: str) -> str:
+    """A path read from a manifest in folder `base` (the inverse of `_store`)."""
+    return os.path.normpath(os.path.join(base, path)) if path else path
 
 
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One file of the dataset.
 
-    path: the file as the user knows it (absolute; inside the extraction directory for archives).
+    path: the file as the user knows it (absolute; inside the extraction directory for archives). In memory,
+        paths are absolute; manifest.json stores those inside its own folder relative to it (see the module).
     label: class name (index = position in `Manifest.classes`).
     split: "train" | "val" | "test" for usable files, None for quarantined ones.
     width, height: pixels after EXIF orientation; 0 when unreadable.
@@ -170,27 +197,48 @@ class Manifest:
         return "\n".join(lines)
 
     # ----------------------------------------------------------------- JSON
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, base: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Plain JSON data; with `base` (the folder of the file it goes to), paths inside it become relative."""
+        folder = os.path.abspath(base) if base is not None else None
+        records = []
+        for r in self.records:
+            record = dataclasses.asdict(r)
+            for name in _PATH_FIELDS:
+                record[name] = _store(record[name], folder)
+            records.append(record)
+        data = {
             "version": MANIFEST_VERSION,
             "source": self.source,
             "classes": list(self.classes),
             "seed": self.seed,
             "user_splits": self.user_splits,
-            "root": self.root,
+            "root": _store(self.root, folder),
             "warnings": list(self.warnings),
-            "records": [dataclasses.asdict(r) for r in self.records],
+            "records": records,
         }
+        if folder is not None:
+            data["paths"] = _RELATIVE_TO_MANIFEST
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+    def from_dict(cls, data: dict[str, Any], base: str | os.PathLike | None = None) -> Manifest:
+        """The inverse of `to_dict`; `base` is the folder the data was read from."""
         if data.get("version") != MANIFEST_VERSION:
             raise DataError(
                 f"manifest version {data.get('version')!r} is not supported (expected {MANIFEST_VERSION}); "
                 "run the ingest again to rebuild it"
             )
+        # Old manifests (no "paths" key) hold paths relative to the working directory of their ingest.
+        folder = os.path.abspath(base) if base is not None and data.get("paths") == _RELATIVE_TO_MANIFEST else ""
         fields = {f.name for f in dataclasses.fields(Record)}
-        records = [Record(**{k: v for k, v in r.items() if k in fields}) for r in data["records"]]
+        records = []
+        for r in data["records"]:
+            values = {k: v for k, v in r.items() if k in fields}
+            for name in _PATH_FIELDS:
+                if folder and name in values:
+                    values[name] = _resolve(values[name], folder)
+            records.append(Record(**values))
+        root = str(data.get("root", ""))
         return cls(
             source=data["source"],
             classes=list(data["classes"]),
@@ -198,22 +246,14 @@ class Manifest:
             warnings=list(data.get("warnings", [])),
             seed=int(data.get("seed", 0)),
             user_splits=bool(data.get("user_splits", False)),
-            root=str(data.get("root", "")),
+            root=_resolve(root, folder) if folder else root,
         )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the manifest as JSON atomically (temp file, then rename)."""
+        """Write the manifest as JSON atomically, with paths that resolve from any working directory."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        text = json.dumps(self.to_dict(base=os.path.dirname(os.path.abspath(path))), ensure_ascii=False, indent=1)
+        return atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Manifest:
@@ -224,4 +264,4 @@ class Manifest:
             raise DataError(f"manifest {path} does not exist; run the ingest first") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"manifest {path} is not valid JSON ({exc}); run the ingest again") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, base=os.path.dirname(os.path.abspath(path)))

@@ -6,10 +6,18 @@ Layouts understood (a single wrapping top folder around either is accepted):
     root/{train,val|validation,test}/<class>/**/<image>   the user's own splits, respected
 
 Class names are Unicode NFC, so a folder named on macOS (NFD) and the same name typed elsewhere are one class.
+Names that `labels.txt` (one class per line, read back with `str.splitlines` and stripped) cannot carry as they
+are, those with line breaks, other control characters or white space at either end, are refused with a message
+(hardening report, findings C1 and C2): refusing is clearer than renaming a class behind the user's back.
+
+Only regular files are taken: a FIFO would block the check forever, a device file could have side effects
+(finding A8). With `train/` and another split folder at the top, other folders are ignored with a warning rather
+than turning the split folders into classes (finding C3).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import unicodedata
@@ -59,6 +67,34 @@ def class_name(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def _describe(char: str) -> str:
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'control character')}"
+
+
+def check_class_name(name: str, where: str) -> str:
+    """Return `name`, or raise DataError (naming `where`, e.g. the folder) when labels.txt cannot hold it as is.
+
+    labels.txt holds one class per line and is read back with `str.splitlines()`, which also splits on U+2028,
+    U+2029, U+0085, \\x0b, \\x0c and \\x1c-\\x1e; one such class became several labels (finding C1). Every control
+    character is refused (escape sequences would also reach terminals). Readers strip each line, so a name with
+    white space at an end would differ between the run and its exports (finding C2).
+    """
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        raise DataError(
+            f"{where}: the class name {name!r} contains {_describe(bad)}, a line break or control character that "
+            "labels.txt (one class per line) cannot hold; rename it without that character"
+        )
+    if name != name.strip():
+        raise DataError(
+            f"{where}: the class name {name!r} starts or ends with white space, which labels.txt readers drop, so "
+            f"the exported labels would differ from the run's; rename it to {name.strip()!r}"
+        )
+    if not name:
+        raise DataError(f"{where}: a class name is empty; give every class a name")
+    return name
+
+
 def _visible(entry: os.DirEntry | Path) -> bool:
     name = entry.name
     return not name.startswith(".") and not is_ignored((name,)) and name not in ("__MACOSX",)
@@ -74,34 +110,78 @@ def _listdir(path: Path) -> tuple[list[Path], list[Path]]:
     return dirs, files
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    """Every visible file under `folder`, recursively, in a stable order (symlinked folders are not followed)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
-        out.extend(Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".") and not is_ignored((f,)))
+def _walk_files(folder: Path, special: list[Path]) -> list[Path]:
+    """Every visible regular file under `folder`, recursively, in a stable order (files first, then sub-folders).
+
+    Symlinked folders are not followed. FIFOs, sockets and device files are added to `special` and never opened
+    (finding A8). A broken link is kept, so that the check quarantines it with a reason instead of hiding it.
+    """
+    out: list[Path] = []
+    stack = [folder]
+    while stack:
+        files, dirs = [], []
+        with os.scandir(stack.pop()) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                if entry.name.startswith(".") or entry.name == "__MACOSX" or is_ignored((entry.name,)):
+                    continue
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    dirs.append(path)
+                elif entry.is_file() or (entry.is_symlink() and not os.path.exists(path)):
+                    files.append(path)
+                elif not entry.is_dir():  # a link to a folder is skipped, as os.walk(followlinks=False) does
+                    special.append(path)
+        out.extend(files)
+        stack.extend(reversed(dirs))
     return out
 
 
-def _split_layout(dirs: list[Path]) -> bool:
-    names = [SPLIT_ALIASES.get(d.name.lower()) for d in dirs]
-    if not dirs or None in names or "train" not in names or len(set(names)) != len(names):
-        return False
-    return all(_listdir(d)[0] for d in dirs)  # each split holds class folders
+def _split_dirs(root: Path, dirs: list[Path]) -> tuple[list[Path], list[Path]] | None:
+    """(split folders, other folders) when `dirs` hold the user's splits; None when they are class folders.
+
+    Splits need a `train` folder with class folders inside, and either nothing else or another split folder:
+    `train/` alone next to `cars/` may well be a class named "train" (with sub-folders of its own).
+    """
+    splits = [d for d in dirs if d.name.lower() in SPLIT_ALIASES]
+    names = [SPLIT_ALIASES[d.name.lower()] for d in splits]
+    if "train" not in names or (len(splits) < len(dirs) and len(set(names)) < 2):
+        return None
+    if not all(_listdir(d)[0] for d in splits):  # each split holds class folders
+        return None
+    for split in sorted(set(names)):
+        same = [d.name for d, n in zip(splits, names, strict=True) if n == split]
+        if len(same) > 1:
+            raise DataError(
+                f"{root}: the folders {', '.join(same)} all hold the {split} split (split names are matched "
+                "ignoring case); merge them into one folder"
+            )
+    return splits, [d for d in dirs if d not in splits]
+
+
+def _case_warnings(classes: set[str]) -> list[str]:
+    by_fold = collections.defaultdict(list)
+    for name in sorted(classes):
+        by_fold[name.casefold()].append(name)
+    return [
+        f"class folders {' and '.join(map(repr, names))} differ only in case: two classes here, but one folder on "
+        "case-insensitive file systems (macOS, Windows), where this dataset fails; rename or merge them"
+        for names in by_fold.values()
+        if len(names) > 1
+    ]
 
 
 def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
-    """Find class folders (and user splits) under `root`."""
+    """Find class folders (and user splits) under `root`. Paths are absolute, so a manifest works from anywhere."""
     root = Path(root)
     if not root.exists():
         raise DataError(f"data folder {root} does not exist; give a folder of class folders, a .zip, or tfds:NAME")
     if not root.is_dir():
         raise DataError(f"{root} is neither a folder nor a .zip archive; give a folder of class folders")
     source = source or str(root)
-    top = root
+    root = top = Path(os.path.abspath(root))
     dirs, files = _listdir(root)
     # A single wrapping folder (e.g. `flowers/` inside `flowers.zip`): look inside it.
-    while len(dirs) == 1 and not files and not _split_layout(dirs) and _listdir(dirs[0])[0]:
+    while len(dirs) == 1 and not files and _split_dirs(root, dirs) is None and _listdir(dirs[0])[0]:
         root = dirs[0]
         dirs, files = _listdir(root)
     warnings = []
@@ -113,9 +193,17 @@ def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
         )
     found_files: list[FoundFile] = []
     classes: set[str] = set()
-    user_splits = _split_layout(dirs)
-    if user_splits:
-        for split_dir in dirs:
+    special: list[Path] = []
+    layout = _split_dirs(root, dirs)
+    if layout is not None:
+        split_dirs, others = layout
+        if others:
+            warnings.append(
+                f"folder(s) {', '.join(d.name for d in others)} in {root} are not splits (train, val, test) and "
+                f"were ignored, next to the split folders {', '.join(d.name for d in split_dirs)}; move them into "
+                "a split folder, or out of the dataset"
+            )
+        for split_dir in split_dirs:
             split = SPLIT_ALIASES[split_dir.name.lower()]
             class_dirs, loose = _listdir(split_dir)
             if loose := [f for f in loose if f.suffix.lower() in IMAGE_SUFFIXES]:
@@ -123,20 +211,26 @@ def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
                     f"{len(loose)} file(s) directly in {split_dir} are not inside a class folder and were ignored"
                 )
             for class_dir in class_dirs:
-                label = class_name(class_dir.name)
+                label = check_class_name(class_name(class_dir.name), f"class folder in {split_dir}")
                 classes.add(label)
-                found_files.extend(FoundFile(p, label, split) for p in _walk_files(class_dir))
+                found_files.extend(FoundFile(p, label, split) for p in _walk_files(class_dir, special))
     else:
         for class_dir in dirs:
-            label = class_name(class_dir.name)
+            label = check_class_name(class_name(class_dir.name), f"class folder in {root}")
             classes.add(label)
-            found_files.extend(FoundFile(p, label, None) for p in _walk_files(class_dir))
+            found_files.extend(FoundFile(p, label, None) for p in _walk_files(class_dir, special))
     if not classes:
         raise DataError(
             f"{source} holds no class folders; put the images of each class in a folder named after the class "
             "(e.g. data/cats/*.jpg, data/dogs/*.jpg)"
         )
-    return Found(source, sorted(classes), found_files, user_splits, warnings, root=str(top))
+    if special:
+        warnings.append(
+            f"{len(special)} special file(s) (FIFO, socket or device) were ignored and never opened, e.g. "
+            f"{special[0].relative_to(top)}; only regular files are read"
+        )
+    warnings.extend(_case_warnings(classes))
+    return Found(source, sorted(classes), found_files, layout is not None, warnings, root=str(top))
 
 
 def find_zip(archive: str | os.PathLike, extract_to: str | os.PathLike, limits: ZipLimits) -> Found:
@@ -155,7 +249,9 @@ def write_arrays(images, labels, class_names, dest: str | os.PathLike) -> Found:
 
     images = np.asarray(images)
     labels = np.asarray(labels)
-    class_names = [class_name(str(c)) for c in class_names]
+    class_names = [
+        check_class_name(class_name(str(c)), f"in-memory class_names[{i}]") for i, c in enumerate(class_names)
+    ]
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3, 4)):
         raise DataError(f"in-memory images have shape {images.shape}; expected (N, H, W) or (N, H, W, 1|3|4)")
     if labels.ndim == 2:  # one-hot or soft labels

@@ -213,7 +213,15 @@ def test_sample_dataset_trains_a_tiny_model_stops_on_request_and_shows_a_confusi
     assert run_dir.name in other.info[0].value
     assert not [b for b in other.button if b.label == "Start training"]
 
-    wait_for(at, lambda a: epoch_events(run_dir) or a.error, timeout=180, every=1.0)
+    # Wait for what is asserted: a page that draws the progress bar and both curves (loss, accuracy), and a
+    # finished epoch, so that stopping still leaves a checkpoint. Events on disk alone would not do: the page
+    # may have been drawn before they were written.
+    def live_page_with_an_epoch(a) -> bool:
+        drawn = len(a.get("progress")) == 1 and len(a.get("vega_lite_chart")) == 2
+        return a.error or (drawn and bool(epoch_events(run_dir)))
+
+    wait_for(at, live_page_with_an_epoch, timeout=180, every=1.0)
+    assert not at.error, [e.value for e in at.error]
     assert len(at.get("progress")) == 1 and len(at.get("vega_lite_chart")) == 2  # progress, loss and accuracy
     at.button(key="train_stop").click().run()
     assert (run_dir / "STOP").is_file()

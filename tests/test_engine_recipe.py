@@ -146,6 +146,109 @@ def test_nan_loss_stops_with_an_error_event_and_keeps_the_last_good_checkpoint(t
     assert (run_dir / "checkpoints" / state["last_weights"]).exists()
 
 
+def test_user_listener_and_keras_callback_see_every_phase(tmp_path):
+    """`fine_tune(listeners=[...], callbacks=[...])`: the hooks a TensorBoard writer or a user's own
+    callback plugs into. The listener hears exactly the events written to events.jsonl; the Keras
+    callback joins the fit of both phases (the head model on cached features, then the full model)."""
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def __call__(self, event):
+            self.events.append(event)
+
+    class EpochCounter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.fits, self.epochs = [], []
+
+        def on_train_begin(self, logs=None):
+            self.fits.append(len(self.model.layers))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append((len(self.fits), epoch + 1, logs["val_accuracy"]))
+
+    data = make_image_folder(tmp_path / "data")
+    recorder, counter = Recorder(), EpochCounter()
+    config = tiny_config(data, tmp_path / "runs", epochs=2, fine_tune_epochs=1)
+    result = fine_tune(config, listeners=[recorder], callbacks=[counter])
+
+    assert recorder.events == read_events(result.run_dir)
+    story = [(e["type"], e.get("phase"), e.get("epoch")) for e in recorder.events if e["type"] != "batch"]
+    assert story == [
+        ("phase", 1, None),
+        ("epoch", 1, 1),
+        ("epoch", 1, 2),
+        ("phase", 2, None),
+        ("epoch", 2, 1),
+        ("done", None, None),
+    ]
+    head_layers, full_layers = counter.fits
+    assert recorder.events[0]["cached_features"] is True and head_layers < 5 < full_layers
+    epochs = [e for e in recorder.events if e["type"] == "epoch"]
+    # (fit number, epoch, val_accuracy the callback saw) against the epoch events
+    assert counter.epochs == [
+        (1, 1, epochs[0]["val_accuracy"]),
+        (1, 2, epochs[1]["val_accuracy"]),
+        (2, 1, epochs[2]["val_accuracy"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("num_images", "batches", "skipped", "sizes"),
+    [
+        (10, 3, 0, [4, 4, 2]),  # the last batch of 2 gives each replica one image
+        (9, 2, 1, [4, 4]),  # a last batch of 1 would leave a replica empty: skipped
+        (3, 1, 1, [2]),  # under one global batch: one batch of a multiple of the replica count
+        (1, 0, 1, []),
+    ],
+)
+def test_batching_gives_every_replica_a_share_of_each_batch(num_images, batches, skipped, sizes):
+    import tensorflow as tf
+
+    from workbench.engine.strategy import Batching
+
+    batching = Batching(per_replica=2, replicas=2)
+    dataset = tf.data.Dataset.range(num_images).batch(batching.global_batch)
+    shared = batching.even_batches(dataset, num_images)
+    assert [len(b) for b in shared] == sizes
+    assert batching.batches(num_images) == batches and batching.skipped(num_images) == skipped
+    assert batching.steps(num_images) == max(batches, 1)
+    one = Batching(per_replica=4)
+    assert one.even_batches(dataset, num_images) is dataset and one.skipped(num_images) == 0
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero():
+    from workbench.engine.optim import adamw, warmup_cosine
+
+    schedule = warmup_cosine(0.1, total_steps=100, warmup_fraction=0.1)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates == pytest.approx([0.0, 0.05, 0.1, 0.05, 0.0], abs=1e-6)
+    assert float(warmup_cosine(0.1, total_steps=100, warmup_fraction=0.0)(0)) == pytest.approx(0.1)
+    optimizer = adamw(0.1, 100, warmup_fraction=0.1, weight_decay=0.01)
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.01
+
+
+def test_phases_are_data_and_cached_features_need_a_frozen_backbone():
+    from workbench.engine.recipe import Phase, recipe_phases
+
+    head, tune = recipe_phases(RunConfig.from_dict({"epochs": 3, "fine_tune_epochs": 2}))
+    assert (head.number, head.unfreeze_blocks, head.features, head.from_best) == (1, None, True, False)
+    assert (tune.number, tune.epochs, tune.unfreeze_blocks, tune.from_best) == (
+        2,
+        2,
+        RunConfig().recipe.unfreeze_blocks,
+        True,
+    )
+    assert tune.learning_rate == RunConfig().recipe.fine_tune_learning_rate
+    assert len(recipe_phases(RunConfig.from_dict({"fine_tune_epochs": 0}))) == 1
+    (images,) = recipe_phases(RunConfig.from_dict({"augment": "light", "fine_tune_epochs": 0}))
+    assert not images.features
+    with pytest.raises(ValueError, match="cached features need a frozen backbone"):
+        Phase(2, "bad", epochs=1, learning_rate=1e-3, unfreeze_blocks=3, features=True)
+
+
 def test_class_weights_only_when_imbalanced():
     balanced = [0] * 10 + [1] * 12
     assert class_weights(balanced, "auto") is None
@@ -196,4 +299,4 @@ def test_cli_reports_bad_data_without_a_traceback(tmp_path, capsys):
 
     code = main(["train", str(tmp_path / "no-such-folder"), "--out", str(tmp_path / "runs"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and "no-such-folder" in err and "Traceback" not in err
+    assert code == 2 and "no-such-folder" in err and "Traceback" not in err

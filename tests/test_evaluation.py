@@ -146,3 +146,13 @@ def test_cli_prints_summary_and_fails_cleanly(tmp_path_factory, tmp_path, capsys
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "model.keras" in err and "Traceback" not in err
+
+
+def test_top_k_below_one_is_refused_with_exit_code_2(tmp_path_factory, capsys):
+    # D (issue 11): `evaluate --top-k 0` silently reported top_k 1.
+    from workbench.cli import main
+
+    for k in ("0", "-3"):
+        assert main(["evaluate", str(tiny_run(tmp_path_factory)), "--top-k", k]) == 2
+        err = capsys.readouterr().err
+        assert f"--top-k must be at least 1, got {k}" in err and "Traceback" not in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers_tiny_run import split_images, tiny_run
@@ -60,3 +62,23 @@ def test_cli_explain_and_refusal_of_non_keras_models(tmp_path_factory, tmp_path,
     assert "Grad-CAM" in capsys.readouterr().out and (tmp_path / "x.png").is_file()
     assert main(["explain", str(exported(tmp_path_factory, "tflite")), image]) == 2
     assert "Grad-CAM needs the Keras model" in capsys.readouterr().err
+
+
+def test_a_crafted_label_cannot_write_outside_the_explain_folder(tmp_path_factory, tmp_path):
+    # A4 (issue 11): the output name was `<image>_<label>.png`, so a labels.txt shipped beside a model with
+    # `../../…/owned` wrote anywhere. The name now holds the class index and the label sanitised.
+    import shutil
+
+    model_dir = tmp_path / "evil" / "expl"
+    model_dir.mkdir(parents=True)
+    shutil.copy(tiny_run(tmp_path_factory) / "model.keras", model_dir / "model.keras")
+    # Every class is crafted, so whichever the model predicts is a path.
+    (model_dir / "labels.txt").write_text("".join(f"../../../escaped/owned{i}\n" for i in range(3)))
+    image = split_images(tmp_path_factory)[0]
+    result = explain(model_dir / "model.keras", image)
+    written = Path(result["out"])
+    assert written.parent == model_dir / "explain" and written.is_file()
+    index = int(result["class"][-1])
+    assert result["class"] == f"../../../escaped/owned{index}"
+    assert written.name == f"{Path(image).stem}_{index:03d}-_________escaped_owned{index}.png"
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "evil" / "escaped").exists()

@@ -100,3 +100,69 @@ def test_cli_export_prints_the_layout_and_refuses_bad_runs(tmp_path_factory, tmp
     assert main(["export", str(tmp_path / "no-run"), "--format", "tflite"]) == 2
     err = capsys.readouterr().err
     assert "no-run" in err and "not a finished run directory" in err and "Traceback" not in err
+
+
+def _folder_state(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_reexport_keeps_the_previous_export_and_labels_always_match_their_model(tmp_path_factory, tmp_path):
+    # B7 (issue 11): a re-export replaced keras/model.keras silently, and labels.txt was written after the
+    # model, so a kill between the two left a new model beside old labels. Now a whole folder is staged
+    # and swapped in; the folder it replaces is kept as keras.previous/ (README, export paragraph).
+    import shutil
+    import threading
+    from unittest import mock
+
+    from workbench.serving import export as export_module
+
+    run = tiny_run(tmp_path_factory)
+    out = tmp_path / "out"
+    first = export_module.export(run, "keras", out=out)
+    first_state = _folder_state(first.parent)
+    second = export_module.export(run, "keras", out=out)
+    assert second == first == out / "keras" / "model.keras"
+    assert _folder_state(out / "keras.previous") == first_state  # the first export, kept whole
+    assert sorted(p.name for p in out.iterdir()) == ["keras", "keras.previous"]  # no staging leftovers
+    second_state = _folder_state(out / "keras")
+
+    # A run with other class names, killed (an exception here) after its model but before labels.txt:
+    # the folder beside which the labels sit is untouched, model and labels still belong together.
+    other = tmp_path / "other-run"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("eval", "data"))
+    (other / "labels.txt").write_text("cyan\nmagenta\nyellow\n")
+
+    def killed(path, text):
+        raise KeyboardInterrupt("killed between the model and labels.txt")
+
+    # export writes labels.txt with pipelines.files.atomic_write_text, imported when it runs.
+    with mock.patch("pipelines.files.atomic_write_text", killed), pytest.raises(KeyboardInterrupt):
+        export_module.export(other, "keras", out=out)
+    assert _folder_state(out / "keras") == second_state
+    assert (out / "keras" / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    assert sorted(p.name for p in out.iterdir()) == ["keras", "keras.previous"]
+
+    # Two sessions of the app (threads of one process) exporting at once: both succeed, both folders whole.
+    errors = []
+
+    def export_in_thread():
+        try:
+            export_module.export(run, "keras", out=out)
+        except Exception as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=export_in_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for folder in ("keras", "keras.previous"):
+        assert sorted(p.name for p in (out / folder).iterdir()) == [
+            "labels.txt",
+            "model.keras",
+            "model_card.json",
+            "model_card.md",
+        ]
+        inspect_keras_archive(out / folder / "model.keras")
+    assert sorted(p.name for p in out.iterdir()) == ["keras", "keras.previous"]

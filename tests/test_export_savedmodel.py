@@ -160,3 +160,23 @@ def test_int8_export_needs_training_images(tmp_path_factory, tmp_path):
     shutil.copytree(tiny_run(tmp_path_factory), run, ignore=shutil.ignore_patterns("manifest.json", "eval", "data"))
     with pytest.raises(ValueError, match="calibration"):
         export(run, "tflite-int8", out=tmp_path / "out")
+
+
+def test_export_folders_and_files_get_the_umask_modes(tmp_path_factory, tmp_path):
+    # B4 (issue 11): SavedModel versions were staged with mkdtemp (0700), so TF Serving under another user
+    # could not read them. Under umask 022 every export folder is 0755 and every file 0644.
+    import stat
+
+    from workbench.serving.export import export
+
+    run = tiny_run(tmp_path_factory)
+    previous = os.umask(0o022)
+    try:
+        version_dir = export(run, "savedmodel", out=tmp_path / "out")
+        keras_file = export(run, "keras", out=tmp_path / "out")
+    finally:
+        os.umask(previous)
+    for folder in (version_dir, keras_file.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+        for path in folder.rglob("*"):
+            assert stat.S_IMODE(path.stat().st_mode) == (0o755 if path.is_dir() else 0o644), path

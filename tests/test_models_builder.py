@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from workbench.models import build_model
+from workbench.models.figures import format_table, measure
 from workbench.models.flops import count_macs
-from workbench.models.registry import format_table, measure
 from workbench.models.surgery import (
     block_names,
     classifier_head,

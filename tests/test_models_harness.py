@@ -10,9 +10,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from workbench.models import build_model, get_variant, published_names
+from workbench.models import build_model, custom_variant, get_variant, published_names, registered_families
 
-VARIANTS = [*published_names(), "phi=-2", "phi=0.5"]
+# Every registered family's named variants, plus two custom φ of each family with a scaling rule.
+VARIANTS = [
+    *published_names(),
+    *(
+        custom_variant(phi, family.scaling, base=family).name
+        for family in registered_families()
+        if family.scaling is not None
+        for phi in (-2, 0.5)
+    ),
+]
 SMALL = (32, 32, 3)  # total stride is 32: the smallest size every variant accepts
 NUM_CLASSES = 3
 

@@ -77,9 +77,10 @@ def test_published_table_is_the_papers():
     for name, (width, depth, resolution, dropout) in expected.items():
         spec = get_variant(name)
         assert (spec.width, spec.depth, spec.resolution, spec.dropout) == (width, depth, resolution, dropout)
-        assert spec.lite == name.startswith("lite")
-        assert spec.activation == ("relu6" if spec.lite else "swish")
-        assert spec.se_ratio == (None if spec.lite else 0.25)
+        lite = name.startswith("lite")
+        assert spec.family == ("efficientnet-lite" if lite else "efficientnet")
+        assert spec.activation == ("relu6" if lite else "swish")
+        assert {stage.se_ratio for stage in spec.architecture.stages} == ({None} if lite else {0.25})
 
 
 def test_custom_dropout_interpolates_the_published_values():

@@ -7,7 +7,7 @@ from PIL import Image
 
 from workbench.models import build_model
 from workbench.models.imagenet import decode_predictions, imagenet_class_names
-from workbench.models.weights import KERAS_WEIGHTS_HASHES, WeightsError
+from workbench.models.weights import KERAS_WEIGHTS_URL, KerasApplicationsFile, WeightsError
 
 
 def _keras_applications_b0_file(tmp_path, classes=1000):
@@ -93,10 +93,17 @@ def test_imagenet_offline_fails_with_where_to_put_the_file(tmp_path, monkeypatch
     assert "weights=None" in message
 
 
-def test_hashes_are_keras_applications_own():
+def test_weight_files_and_hashes_are_keras_applications_own():
     from keras.src.applications import efficientnet as reference
 
-    assert KERAS_WEIGHTS_HASHES == reference.WEIGHTS_HASHES
+    from workbench.models import get_variant
+
+    sources = {name: get_variant(name).imagenet_weights for name in reference.WEIGHTS_HASHES}
+    assert all(isinstance(source, KerasApplicationsFile) for source in sources.values())
+    assert {name: (s.top_hash, s.notop_hash) for name, s in sources.items()} == reference.WEIGHTS_HASHES
+    # keras.applications names its files after its model: efficientnetb0.h5, efficientnetb0_notop.h5
+    assert {s.file_name(False) for s in sources.values()} == {f"efficientnet{name}_notop.h5" for name in sources}
+    assert KERAS_WEIGHTS_URL == reference.BASE_WEIGHTS_PATH
 
 
 @pytest.mark.parametrize("variant", ["lite1", "lite4", "phi=0.5"])

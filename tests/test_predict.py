@@ -107,3 +107,22 @@ def test_foreign_or_file_writing_saved_models_are_refused_before_loading(tmp_pat
         with pytest.raises(ModelFileError, match=message):
             predict(directory.parent, [image])
     assert not marker.exists()
+
+
+def test_class_names_with_terminal_escapes_are_printed_escaped(tmp_path_factory, images, tmp_path, capsys):
+    # D (issue 11): class names went raw into predict's table, so escape sequences in a folder name or a
+    # labels.txt reached the terminal (here: retitle the window, then erase the line).
+    import shutil
+
+    from workbench.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported(tmp_path_factory, "keras").parent, folder)
+    hostile = ["\x1b]0;pwned\x07blue", "green\x1b[2K", "red\u202e"]
+    (folder / "labels.txt").write_text("\n".join(hostile) + "\n")
+    assert main(["predict", str(folder / "model.keras"), images[0], "--top-k", "3"]) == 0
+    table = capsys.readouterr().out
+    assert "\x1b" not in table and "\x07" not in table and "\u202e" not in table
+    assert "\\x1b]0;pwned\\x07blue" in table and "green\\x1b[2K" in table and "red\\u202e" in table
+    results = predict(folder / "model.keras", images[:1], top_k=3)
+    assert {p["class"] for p in results[0]["predictions"]} == set(hostile)  # the data itself is unchanged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,16 @@ def run(args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "streamlit", "run", str(APP_FILE), *config_flags()]
     if args.port is not None:
         argv.append(f"--server.port={args.port}")
+    env = dict(os.environ)
     if args.address is not None:
+        from apps.serving import ALLOW_REMOTE_ENV, is_loopback
+
         argv.append(f"--server.address={args.address}")
+        if not is_loopback(args.address):
+            # An address typed here is the user's opt-in; the app refuses others (apps.serving).
+            env[ALLOW_REMOTE_ENV] = "1"
     print(f"workbench app: serving {APP_FILE.name}; press Ctrl-C to stop", file=sys.stderr)
     try:
-        return subprocess.call(argv)
+        return subprocess.call(argv, env=env)
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,15 +28,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from workbench.evaluation import evaluate, summary_table
+    from workbench.terminal import printable, printable_lines
 
-    try:
-        report = evaluate(args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size)
-    except (ValueError, OSError) as exc:  # ModelFileError and DataError are ValueErrors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    report = evaluate(args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return 0
-    print(summary_table(report))
-    print(f"\nreport and plots: {Path(report['files']['report']).parent}/")
+    print(printable_lines(summary_table(report)))  # class names come from folder names
+    print(f"\nreport and plots: {printable(Path(report['files']['report']).parent)}/")
     return 0

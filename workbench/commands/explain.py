@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,19 +11,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--class", dest="class_name", default=None, help="class to explain (default: the predicted class)"
     )
-    parser.add_argument("--out", default=None, help="output PNG (default: RUN/explain/<image>_<class>.png)")
+    parser.add_argument(
+        "--out", default=None, help="output PNG (default: RUN/explain/<image>_<class index>-<class>.png)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from workbench.evaluation.explain import explain
+    from workbench.terminal import printable
 
-    try:
-        result = explain(args.model, args.image, class_name=args.class_name, out=args.out)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = explain(args.model, args.image, class_name=args.class_name, out=args.out)
     print(
-        f"predicted {result['predicted']}; Grad-CAM of class {result['class']} "
-        f"(p={result['probability']:.3f}) written to {result['out']}"
+        f"predicted {printable(result['predicted'])}; Grad-CAM of class {printable(result['class'])} "
+        f"(p={result['probability']:.3f}) written to {printable(result['out'])}"
     )
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.serving.export import export, read_card
 
-    try:
-        path = export(args.run_dir, args.format, out=args.out, version=args.version)
-    except (ValueError, OSError) as exc:  # FileExistsError is an OSError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    path = export(args.run_dir, args.format, out=args.out, version=args.version)
     folder = path if path.is_dir() else path.parent
     print(f"exported {args.format} to {path}")
     print(f"labels and model card: {folder / 'labels.txt'}, {folder / 'model_card.md'}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 
 
@@ -28,22 +27,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines import DataError, ingest
+    from pathlib import Path
 
-    try:
-        with tempfile.TemporaryDirectory(prefix="workbench-inspect-") as tmp:
-            manifest = ingest(
-                args.data,
-                args.workdir or tmp,
-                seed=args.seed,
-                val_fraction=args.val_fraction,
-                test_fraction=args.test_fraction,
-            )
-            report = manifest.report()
-            text = manifest.format_report()
-    except (DataError, ValueError) as exc:  # DataError is a ValueError; bad fractions are ValueErrors too
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from pipelines import ingest
+    from workbench.engine.rundir import CONFIG_FILE
+
+    if args.workdir and (Path(args.workdir) / CONFIG_FILE).exists():
+        # Ingest writes manifest.json there, which would silently replace the run's own (hardening report, D).
+        raise ValueError(
+            f"{args.workdir} holds a run (it has {CONFIG_FILE}); inspect would replace its manifest.json. "
+            "Give --workdir a new or empty folder"
+        )
+    # A DataError (unusable data) or a bad fraction is a ValueError: `workbench.cli.main` exits with 2.
+    with tempfile.TemporaryDirectory(prefix="workbench-inspect-") as tmp:
+        manifest = ingest(
+            args.data,
+            args.workdir or tmp,
+            seed=args.seed,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+        )
+        report = manifest.report()
+        text = manifest.format_report()
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
     else:

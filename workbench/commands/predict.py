@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="run directory, SavedModel directory (saved_models/<name>[/<version>]), .keras or .tflite",
     )
-    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF or BMP)")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, GIF, BMP or WebP)")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -22,10 +21,6 @@ def run(args: argparse.Namespace) -> int:
 
     from workbench.serving.predict import format_table, predict
 
-    try:
-        results = predict(args.model, args.images, top_k=args.top_k)
-    except (ValueError, OSError) as exc:  # ModelFileError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    results = predict(args.model, args.images, top_k=args.top_k)
     print(json.dumps(results, indent=1, ensure_ascii=False) if args.json else format_table(results))
     return 0

@@ -11,162 +11,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _pair(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not LOW,HIGH (e.g. 1.0,2.0)") from None
-    return low, high
+from workbench.timefmt import format_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from workbench.scaling_search.config import EXECUTIONS, STRATEGIES, ProxyConfig, SearchConfig
+    from workbench.config_fields import add_arguments as add_config_arguments
+    from workbench.scaling_search.config import SearchConfig
 
-    s, p = SearchConfig(), ProxyConfig()
-    parser.add_argument(
-        "data",
-        nargs="?",
-        metavar="DATA",
-        help="image folder (one sub-folder per class), .zip of one, or tfds:NAME; empty = the embedded sample dataset",
-    )
-    g = parser.add_argument_group("search")
-    g.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        default=s.strategy,
-        help="grid: every feasible (α, β, γ) in turn (Optuna GridSampler); bayes: Bayesian "
-        f"optimisation (Optuna TPESampler) (default: {s.strategy})",
-    )
-    g.add_argument(
-        "--trials",
-        type=int,
-        default=s.trials,
-        help=f"candidates to train; skipped ones do not count (default: {s.trials})",
-    )
-    g.add_argument(
-        "--max-candidates",
-        type=int,
-        default=s.max_candidates,
-        help=f"candidates to propose at most, skipped ones included (default: {s.max_candidates})",
-    )
-    g.add_argument(
-        "--tolerance",
-        type=float,
-        default=s.tolerance,
-        help=f"allowed relative distance of α·β²·γ² from 2 (default: {s.tolerance})",
-    )
-    g.add_argument("--step", type=float, default=s.step, help=f"grid spacing of α, β, γ (default: {s.step})")
-    for name in ("alpha", "beta", "gamma"):
-        default = getattr(s, f"{name}_range")
-        g.add_argument(
-            f"--{name}-range",
-            type=_pair,
-            default=default,
-            metavar="LOW,HIGH",
-            help=f"range of {name} (default: {default[0]:g},{default[1]:g})",
-        )
-    g.add_argument("--seed", type=int, default=s.seed, help=f"seed of the sampler, subset and init (default: {s.seed})")
-    b = parser.add_argument_group("budget (candidates over it are measured, never trained)")
-    b.add_argument(
-        "--max-flops",
-        metavar="AMOUNT",
-        help="FLOPs per image (multiply-adds x 2): absolute (150M, 1.2G) or a multiple of the proxy "
-        "base network (2.2x)",
-    )
-    b.add_argument("--max-params", metavar="AMOUNT", help="parameters: absolute (1.5M) or a multiple of the base (3x)")
-    b.add_argument(
-        "--max-latency-ms", type=float, metavar="MS", help="milliseconds per image at batch 1 on this machine"
-    )
-    x = parser.add_argument_group("proxy (the small network and data every candidate trains on)")
-    x.add_argument("--base-width", type=float, default=p.base_width, help=f"relative to B0 (default: {p.base_width})")
-    x.add_argument("--base-depth", type=float, default=p.base_depth, help=f"relative to B0 (default: {p.base_depth})")
-    x.add_argument(
-        "--base-resolution", type=int, default=p.base_resolution, help=f"pixels at φ = 0 (default: {p.base_resolution})"
-    )
-    x.add_argument(
-        "--train-per-class",
-        type=int,
-        default=p.train_per_class,
-        help=f"training images per class in the subset (default: {p.train_per_class})",
-    )
-    x.add_argument(
-        "--val-per-class",
-        type=int,
-        default=p.val_per_class,
-        help=f"validation images per class scored (default: {p.val_per_class})",
-    )
-    x.add_argument("--epochs", type=int, default=p.epochs, help=f"epochs per candidate (default: {p.epochs})")
-    x.add_argument("--batch-size", type=int, default=p.batch_size, help=f"(default: {p.batch_size})")
-    x.add_argument(
-        "--learning-rate",
-        type=float,
-        default=p.learning_rate,
-        help=f"peak AdamW learning rate (default: {p.learning_rate})",
-    )
-    x.add_argument(
-        "--execution",
-        choices=EXECUTIONS,
-        default=p.execution,
-        help="graph or eager training; auto = eager for a schedule of a few steps (default: auto)",
-    )
-    x.add_argument(
-        "--latency-repeats",
-        type=int,
-        default=s.latency_repeats,
-        help=f"timed calls per latency measurement (median) (default: {s.latency_repeats})",
-    )
-    o = parser.add_argument_group("output")
-    o.add_argument("--family", help="name of the saved scaling family (default: search-<id>)")
-    o.add_argument(
-        "--families-dir", help="where families are saved (default: $WORKBENCH_FAMILIES or ~/.workbench/families)"
-    )
-    o.add_argument("--out", default=s.out, help=f"folder for a new search-<id>/ directory (default: {s.out})")
-    o.add_argument("--search-dir", help="explicit search directory; an existing one is continued")
-    o.add_argument("--quiet", action="store_true", help="no per-trial lines, only the result")
+    add_config_arguments(parser, SearchConfig, positional=("data",))
+    parser.add_argument("--quiet", action="store_true", help="no per-trial lines, only the result")
 
 
 def config_from_args(args: argparse.Namespace):
-    from workbench.scaling_search.config import Budget, ProxyConfig, SearchConfig
+    """The search the flags describe; a bad value is a `ValueError` naming the option."""
+    from workbench.config_fields import overrides_from_args, with_overrides
+    from workbench.scaling_search.config import SearchConfig
 
-    proxy = ProxyConfig(
-        base_width=args.base_width,
-        base_depth=args.base_depth,
-        base_resolution=args.base_resolution,
-        train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        execution=args.execution,
-    )
-    budget = Budget(flops=args.max_flops, params=args.max_params, latency_ms=args.max_latency_ms)
-    return SearchConfig(
-        data=args.data,
-        strategy=args.strategy,
-        trials=args.trials,
-        max_candidates=args.max_candidates,
-        tolerance=args.tolerance,
-        step=args.step,
-        alpha_range=args.alpha_range,
-        beta_range=args.beta_range,
-        gamma_range=args.gamma_range,
-        budget=budget,
-        proxy=proxy,
-        family=args.family,
-        families_dir=args.families_dir,
-        seed=args.seed,
-        latency_repeats=args.latency_repeats,
-        out=args.out,
-        search_dir=args.search_dir,
-    ).validate()
+    return with_overrides(SearchConfig(), overrides_from_args(args, SearchConfig)).validate()
 
 
-def _eta(seconds) -> str:
-    if seconds is None:
-        return "ETA --:--"
-    seconds = round(seconds)
-    return f"ETA {seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+def _eta(seconds: float | None) -> str:
+    return f"ETA {format_duration(seconds, 'hms')}"
 
 
 class TrialPrinter:
@@ -206,20 +71,11 @@ class TrialPrinter:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"workbench scale-search: {exc}", file=sys.stderr)
-        return 2
-
-    from pipelines import DataError
     from workbench.scaling_search.search import run_search
 
-    try:
-        result = run_search(config, listeners=[] if args.quiet else [TrialPrinter()])
-    except (ValueError, DataError) as exc:
-        print(f"workbench scale-search: {exc}", file=sys.stderr)
-        return 1
+    # Bad options or data are ValueErrors (DataError is one), which `workbench.cli.main` turns into exit code 2.
+    config = config_from_args(args)
+    result = run_search(config, listeners=[] if args.quiet else [TrialPrinter()])
     best = result.chosen
     trained = sum(r["status"] == "trained" for r in result.rows)
     print(f"search: {result.search_dir} ({trained} trained of {len(result.rows)} proposed, {result.seconds:.0f} s)")

@@ -11,24 +11,11 @@ import argparse
 import sys
 
 
-def _flag(path: str) -> str:
-    return "--" + path.rsplit(".", 1)[-1].replace("_", "-")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from workbench.engine.config import iter_fields
+    from workbench.config_fields import add_arguments as add_config_arguments
+    from workbench.engine.config import RunConfig
 
-    for path, field, default, _ in iter_fields():
-        help_text = field.metadata["help"] + (f" (default: {default})" if default is not None else "")
-        kwargs = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
-        if "choices" in field.metadata:
-            kwargs["choices"] = field.metadata["choices"]
-        if path == "data":
-            parser.add_argument("data", nargs="?", metavar="DATA", **kwargs)
-        else:
-            if "choices" not in kwargs:
-                kwargs["metavar"] = path.rsplit(".", 1)[-1].upper()
-            parser.add_argument(_flag(path), dest=path, **kwargs)
+    add_config_arguments(parser, RunConfig, positional=("data",))
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -49,38 +36,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    from workbench.engine.config import iter_fields
+    from workbench.config_fields import overrides_from_args
+    from workbench.engine.config import RunConfig
 
-    return {path: getattr(args, path) for path, *_ in iter_fields() if hasattr(args, path)}
+    return overrides_from_args(args, RunConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     from workbench.engine.config import RunConfig, with_overrides
 
+    # Bad options, a bad run to resume and unusable data are ValueErrors (DataError is one): exit code 2 from
+    # `workbench.cli.main`; a run that fails (TrainingError) exits with 1.
     overrides = _overrides(args)
-    try:
-        if args.resume:
-            if overrides:
-                raise ValueError(
-                    f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
-                    f"(or edit {args.resume}/config.yaml)"
-                )
-        else:
-            config = with_overrides(RunConfig(), overrides).validate()
-    except ValueError as exc:
-        print(f"workbench train: {exc}", file=sys.stderr)
-        return 2
+    if args.resume and overrides:
+        raise ValueError(
+            f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
+            f"(or edit {args.resume}/config.yaml)"
+        )
+    config = None if args.resume else with_overrides(RunConfig(), overrides).validate()
 
-    from pipelines import DataError
     from workbench.engine.progress import ProgressPrinter
-    from workbench.engine.recipe import TrainingError, fine_tune, resume
+    from workbench.engine.recipe import fine_tune, resume
 
     listeners = [] if args.quiet else [ProgressPrinter()]
-    try:
-        result = resume(args.resume, listeners=listeners) if args.resume else fine_tune(config, listeners=listeners)
-    except (ValueError, DataError, TrainingError) as exc:
-        print(f"workbench train: {exc}", file=sys.stderr)
-        return 1
+    result = resume(args.resume, listeners=listeners) if args.resume else fine_tune(config, listeners=listeners)
 
     if not result.chief:
         print("worker done: the chief worker wrote the run")
@@ -88,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     best = "n/a" if result.best_val_accuracy is None else f"{result.best_val_accuracy:.4f}"
     print(f"run: {result.run_dir}")
     print(f"best val accuracy: {best}" + (" (stopped early by STOP file)" if result.stopped else ""))
+    if result.terminated:  # SIGTERM: the run is saved and resumable; exit now instead of evaluating
+        print(f"stopped by SIGTERM; continue it with `workbench train --resume {result.run_dir}`", file=sys.stderr)
+        return 143  # 128 + SIGTERM, the shell's convention: the job did not complete
     if result.model_path is None:
         return 0
     if not args.no_evaluate and (code := _evaluate(result.run_dir)) != 0:

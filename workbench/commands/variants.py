@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.models.registry import format_table, list_variants
+    from workbench.models.figures import format_table, list_variants
 
     try:
         rows = list_variants(args.names or None)

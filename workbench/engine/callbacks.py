@@ -1,5 +1,5 @@
-"""Keras callbacks that turn a `fit` into a run: progress events, the STOP file, the
-non-finite-loss guard, and checkpoints with early stopping that survive a resume.
+"""Keras callbacks that turn a `fit` into a run: progress events, the STOP file (and SIGTERM, which
+writes it), the non-finite-loss guard, and checkpoints with early stopping that survive a resume.
 
 `keras.callbacks.EarlyStopping` and `ModelCheckpoint` keep their state in memory only and reset
 it in `on_train_begin`, so a resumed run would forget its best score and patience; `RunCheckpoint`
@@ -11,14 +11,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, atomic_path, atomic_write_json, stop_requested
+from pipelines.files import atomic_path, atomic_write_json
+from workbench.engine.rundir import CHECKPOINTS_DIR, STATE_FILE, request_stop, stop_requested
 
 
 @dataclasses.dataclass
@@ -56,6 +61,17 @@ class RunSignals:
     stopped: bool = False  # a STOP file ended the phase
     early_stopped: bool = False
     diverged: str | None = None  # message when the loss became NaN/Inf
+
+
+def load_weights(model, path: Path) -> None:
+    """Model weights from a checkpoint. Keras also stores the optimizer of a compiled model in
+    `.weights.h5` and warns when the loading model's optimizer differs; the engine restores the
+    optimizer from its own `.optimizer.npz`, so that warning is noise here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def save_optimizer(optimizer, path: Path) -> None:
@@ -170,6 +186,42 @@ class StopFile(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+@dataclasses.dataclass
+class Termination:
+    """Whether SIGTERM asked the run to stop (set by `stop_on_sigterm`)."""
+
+    received: bool = False
+
+
+@contextmanager
+def stop_on_sigterm(run_dir: Path) -> Iterator[Termination]:
+    """While training, SIGTERM (what `docker stop`, systemd and Kubernetes send) is a clean stop.
+
+    The handler writes the STOP file, so every place that honours STOP (the `StopFile` callback, the
+    feature pass) stops after its current batch, and the run ends through its normal path: a `done`
+    event with `stopped`, consistent checkpoints, the lock released, resumable (issue 11, B5). A second
+    SIGTERM raises KeyboardInterrupt, as Ctrl-C does, for a caller that cannot wait for the batch.
+    The previous handler is restored on exit. Python runs signal handlers in the main thread only, so
+    elsewhere (a run started from a worker thread) nothing is installed and SIGTERM keeps its meaning.
+    """
+    termination = Termination()
+    if threading.current_thread() is not threading.main_thread():
+        yield termination
+        return
+
+    def handle(signum, frame):
+        if termination.received:
+            raise KeyboardInterrupt(f"a second SIGTERM interrupted the run in {run_dir}")
+        termination.received = True
+        request_stop(run_dir)
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield termination
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class NonFiniteGuard(keras.callbacks.Callback):
     """Stops at the first NaN/Inf loss and records where (the checkpoint of the last completed
     epoch is left untouched). `keras.callbacks.TerminateOnNaN` stops too, but says nothing
@@ -192,12 +244,13 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """After each completed epoch: keep the best weights (by val_accuracy, in memory and in
-    `checkpoints/best.weights.h5`), save the last weights and optimizer state for resume, update
-    `TrainState`, and stop the phase after `patience` epochs without improvement.
+    """After each completed epoch: keep the best weights (by val_accuracy, in memory as
+    `best_weights` and in `checkpoints/best.weights.h5`), save the last weights and optimizer state
+    for resume, update `TrainState`, and stop the phase after `patience` epochs without improvement.
 
     `model` is the full model (whose weights are saved); the model being fit may be the head
-    alone (phase 1 on cached features), which shares its weights.
+    alone (phase 1 on cached features), which shares its weights. `best_weights` starts as the
+    best of earlier phases (None when there is none yet); read it after `fit`.
     """
 
     def __init__(
@@ -209,11 +262,11 @@ class RunCheckpoint(keras.callbacks.Callback):
         optimizer,
         patience: int,
         signals: RunSignals,
-        best_holder: dict,
+        best_weights: list[np.ndarray] | None = None,
     ):
         super().__init__()
         self.run_dir, self.state, self.full_model, self.optimizer = run_dir, state, model, optimizer
-        self.patience, self.signals, self.best_holder = patience, signals, best_holder
+        self.patience, self.signals, self.best_weights = patience, signals, best_weights
         self.ckpt_dir = run_dir / CHECKPOINTS_DIR
 
     def on_epoch_end(self, epoch, logs=None):
@@ -230,7 +283,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if improved:
             state.best_val_accuracy, state.best_phase, state.best_epoch = val_accuracy, state.phase, epoch + 1
             state.epochs_since_best = 0
-            self.best_holder["weights"] = self.full_model.get_weights()
+            self.best_weights = self.full_model.get_weights()
             state.best_weights = "best.weights.h5"
             with atomic_path(self.ckpt_dir / state.best_weights) as tmp:
                 self.full_model.save_weights(tmp)

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 EVENT_TYPES = ("phase", "batch", "epoch", "done", "error", "trial")
 EVENTS_FILE = "events.jsonl"
@@ -46,11 +47,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class EventWriter:
-    """Appends events to `path`. `listeners` (callables taking the event dict) see each event
-    as it is written; the CLI's progress bar is one."""
+class Listener(Protocol):
+    """What hears a run's events as they are written: any callable taking the event dict, such as a
+    function or an object with `__call__` (`workbench.engine.progress.ProgressPrinter`).
 
-    def __init__(self, path: str | Path, listeners: Iterable[Callable[[dict], None]] = ()):
+    Pass listeners to `fine_tune(config, listeners=[...])`, `resume` or an `EventWriter`. A listener
+    sees exactly what `events.jsonl` gets, in order, so a TensorBoard writer, say, is one more
+    listener that turns `epoch` events into scalars. A listener runs in the training thread: keep it
+    quick, and let it raise only to abort the run.
+    """
+
+    def __call__(self, event: dict) -> None: ...
+
+
+class EventWriter:
+    """Appends events to `path`. `listeners` see each event as it is written (see `Listener`)."""
+
+    def __init__(self, path: str | Path, listeners: Iterable[Listener] = ()):
         self.path = Path(path)
         self.listeners = list(listeners)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,10 +76,14 @@ class EventWriter:
             raise ValueError(f"{type} event lacks {', '.join(missing)}")
         event = {"type": type, "time": round(time.time(), 3)}
         event.update({k: _clean(v) for k, v in fields.items()})
-        line = json.dumps(event, separators=(",", ":")) + "\n"
+        line = (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
         # One write per line on an O_APPEND descriptor, flushed at once: a reader never sees
         # half of a line unless the process dies inside this write.
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with open(self.path, "ab+") as fh:
+            if _ends_torn(fh):
+                # A writer killed mid-line left it unterminated: end it here, or this event would be
+                # glued to the torn one and dropped with it by the reader (issue 11, B6).
+                line = b"\n" + line
             fh.write(line)
             fh.flush()
         for listener in self.listeners:
@@ -95,6 +112,15 @@ class EventWriter:
 
     def error(self, message: str, **extra: Any) -> dict:
         return self.emit("error", message=message, **extra)
+
+
+def _ends_torn(fh) -> bool:
+    """Whether the file open in `fh` is non-empty and does not end with a newline."""
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0:
+        return False
+    fh.seek(end - 1)
+    return fh.read(1) != b"\n"
 
 
 def parse_events(text: str) -> list[dict]:

@@ -3,17 +3,23 @@
 With a frozen backbone and no pixel augmentation, every epoch would recompute exactly the same
 pooled features; computing them once turns each later epoch into a few Dense steps (the
 `bench_time_to_accuracy` benchmark measures the gain against recomputing them every epoch).
+
+`cached_features` is what the recipe calls: the cache of the run (`checkpoints/features.npz`) when
+it was made for the same key, else one pass over the train and val splits that reports its progress
+as `batch` events of phase 1, epoch 0, `"stage": "features"`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from workbench.engine.rundir import atomic_path
+from pipelines.files import atomic_path
 
 
 def extract_features(
@@ -76,3 +82,77 @@ def load_cache(path: Path, key: dict) -> dict[str, np.ndarray] | None:
             return {k: data[k] for k in data.files if k != "_key"}
     except (OSError, ValueError, KeyError):
         return None
+
+
+SPLITS = ("train", "val")
+
+
+def cached_features(
+    path: Path,
+    key: dict,
+    model,
+    datasets,
+    *,
+    writer,
+    sizes: dict[str, int],
+    global_batch: int,
+    should_stop: Callable[[], bool],
+) -> dict[str, np.ndarray] | None:
+    """`train_x`, `train_y`, `val_x`, `val_y`: the pooled features of `model`'s backbone and the labels.
+
+    Loaded from `path` when its key equals `key`; else computed (`sizes`: images per split, for the
+    progress events) from `datasets.plain(split)` (the
+    un-augmented, un-shuffled pipelines of `pipelines.make_datasets`) and saved there. Returns None
+    when `should_stop()` turned true during the pass (nothing is saved then).
+    """
+    from workbench.models.surgery import feature_extractor
+
+    cache = load_cache(path, key)
+    if cache is not None:
+        return cache
+    extractor = feature_extractor(model)
+    progress = _FeaturePassProgress(writer, sizes, global_batch)
+    cache = {}
+    for split in SPLITS:
+        result = extract_features(
+            extractor, datasets.plain(split), on_batch=progress.reporter(split), should_stop=should_stop
+        )
+        if result is None:
+            return None
+        cache[f"{split}_x"], cache[f"{split}_y"] = result
+    save_cache(path, key, cache)
+    return cache
+
+
+class _FeaturePassProgress:
+    """`batch` events for the feature pass: steps, images/s and ETA over both splits together."""
+
+    def __init__(self, writer, sizes: dict[str, int], global_batch: int):
+        self.writer = writer
+        self.total_images = sum(sizes[s] for s in SPLITS)
+        self.total_steps = sum(math.ceil(sizes[s] / global_batch) for s in SPLITS)
+        self.start = time.perf_counter()
+        self.steps = self.images = 0  # totals of the splits already done
+
+    def reporter(self, split: str) -> Callable[[int, int], None]:
+        """`on_batch(step, images)` for the pass over `split` (counts within that split)."""
+        steps_before, images_before = self.steps, self.images
+
+        def on_batch(step: int, images: int) -> None:
+            self.steps, self.images = steps_before + step, images_before + images
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            # Epoch 0 of phase 1 is the single pass that computes the cached features.
+            self.writer.batch(
+                phase=1,
+                epoch=0,
+                step=self.steps,
+                steps=self.total_steps,
+                loss=None,
+                accuracy=None,
+                images_per_s=self.images / elapsed,
+                eta_s=(self.total_images - self.images) * elapsed / self.images,
+                stage="features",
+                split=split,
+            )
+
+        return on_batch

@@ -9,13 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-
-def _fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+from workbench.timefmt import format_duration
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -65,7 +59,7 @@ class ProgressPrinter:
                 metrics = f" loss {_fmt(event.get('loss'))} acc {_fmt(event.get('accuracy'))}"
             text = (
                 f"  {label} [{bar}] {event['step']}/{steps}{metrics} "
-                f"{event.get('images_per_s') or 0:.0f} img/s ETA {_fmt_seconds(event.get('eta_s'))}"
+                f"{event.get('images_per_s') or 0:.0f} img/s ETA {format_duration(event.get('eta_s'))}"
             )
             self.stream.write("\r\033[K" + text)
             self.stream.flush()

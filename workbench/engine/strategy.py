@@ -7,7 +7,8 @@
 * `tpu`: a TPU found by `TPUClusterResolver` (`TPU_NAME`, or the local one).
 * `auto`: `mirrored` when more than one GPU is visible, else `default`.
 
-Batches are global: per-replica batch x `num_replicas_in_sync`. Datasets get an explicit
+Batches are global: per-replica batch x `num_replicas_in_sync` (`Batching` holds that arithmetic:
+steps per epoch, batches every replica can share, images left out). Datasets get an explicit
 auto-shard policy so tf.data never guesses (and never warns): `DATA` across workers (every
 worker reads the same files and keeps its share of the batches), `OFF` within one machine
 (MirroredStrategy splits each global batch between local replicas itself).
@@ -15,12 +16,81 @@ worker reads the same files and keeps its share of the batches), `OFF` within on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from workbench.engine.config import STRATEGIES
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+    """How a split is batched under a strategy: `per_replica` images per replica and step, `replicas`
+    replicas in sync, so one step consumes a global batch of `per_replica x replicas` images.
+
+    With more than one replica, a last global batch smaller than the replica count would leave a
+    replica an empty batch, which TensorFlow's CPU convolutions reject: `even_batches` skips it
+    (those images are counted by `skipped`, and the phase events report them as `skipped_images`).
+    """
+
+    per_replica: int
+    replicas: int = 1
+
+    @classmethod
+    def of(cls, strategy, per_replica: int) -> Batching:
+        return cls(per_replica=per_replica, replicas=int(strategy.num_replicas_in_sync))
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_replica * self.replicas
+
+    def batches(self, num_images: int) -> int:
+        """Batches per epoch of a split of `num_images` after `even_batches`."""
+        if num_images < self.global_batch:
+            return 1 if num_images >= self.replicas else 0
+        last = num_images % self.global_batch
+        return num_images // self.global_batch + (1 if last >= self.replicas else 0)
+
+    def steps(self, num_images: int) -> int:
+        """Optimizer steps per epoch (at least 1: the learning-rate schedule divides by it)."""
+        return max(1, self.batches(num_images))
+
+    def skipped(self, num_images: int) -> int:
+        """Images of a split that `even_batches` leaves out of every epoch (0 on one replica)."""
+        if self.replicas == 1:
+            return 0
+        if num_images < self.global_batch:
+            return num_images % self.replicas
+        last = num_images % self.global_batch
+        return last if 0 < last < self.replicas else 0
+
+    def even_batches(self, dataset, num_images: int):
+        """Batches every replica can share: drop a last batch smaller than the replica count, and
+        when the whole split is smaller than one global batch, batch it at a multiple of the replica
+        count (Keras reduces the first batch across replicas and fails on uneven shares).
+        `dataset` yields global batches of a split of `num_images`; one replica keeps it as it is."""
+        if self.replicas == 1:
+            return dataset
+        if num_images < self.global_batch:
+            usable = num_images - num_images % self.replicas
+            # drop_remainder: the images past `usable` would form a batch smaller than the replica count.
+            return dataset.unbatch().batch(usable, drop_remainder=True) if usable else dataset.take(0)
+        last = num_images % self.global_batch
+        if 0 < last < self.replicas:
+            return dataset.take(num_images // self.global_batch)
+        return dataset
+
+
+def known_cardinality(dataset, batches: int):
+    """Tell tf.data how many batches a split has when it cannot tell itself (Keras otherwise warns
+    that the input "ran out of data" at the end of every first epoch)."""
+    import tensorflow as tf
+
+    if int(dataset.cardinality()) != int(tf.data.UNKNOWN_CARDINALITY):
+        return dataset
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
 
 
 def resolve_strategy(name: str):

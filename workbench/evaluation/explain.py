@@ -72,16 +72,29 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
     return np.clip((1 - alpha) * image + alpha * colours, 0, 255).astype(np.uint8)
 
 
-def _centre_square(path: Path) -> np.ndarray:
-    """The image as the model sees it (centre square of the short side), at its own resolution."""
-    from PIL import Image, ImageOps
+def _centre_square(data: bytes) -> np.ndarray:
+    """The picture the model sees (centre square of the short side) at the file's own resolution.
 
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-    width, height = image.size
+    Decoded by `workbench.serving.imaging` like the model input itself (EXIF orientation, alpha over
+    white), so the heatmap is drawn over the pixels it was computed on.
+    """
+    import tensorflow as tf
+
+    from workbench.serving.imaging import decode_rgb
+
+    image = decode_rgb(tf.constant(data)).numpy()
+    height, width = image.shape[:2]
     side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    return np.asarray(image.crop((left, top, left + side, top + side)))
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def output_name(image_path: Path, class_index: int, label: str) -> str:
+    """`<image stem>_<class index>-<label>.png` with every character of the label that is not a letter or a
+    digit replaced by `_` (as `new_run_id` does): a label comes from a labels.txt that may ship with a
+    downloaded model, and `../` in it must not write outside the folder."""
+    safe = "".join(c if c.isalnum() else "_" for c in label)[:64]
+    return f"{image_path.stem}_{class_index:03d}-{safe}.png"
 
 
 def explain(
@@ -93,7 +106,8 @@ def explain(
         model_path: run directory or `.keras` file (Grad-CAM needs the Keras graph, not SavedModel/TFLite).
         image_path: the image file.
         class_name: the class to explain; None for the predicted class.
-        out: output PNG; default `<run or model dir>/explain/<image stem>_<class>.png`.
+        out: output PNG; default `<run or model dir>/explain/<image stem>_<class index>-<class>.png`
+            (`output_name`: the class name sanitised, so it never leaves that folder).
 
     Returns:
         {"out": path written, "class": explained class, "predicted": predicted class,
@@ -102,7 +116,7 @@ def explain(
     import tensorflow as tf
     from PIL import Image
 
-    from workbench.serving.imaging import load_files
+    from workbench.serving.imaging import decode_batch, read_image_file
     from workbench.serving.model_files import (
         ModelFileError,
         load_keras_model,
@@ -120,13 +134,13 @@ def explain(
     model = load_keras_model(location.path)
     labels = read_labels(location.labels_path)
     image_path = Path(image_path)
-    if not image_path.is_file():
-        raise ValueError(f"{image_path}: image file not found; check the path")
+    data = read_image_file(image_path)  # the header is checked against the pixel limit before any decoding
     resolution = model_resolution(model)
     try:
-        pixels = load_files([image_path], resolution)[0]
+        pixels = decode_batch(tf.constant([data]), resolution).numpy()[0]
+        picture = _centre_square(data)
     except tf.errors.InvalidArgumentError:
-        raise ValueError(f"{image_path}: not an image TensorFlow can decode; use JPEG, PNG, GIF or BMP") from None
+        raise ValueError(f"{image_path}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP") from None
     class_index = None
     if class_name is not None:
         if class_name not in labels:
@@ -136,10 +150,10 @@ def explain(
     predicted = labels[int(np.argmax(probabilities))]
     if out is None:
         folder = location.path.parent / "explain"  # the run directory, or the .keras file's folder
-        out = folder / f"{image_path.stem}_{labels[class_index]}.png"
+        out = folder / output_name(image_path, class_index, labels[class_index])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(_centre_square(image_path), heatmap)).save(out)
+    Image.fromarray(overlay(picture, heatmap)).save(out)
     return {
         "out": str(out),
         "class": labels[class_index],

@@ -1,11 +1,14 @@
 """EfficientNet builders with compound scaling (B0–B7, any φ, Lite0–4) and weights.
 
-Importing this package imports Keras lazily: the scaling math and variant tables are
-plain Python, and `build_model` pulls in Keras on first use.
+Families are data (`family.py`), registered in `registry.py`. Importing this package imports
+Keras lazily: the scaling math and family tables are plain Python, and `build_model` pulls in
+Keras on first use.
 """
 
+from workbench.models.family import Family
+from workbench.models.registry import get_variant, published_names, register_family, registered_families
 from workbench.models.scaling import ALPHA, BETA, GAMMA, ScalingFamily, round_filters, round_repeats
-from workbench.models.variants import VariantSpec, custom_variant, get_variant, published_names
+from workbench.models.variants import VariantSpec, custom_variant
 
 
 def build_model(*args, **kwargs):
@@ -18,17 +21,18 @@ build_model.__doc__ = "Build an EfficientNet classifier; see workbench.models.bu
 
 
 def list_variants(*args, **kwargs):
-    from workbench.models.registry import list_variants as _list
+    from workbench.models.figures import list_variants as _list
 
     return _list(*args, **kwargs)
 
 
-list_variants.__doc__ = "The family table; see workbench.models.registry.list_variants."
+list_variants.__doc__ = "The family table; see workbench.models.figures.list_variants."
 
 __all__ = [
     "ALPHA",
     "BETA",
     "GAMMA",
+    "Family",
     "ScalingFamily",
     "VariantSpec",
     "build_model",
@@ -36,6 +40,8 @@ __all__ = [
     "get_variant",
     "list_variants",
     "published_names",
+    "register_family",
+    "registered_families",
     "round_filters",
     "round_repeats",
 ]

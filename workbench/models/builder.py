@@ -1,4 +1,7 @@
-"""One generic EfficientNet builder; every variant is a `VariantSpec`.
+"""One generic EfficientNet builder; every variant is a `VariantSpec`, every family is data.
+
+The builder reads the family (`spec.architecture`: stage table, block types, stem and head
+rules, activation, normalisation) and never asks which family it is building.
 
 Layer names follow `keras.applications.efficientnet` exactly (`stem_conv`,
 `block{stage}{letter}_{role}`, `top_conv`, `avg_pool`, `top_dropout`, `predictions`) so
@@ -13,12 +16,9 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from workbench.models.registry import get_variant
 from workbench.models.scaling import round_filters, round_repeats
-from workbench.models.variants import B0_STAGES, HEAD_FILTERS, STEM_FILTERS, VariantSpec, get_variant
-
-# ImageNet statistics of RGB in [0, 1] (the ones the official B-weights were trained with).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from workbench.models.variants import VariantSpec
 
 # He-style init for convolutions and a small uniform init for the classifier, as in the paper's code.
 CONV_INIT = {
@@ -34,25 +34,16 @@ HEAD_LAYERS = ("avg_pool", "top_dropout", "predictions")
 NORMALIZATION_LAYER = "normalization"
 
 
-def _normalization_stats(spec: VariantSpec) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, variance) on the [0, 255] scale that map RGB to the weights' input range.
-
-    B variants: (x/255 − mean) / std with ImageNet statistics. Lite variants: (x − 127) / 128,
-    the quantisation-friendly range the Lite checkpoints were trained with.
-    """
-    if spec.lite:
-        return [127.0] * 3, [128.0**2] * 3
-    return [255.0 * m for m in IMAGENET_MEAN], [(255.0 * s) ** 2 for s in IMAGENET_STD]
-
-
 def _set_normalization(model: keras.Model, spec: VariantSpec) -> None:
-    """Fill the `normalization` layer's statistics (kept as weights, like keras.applications,
-    so parameter counts and weight files line up)."""
+    """Fill the `normalization` layer with the family's statistics on the [0, 255] scale (kept as
+    weights, like keras.applications, so parameter counts and weight files line up)."""
     import numpy as np
 
     layer = model.get_layer(NORMALIZATION_LAYER)
-    mean, variance = _normalization_stats(spec)
-    layer.set_weights([np.array(mean, "float32"), np.array(variance, "float32"), np.array(0)])
+    normalization = spec.architecture.normalization
+    layer.set_weights(
+        [np.array(normalization.mean, "float32"), np.array(normalization.variance(), "float32"), np.array(0)]
+    )
     # Normalization snapshots its statistics into constants; refresh them after assigning.
     layer.finalize_state()
 
@@ -132,30 +123,41 @@ def mbconv_block(
     return x
 
 
+# Block builders by `Stage.block`; EfficientNetV2's "fused_mbconv" is one more function and entry.
+BLOCKS = {"mbconv": mbconv_block}
+
+
 def stage_plan(spec: VariantSpec) -> list[dict]:
-    """The scaled blocks in order: one dict of `mbconv_block` arguments (minus drop rate) per block."""
+    """The scaled blocks in order: one dict of block-builder arguments (minus drop rate) per block,
+    with the builder's name under "block"."""
+    family = spec.architecture
     plan = []
-    last = len(B0_STAGES) - 1
-    for stage_index, stage in enumerate(B0_STAGES):
-        # Lite keeps the first and last stages' repeats fixed (efficientnet_lite_builder.py).
-        fixed = spec.lite and stage_index in (0, last)
+    for stage_index, stage in enumerate(family.stages):
+        fixed = stage_index in family.rules.fixed_repeats
         repeats = stage.repeats if fixed else round_repeats(stage.repeats, spec.depth)
         filters_in = round_filters(stage.filters_in, spec.width)
         filters_out = round_filters(stage.filters_out, spec.width)
         for j in range(repeats):
             plan.append(
                 dict(
+                    block=stage.block,
                     name=f"block{stage_index + 1}{chr(ord('a') + j)}_",
                     filters_in=filters_in if j == 0 else filters_out,
                     filters_out=filters_out,
                     kernel_size=stage.kernel_size,
                     strides=stage.strides if j == 0 else 1,
                     expand_ratio=stage.expand_ratio,
-                    se_ratio=spec.se_ratio,
-                    activation=spec.activation,
+                    se_ratio=stage.se_ratio,
+                    activation=family.activation,
                 )
             )
     return plan
+
+
+def _block_builder(name: str):
+    if name not in BLOCKS:
+        raise ValueError(f"unknown block type {name!r} in the family's stage table; known: {', '.join(BLOCKS)}")
+    return BLOCKS[name]
 
 
 def build_model(
@@ -205,22 +207,24 @@ def build_model(
     # Normalisation happens here, once: callers always feed RGB in [0, 255].
     x = layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)(inputs)
 
-    stem_filters = STEM_FILTERS if spec.lite else round_filters(STEM_FILTERS, spec.width)
+    family = spec.architecture
+    stem_filters = round_filters(family.stem_filters, spec.width) if family.rules.scale_stem else family.stem_filters
     x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name="stem_conv_pad")(x)
     x = layers.Conv2D(
         stem_filters, 3, strides=2, padding="valid", use_bias=False, kernel_initializer=CONV_INIT, name="stem_conv"
     )(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.Activation(spec.activation, name="stem_activation")(x)
+    x = layers.Activation(family.activation, name="stem_activation")(x)
 
     plan = stage_plan(spec)
     for index, block_args in enumerate(plan):
-        x = mbconv_block(x, drop_rate=drop_connect_rate * index / len(plan), **block_args)
+        block = _block_builder(block_args.pop("block"))
+        x = block(x, drop_rate=drop_connect_rate * index / len(plan), **block_args)
 
-    head_filters = HEAD_FILTERS if spec.lite else round_filters(HEAD_FILTERS, spec.width)
+    head_filters = round_filters(family.head_filters, spec.width) if family.rules.scale_head else family.head_filters
     x = layers.Conv2D(head_filters, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name="top_conv")(x)
     x = layers.BatchNormalization(name="top_bn")(x)
-    x = layers.Activation(spec.activation, name="top_activation")(x)
+    x = layers.Activation(family.activation, name="top_activation")(x)
 
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     rate = spec.dropout if dropout is None else dropout

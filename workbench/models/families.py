@@ -13,7 +13,8 @@ import os
 import re
 from pathlib import Path
 
-from workbench.models.scaling import PAPER_FAMILY, ScalingFamily
+from pipelines.files import atomic_write_json
+from workbench.models.scaling import ScalingFamily
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -24,10 +25,13 @@ def families_dir() -> Path:
 
 def check_family_name(name: str) -> str:
     """Return `name` if it can name a saved family, else raise ValueError saying what is allowed."""
-    if name == PAPER_FAMILY.name or not _NAME.match(name):
+    from workbench.models.registry import registered_families
+
+    registered = [family.name for family in registered_families()]
+    if name in registered or not _NAME.match(name):
         raise ValueError(
             f"invalid family name {name!r}: use lower-case letters, digits, '.', '_' or '-', "
-            f"and not {PAPER_FAMILY.name!r} (the paper's own family)"
+            f"and not the name of a registered family ({', '.join(registered)})"
         )
     return name
 
@@ -36,12 +40,7 @@ def save_family(family: ScalingFamily, directory: str | Path | None = None) -> P
     """Write the family atomically and return its path."""
     check_family_name(family.name)
     directory = Path(directory) if directory is not None else families_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{family.name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(family), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(directory / f"{family.name}.json", dataclasses.asdict(family))
 
 
 def load_family(name: str, directory: str | Path | None = None) -> ScalingFamily:

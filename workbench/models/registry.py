@@ -1,68 +1,125 @@
-"""The family table: every registered variant with its resolution, parameters and FLOPs,
-measured on the built graph (nothing typed in)."""
+"""The family registry: every model family by name, and variant names resolved through it.
+
+Adding a family (EfficientNetV2 next) is one module holding its `Family` data (see
+`efficientnet_lite.py`) and one `register_family(...)` line in `_register_builtin_families`.
+Registration happens on first use, not at import time. Names resolve as:
+
+* `b0`…`b7`, `lite0`…`lite4` (also spelled `efficientnet-b0`, `EfficientNetB0`): a family's named rows;
+* `phi=<float>`: the paper's family (EfficientNet) at any compound coefficient φ;
+* `<family>:phi=<float>`: a registered family with a scaling rule, or a family saved by
+  `workbench scale-search` (`workbench.models.families`), at any φ.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
 
-from workbench.models.variants import VariantSpec, get_variant, published_names
+from workbench.models import families as saved_families
+from workbench.models.family import Family
+from workbench.models.scaling import PAPER_FAMILY
+from workbench.models.variants import VariantSpec, custom_variant
 
-
-@dataclass(frozen=True)
-class VariantRow:
-    name: str
-    resolution: int
-    width: float
-    depth: float
-    dropout: float
-    params: int  # with a 1000-class top
-    macs: int  # multiply-accumulates per image at `resolution`
-    imagenet: bool
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.macs
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "flops": self.flops}
+_FAMILIES: dict[str, Family] = {}
+_BUILTINS_LOADED = False
+_ALIAS_PREFIX = re.compile(r"^(?:efficient[-_]?net)?[-_]?")
+_PHI = re.compile(r"^(?:(?P<family>[a-z0-9_.-]+):)?phi=(?P<phi>[-+]?\d+(?:\.\d*)?|[-+]?\.\d+)$")
 
 
-def measure(variant: str | VariantSpec, num_classes: int = 1000) -> VariantRow:
-    """Build the variant at its own resolution and measure it."""
-    import keras
+def _register_builtin_families() -> None:
+    """The families that ship with workbench, registered once, on first use."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    _BUILTINS_LOADED = True
+    from workbench.models.efficientnet import EFFICIENTNET
+    from workbench.models.efficientnet_lite import EFFICIENTNET_LITE
 
-    from workbench.models.builder import build_model
-    from workbench.models.flops import count_macs
+    register_family(EFFICIENTNET)
+    register_family(EFFICIENTNET_LITE)
 
-    spec = get_variant(variant)
-    model = build_model(spec, num_classes)
-    row = VariantRow(
-        name=spec.name,
-        resolution=spec.resolution,
-        width=spec.width,
-        depth=spec.depth,
-        dropout=spec.dropout,
-        params=model.count_params(),
-        macs=count_macs(model),
-        imagenet=spec.has_imagenet_weights,
+
+def register_family(family: Family) -> Family:
+    """Add `family` to the registry and return it; its name and its variants' names must be new."""
+    _register_builtin_families()
+    taken = {v.name for f in _FAMILIES.values() for v in f.variants}
+    clashes = sorted(taken & {v.name for v in family.variants})
+    if family.name in _FAMILIES:
+        raise ValueError(f"cannot register family {family.name!r}: a family of that name is registered")
+    if clashes:
+        raise ValueError(f"cannot register family {family.name!r}: variant names {clashes} are taken")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def registered_families() -> list[Family]:
+    """Registered families in registration order."""
+    _register_builtin_families()
+    return list(_FAMILIES.values())
+
+
+def get_family(name: str) -> Family:
+    """A registered family, else a saved scaling family grown on the paper's B0."""
+    for family in registered_families():
+        if family.name == name:
+            return family
+    return custom_variant(0.0, saved_families.load_family(name)).architecture
+
+
+def published_names() -> list[str]:
+    """Every named variant, family by family: b0…b7, lite0…lite4."""
+    return [v.name for family in registered_families() for v in family.variants]
+
+
+def names_with_imagenet_weights() -> list[str]:
+    return [v.name for family in registered_families() for v in family.variants if v.weights is not None]
+
+
+def phi_family_names() -> list[str]:
+    """Families usable with `phi=`: registered ones with a scaling rule (the paper's first), then saved ones."""
+    return [f.name for f in registered_families() if f.scaling is not None] + saved_families.list_families()
+
+
+def get_variant(variant: str | VariantSpec | None = None, *, phi: float | None = None) -> VariantSpec:
+    """Resolve a variant name (or `phi=`) to its spec; unknown names raise ValueError listing the valid ones."""
+    if isinstance(variant, VariantSpec):
+        return variant
+    if variant is None:
+        if phi is None:
+            raise ValueError("pass a variant name (e.g. 'b0', 'lite0', 'phi=1.5') or phi=<float>")
+        return custom_variant(phi)
+    if phi is not None:
+        raise ValueError(f"pass either variant={variant!r} or phi={phi!r}, not both")
+    key = str(variant).strip().lower()
+    named = _named(key) or _named(_ALIAS_PREFIX.sub("", key, count=1))
+    if named is not None:
+        return named
+    match = _PHI.match(key.replace(" ", ""))
+    if match:
+        return _scaled(match.group("family") or PAPER_FAMILY.name, float(match.group("phi")))
+    known = ", ".join(published_names())
+    saved = saved_families.list_families()
+    extra = f"; saved families: {', '.join(f'{f}:phi=<float>' for f in saved)}" if saved else ""
+    raise ValueError(
+        f"unknown variant {variant!r}. Valid names: {known}, or phi=<float> for a custom φ (e.g. phi=1.5){extra}"
     )
-    del model
-    keras.backend.clear_session()
-    return row
 
 
-def list_variants(names: list[str] | None = None) -> list[VariantRow]:
-    """Measure the published variants (or the given names), in registry order."""
-    return [measure(name) for name in (names or published_names())]
+def _named(name: str) -> VariantSpec | None:
+    for family in registered_families():
+        row = family.variant(name)
+        if row is not None:
+            return VariantSpec.named(family, row)
+    return None
 
 
-def format_table(rows: list[VariantRow]) -> str:
-    header = f"{'variant':<12} {'res':>5} {'width':>6} {'depth':>6} {'params':>12} {'GMACs':>8} {'GFLOPs':>8}  imagenet"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(
-            f"{r.name:<12} {r.resolution:>5} {r.width:>6.3g} {r.depth:>6.3g} {r.params:>12,} "
-            f"{r.macs / 1e9:>8.3f} {r.flops / 1e9:>8.3f}  {'yes' if r.imagenet else 'no'}"
+def _scaled(family_name: str, phi: float) -> VariantSpec:
+    family = next((f for f in registered_families() if f.name == family_name), None)
+    if family is None:
+        return custom_variant(phi, saved_families.load_family(family_name))
+    if family.scaling is None:
+        scalable = ", ".join(f"{n}:phi=<float>" for n in phi_family_names())
+        raise ValueError(
+            f"family {family_name!r} has no compound-scaling rule, only its named variants "
+            f"({', '.join(v.name for v in family.variants)}); families that take a φ: {scalable}"
         )
-    lines.append("GMACs: multiply-accumulates per image (the paper's 'FLOPs'); GFLOPs = 2 × GMACs.")
-    return "\n".join(lines)
+    return custom_variant(phi, family.scaling, base=family)

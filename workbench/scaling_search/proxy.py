@@ -6,8 +6,9 @@ layer frozen in inference mode (the right call for ImageNet weights on small bat
 candidate of the search starts from random weights: with BatchNorm frozen at its initial
 statistics the network trains without normalisation, which penalises depth and would bias the
 search against α. So the proxy uses the engine's pieces (the same data pipeline, AdamW with
-warmup + cosine decay, label smoothing, and the engine's `ProgressEvents` callback writing the
-same events.jsonl) around a plain `model.fit` with every layer trainable.
+warmup + cosine decay from `workbench.engine.optim`, label smoothing, and the engine's
+`ProgressEvents` callback writing the same events.jsonl) around a plain `model.fit` with every
+layer trainable.
 """
 
 from __future__ import annotations
@@ -46,18 +47,12 @@ def train_candidate(model, subset, proxy: ProxyConfig, resolution: int, writer, 
 
     from pipelines import make_datasets
     from workbench.engine.callbacks import NonFiniteGuard, ProgressEvents, RunSignals
+    from workbench.engine.optim import adamw
 
     ds = make_datasets(subset, image_size=resolution, batch_size=proxy.batch_size, augment=proxy.augment, seed=seed)
     n_train = subset.split_sizes()["train"]
     steps = ds.steps("train")
     total = proxy.epochs * steps
-    warmup = int(proxy.warmup_fraction * total)
-    if warmup > 0:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(total - warmup, 1), warmup_target=proxy.learning_rate, warmup_steps=warmup
-        )
-    else:
-        schedule = keras.optimizers.schedules.CosineDecay(proxy.learning_rate, decay_steps=max(total, 1))
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = proxy.bn_momentum
@@ -65,7 +60,9 @@ def train_candidate(model, subset, proxy: ProxyConfig, resolution: int, writer, 
         proxy.execution == "auto" and total + ds.steps("val") * proxy.epochs <= EAGER_MAX_STEPS
     )
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=proxy.weight_decay),
+        optimizer=adamw(
+            proxy.learning_rate, total, warmup_fraction=proxy.warmup_fraction, weight_decay=proxy.weight_decay
+        ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=proxy.label_smoothing),
         metrics=["accuracy"],
         jit_compile=False,

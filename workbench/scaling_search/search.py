@@ -167,17 +167,27 @@ class _Search:
             sampler = optuna.samplers.GridSampler({"candidate": [_label(x) for x in self.space]}, seed=c.seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(5, c.trials))
-        storage = optuna.storages.RDBStorage(f"sqlite:///{(self.dir / STUDY_FILE).resolve()}")
+        self.storage = optuna.storages.RDBStorage(f"sqlite:///{(self.dir / STUDY_FILE).resolve()}")
         return optuna.create_study(
-            study_name=STUDY_NAME, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+            study_name=STUDY_NAME, storage=self.storage, sampler=sampler, direction="maximize", load_if_exists=True
         )
 
     def _recover_interrupted(self) -> None:
         """Trials left RUNNING by a killed process: mark them failed, queue their candidates again."""
+        import optuna
         from optuna.trial import TrialState
 
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            self.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return
+        # `tell` runs the sampler's after_trial hook, and GridSampler's calls `study.stop()`, which raises
+        # outside `optimize`, when the grid looks used up. A study opened with a hook-less sampler records
+        # the failure alone.
+        recorder = optuna.load_study(
+            study_name=STUDY_NAME, storage=self.storage, sampler=optuna.samplers.RandomSampler()
+        )
+        for trial in running:
+            recorder.tell(trial.number, state=TrialState.FAIL)
             if trial.params:
                 self.study.enqueue_trial(dict(trial.params))
             self.writer.emit(

@@ -6,18 +6,25 @@ Layout (`out` defaults to `saved_models/<run name>`):
     <out>/keras/model.keras
     <out>/tflite/model.tflite, <out>/tflite-fp16/model.tflite, <out>/tflite-int8/model.tflite
 
-Every export directory also holds `labels.txt` and `model_card.json` / `model_card.md`. TF Serving only
-looks at numeric sub-directories of a model base path, so the non-SavedModel folders never confuse it.
+Every export directory also holds `labels.txt` and `model_card.json` / `model_card.md`, written with the model
+into one staging folder that appears whole (the labels beside a model always belong to it). A SavedModel
+version is never replaced. The other folders hold the latest export; re-exporting swaps the new folder in
+and keeps the one it replaces as `<out>/<name>.previous/` (one generation: the export before that is
+deleted). TF Serving only looks at numeric sub-directories of a model base path, so the other folders
+never confuse it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 from workbench.serving.registry import DEFAULT_FORMAT, get_format
 
 DEFAULT_ROOT = Path("saved_models")
+PREVIOUS_SUFFIX = ".previous"  # `<out>/keras.previous/`: the export a re-export replaced
 
 
 def export(
@@ -45,13 +52,51 @@ def export(
         with atomic_directory(directory) as staging:
             _write(fmt, run, staging, name)
     else:
-        directory.mkdir(parents=True, exist_ok=True)
-        _write(fmt, run, directory, name)
+        _replace_folder(directory, lambda staging: _write(fmt, run, staging, name))
     return fmt.model_path(directory)
 
 
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """An exclusive `flock` on `directory` (the export base): exports of one base swap folders one at a time,
+    whether they are processes or the app's sessions (threads of one process; flock locks per open file)."""
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _replace_folder(directory: Path, write) -> None:
+    """`write(staging)` the whole export, then swap it in as `directory`, keeping the old one as a backup.
+
+    Model, labels.txt and model card are staged together (`atomic_directory`: unique name, umask modes),
+    so a kill at any point leaves each folder complete: the old export, or the new one.
+    """
+    import secrets
+    import shutil
+
+    from pipelines.files import atomic_directory
+
+    staged = directory.with_name(f".{directory.name}.{secrets.token_hex(4)}.staged")
+    previous = directory.with_name(directory.name + PREVIOUS_SUFFIX)
+    try:
+        with atomic_directory(staged) as staging:
+            write(staging)
+        with _locked(directory.parent):
+            if directory.exists():
+                shutil.rmtree(previous, ignore_errors=True)
+                os.rename(directory, previous)
+            os.rename(staged, directory)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def _write(fmt, run, directory: Path, name: str) -> None:
-    """The model files, then labels.txt and the model card beside them."""
+    """The model files, then labels.txt and the model card beside them (into a staging folder)."""
     from pipelines.files import atomic_write_text
     from workbench.serving.model_card import build_card, write_card
 

@@ -1,7 +1,8 @@
 """Classify image files with any model workbench exports: a run directory, `.keras`, SavedModel or `.tflite`.
 
-Every format gets the same pixels: files are decoded and resized by `workbench.serving.imaging` (the SavedModel
-does the same inside its graph). A model is located by its content (`workbench.serving.model_files`), then
+Every format gets the same pixels, the ones training saw: files are decoded (EXIF orientation, alpha over white,
+first GIF frame, the ingest pixel limit) and resized by `workbench.serving.imaging` (the SavedModel does the same
+inside its graph). A model is located by its content (`workbench.serving.model_files`), then
 opened by its registered export format, which refuses anything that is not ours or not safe before loading it.
 """
 
@@ -20,23 +21,25 @@ if TYPE_CHECKING:
 
 
 def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
-    """The bytes of each file, each checked to decode as an image (errors name the file)."""
+    """The bytes of each file, each checked to decode as an image within the pixel limit (errors name the file).
+
+    The header's size is checked before anything is decoded: a decompression bomb is refused, not decoded.
+    """
     import tensorflow as tf
 
-    from workbench.serving.imaging import decode_rgb
+    from workbench.serving.imaging import decode_rgb, read_image_file
 
     if not paths:
-        raise ValueError("no images given; pass one or more image files (JPEG, PNG, GIF or BMP)")
+        raise ValueError("no images given; pass one or more image files (JPEG, PNG, GIF, BMP or WebP)")
     encoded = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: image file not found; check the path")
-        data = path.read_bytes()
+        data = read_image_file(path)
         try:
             decode_rgb(tf.constant(data))
         except (tf.errors.InvalidArgumentError, ValueError):
-            raise ValueError(f"{path}: not an image TensorFlow can decode; use JPEG, PNG, GIF or BMP files") from None
+            raise ValueError(
+                f"{path}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files"
+            ) from None
         encoded.append(data)
     return encoded
 
@@ -78,11 +81,18 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
 
 
 def format_table(results: list[dict]) -> str:
-    """The predictions as a plain-text table: one block per image, one row per class."""
+    """The predictions as a plain-text table: one block per image, one row per class.
+
+    Class names and paths come from files (a model's labels.txt, folder names), so control characters in
+    them are escaped (`workbench.terminal.printable`): the table is printed on a terminal.
+    """
+    from workbench.terminal import printable
+
     lines = []
     for result in results:
-        lines.append(result["image"])
-        width = max(len(p["class"]) for p in result["predictions"])
-        for rank, p in enumerate(result["predictions"], 1):
-            lines.append(f"  {rank:>2}. {p['class']:<{width}}  {p['probability']:7.2%}")
+        lines.append(printable(result["image"]))
+        names = [printable(p["class"]) for p in result["predictions"]]
+        width = max(len(name) for name in names)
+        for rank, (name, p) in enumerate(zip(names, result["predictions"], strict=True), 1):
+            lines.append(f"  {rank:>2}. {name:<{width}}  {p['probability']:7.2%}")
     return "\n".join(lines)

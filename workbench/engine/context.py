@@ -1,0 +1,265 @@
+"""The run context: what every phase of one run shares, built once before the first phase.
+
+`open_run` picks the run directory (a new one, the one being resumed, or a worker's scratch copy);
+`build_context` ingests (or reloads) the data, builds the datasets and the model, and restores the
+best weights of a resumed run. The phases (`workbench.engine.phases`) then read and update the
+context: the model's weights, `state` (saved as `checkpoints/state.json`) and `best_weights`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipelines.files import remove_stale_temporaries
+from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
+from workbench.engine.events import EventWriter, read_events
+from workbench.engine.rundir import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    STOP_FILE,
+    create_run_dir,
+    write_labels,
+)
+from workbench.engine.strategy import Batching
+
+if TYPE_CHECKING:
+    from workbench.engine.callbacks import TrainState
+
+# Imbalance above which `class_weights=auto` weights the loss (largest / smallest class count).
+IMBALANCE_RATIO = 1.5
+
+
+@dataclasses.dataclass
+class RunContext:
+    """One run in progress. Everything but `state`, `best_weights` and the model's weights is fixed
+    once the context is built."""
+
+    config: RunConfig
+    run_dir: Path
+    resuming: bool
+    strategy: Any  # tf.distribute.Strategy
+    chief: bool  # this process writes the run (always, except on the other workers of a multi-worker run)
+    policy: str  # the resolved Keras dtype policy (float32, mixed_float16, mixed_bfloat16)
+    writer: EventWriter
+    state: TrainState
+    manifest: Any  # pipelines.Manifest
+    image_size: int  # pixels
+    batching: Batching
+    class_weight: dict[int, float] | None
+    datasets: Any  # pipelines.Datasets, train and val batched for `batching`
+    model: Any  # the full keras.Model
+    drop_rates: dict[str, float]  # stochastic-depth rate of every block Dropout layer, as built
+    callbacks: Sequence[Any] = ()  # the user's Keras callbacks, appended to every phase's fit
+    best_weights: list[np.ndarray] | None = None  # the best epoch's weights so far (by val accuracy)
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Images per split."""
+        return self.manifest.split_sizes()
+
+
+@contextmanager
+def open_run(config: RunConfig, *, chief: bool, resume_dir: Path | None) -> Iterator[Path]:
+    """The run directory: `resume_dir`, or a new one under `config.out`.
+
+    Only the chief writes the run. The other workers run the very same code (every save included:
+    collective ops must match across workers) into a scratch directory that is deleted on exit, the
+    pattern of TensorFlow's multi-worker Keras guide.
+    """
+    if chief:
+        yield resume_dir if resume_dir is not None else create_run_dir(config.out, config.variant, config.run_dir)
+        return
+    if resume_dir is not None:
+        raise ValueError("resuming a multi-worker run is not supported; start a new run")
+    scratch = Path(tempfile.mkdtemp(prefix="workbench-worker-"))
+    try:
+        (scratch / CHECKPOINTS_DIR).mkdir()
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def build_context(
+    config: RunConfig,
+    *,
+    run_dir: Path,
+    resuming: bool,
+    strategy,
+    chief: bool,
+    policy: str,
+    writer: EventWriter,
+    callbacks: Sequence[Any] = (),
+) -> RunContext:
+    """Everything the phases need, under the precision policy (the model is built inside it)."""
+    from workbench.engine.strategy import shard_policy_name
+
+    # The manifest first: config.yaml marks a run as resumable, so a run interrupted during ingest
+    # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
+    manifest = _load_data(config, run_dir, resuming)
+    state = _initial_state(config, run_dir, resuming)
+    write_labels(run_dir, manifest.classes)
+    image_size = config.image_size or (SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config))
+    batching = Batching.of(strategy, config.batch_size)
+    datasets = _datasets(config, manifest, image_size, batching, shard_policy_name(strategy))
+    with strategy.scope():
+        model = _build_model(config, len(manifest.classes), image_size)
+    return RunContext(
+        config=config,
+        run_dir=run_dir,
+        resuming=resuming,
+        strategy=strategy,
+        chief=chief,
+        policy=policy,
+        writer=writer,
+        state=state,
+        manifest=manifest,
+        image_size=image_size,
+        batching=batching,
+        class_weight=class_weights(manifest.split_labels("train"), config.recipe.class_weights),
+        datasets=datasets,
+        model=model,
+        drop_rates=_block_drop_rates(model),
+        callbacks=tuple(callbacks),
+        best_weights=_restore_best(model, run_dir, state),
+    )
+
+
+def _initial_state(config: RunConfig, run_dir: Path, resuming: bool) -> TrainState:
+    """A new run saves its config; a resumed one reloads its state and clears the STOP that ended it."""
+    from workbench.engine.callbacks import TrainState
+
+    if not resuming:
+        config.save(run_dir / CONFIG_FILE)
+        return TrainState()
+    (run_dir / STOP_FILE).unlink(missing_ok=True)  # a STOP that ended the last attempt
+    remove_stale_temporaries(run_dir / CHECKPOINTS_DIR)  # a killed writer's leftovers (we hold the lock)
+    done = [e for e in read_events(run_dir) if e["type"] == "done"]
+    if done and not done[-1].get("stopped") and (run_dir / MODEL_FILE).exists():
+        raise ValueError(
+            f"run {run_dir} is already complete ({MODEL_FILE} is there); start a new run instead of resuming"
+        )
+    return TrainState.load(run_dir) or TrainState()
+
+
+def _load_data(config: RunConfig, run_dir: Path, resuming: bool):
+    """The run's manifest: ingested into `run_dir` for a new run, reloaded for a resumed one."""
+    from pipelines import Manifest, ingest
+
+    if resuming:
+        path = run_dir / MANIFEST_FILE
+        if not path.exists():
+            raise ValueError(f"{path} is missing, so the run cannot resume on the same data; start a new run")
+        return Manifest.load(path)
+    overrides = {"seed": config.seed}
+    if config.recipe.val_fraction is not None:
+        overrides["val_fraction"] = config.recipe.val_fraction
+    if config.recipe.test_fraction is not None:
+        overrides["test_fraction"] = config.recipe.test_fraction
+    manifest = ingest(config.data, workdir=run_dir, **overrides)
+    sizes = manifest.split_sizes()
+    if sizes["train"] == 0 or sizes["val"] == 0:
+        raise ValueError(
+            f"{manifest.source} gives {sizes['train']} training and {sizes['val']} validation "
+            "images; training needs both: add images (a few per class at least) or change "
+            "--val-fraction"
+        )
+    return manifest
+
+
+def _variant_resolution(config: RunConfig) -> int:
+    from workbench.models import get_variant
+
+    return get_variant(config.variant).resolution
+
+
+def _datasets(config: RunConfig, manifest, image_size: int, batching: Batching, shard_policy: str):
+    """Train and val image pipelines in global batches that every replica can share."""
+    from pipelines import make_datasets
+
+    ds = make_datasets(
+        manifest,
+        image_size=image_size,
+        batch_size=batching.global_batch,
+        augment=config.augment,
+        seed=config.seed,
+        shard_policy=shard_policy,
+    )
+    sizes = manifest.split_sizes()
+    ds.train = batching.even_batches(ds.train, sizes["train"])
+    ds.val = batching.even_batches(ds.val, sizes["val"])
+    return ds
+
+
+def _build_model(config: RunConfig, num_classes: int, image_size: int):
+    """The variant with its configured weights and a new head for `num_classes` (zero-initialised
+    when the backbone is ImageNet's or random; a checkpoint's own head is kept)."""
+    from workbench.engine.heads import zero_head
+    from workbench.models import build_model
+
+    weights = config.weights
+    if isinstance(weights, str) and weights.lower() == "none":
+        weights = None
+    model = build_model(
+        config.variant,
+        num_classes=num_classes,
+        weights=weights,
+        input_shape=(image_size, image_size, 3),
+        dropout=config.recipe.dropout,
+    )
+    if weights is None or str(weights) == "imagenet":
+        zero_head(model)
+    return model
+
+
+def _block_drop_rates(model) -> dict[str, float]:
+    """The stochastic-depth Dropout layers inside blocks and their rates (a phase turns those of
+    frozen blocks off, `workbench.engine.phases.set_trainable`)."""
+    import keras
+
+    from workbench.models.surgery import block_of
+
+    return {
+        layer.name: layer.rate
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dropout) and block_of(layer.name) is not None
+    }
+
+
+def _restore_best(model, run_dir: Path, state: TrainState) -> list[np.ndarray] | None:
+    """Load a resumed run's best checkpoint into `model`; its weights, or None when there is none."""
+    from workbench.engine.callbacks import load_weights
+
+    path = run_dir / CHECKPOINTS_DIR / state.best_weights if state.best_weights else None
+    if path is None or not path.exists():
+        return None
+    load_weights(model, path)
+    return model.get_weights()
+
+
+def class_weights(labels, mode: str = "auto") -> dict[int, float] | None:
+    """Loss weights per class index, inversely proportional to the class counts of `labels`
+    (sklearn's "balanced": n / (classes x count)), or None for an unweighted loss.
+
+    mode: `balanced` always weights, `none` never, `auto` only when the largest class has more
+    than `IMBALANCE_RATIO` times the images of the smallest.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if mode == "none" or len(classes) < 2:
+        return None
+    if mode == "auto" and counts.max() <= IMBALANCE_RATIO * counts.min():
+        return None
+    weights = compute_class_weight("balanced", classes=classes, y=labels)
+    return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}

@@ -1,0 +1,268 @@
+"""A phase of the recipe as data, and `fit_phase`: the one function that trains any phase.
+
+A `Phase` says how many epochs, at which peak learning rate, what trains (the head alone, or the
+head and the top N blocks) and on which data (images, or backbone features cached once). Every phase
+uses AdamW with warmup + cosine decay (`workbench.engine.optim`), label-smoothed cross-entropy,
+class weights, early stopping, and a checkpoint after every completed epoch; the recipe's phase list
+is `workbench.engine.recipe.recipe_phases`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from workbench.engine.context import RunContext
+from workbench.engine.rundir import CHECKPOINTS_DIR, stop_requested
+from workbench.engine.strategy import known_cardinality, strategy_label
+
+FEATURES_FILE = "features.npz"
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (the loss diverged, say); the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One `fit` of the recipe.
+
+    `number` names the phase in events and checkpoints (`last-p<number>e<epoch>`); the phases of a
+    run count 1, 2, ... in order. `unfreeze_blocks`: None trains the head alone (backbone frozen);
+    n trains the head and the top n blocks (BatchNorm stays frozen). `features`: train the head on
+    pooled backbone features computed once (only with the backbone frozen). `from_best`: start
+    from the best weights of the earlier phases rather than the last.
+    """
+
+    number: int
+    name: str
+    epochs: int
+    learning_rate: float
+    unfreeze_blocks: int | None = None
+    features: bool = False
+    from_best: bool = False
+
+    def __post_init__(self):
+        if self.features and self.unfreeze_blocks is not None:
+            raise ValueError(
+                f"phase {self.number} ({self.name}): cached features need a frozen backbone; "
+                "set unfreeze_blocks=None or features=False"
+            )
+
+
+def fit_phase(ctx: RunContext, phase: Phase) -> bool:
+    """Train `phase`, or what is left of it in a resumed run; True when a STOP file ended it."""
+    state = ctx.state
+    if state.phase > phase.number or (state.phase == phase.number and state.phase_done):
+        return False  # completed before this process started
+    if state.phase < phase.number:
+        # The previous phase's "last" files stay until this phase completes its first epoch.
+        state.phase, state.epochs_done, state.phase_done, state.epochs_since_best = phase.number, 0, False, 0
+        state.save(ctx.run_dir)
+    if phase.from_best and ctx.best_weights is not None:
+        ctx.model.set_weights(ctx.best_weights)  # fine-tune from the best head, not the last one
+    unfrozen = set_trainable(ctx, phase)
+    _phase_event(ctx, phase, unfrozen)
+    data = _phase_data(ctx, phase)
+    if data is None:
+        return True  # STOP during the feature pass
+    fit_model, train, val = data
+    return _fit(ctx, phase, fit_model, train, val)
+
+
+def set_trainable(ctx: RunContext, phase: Phase) -> list[str]:
+    """Freeze for `phase`; returns the unfrozen blocks. Frozen blocks also stop their stochastic
+    depth (a frozen block must compute what the cached features hold: Keras freezes BatchNorm's
+    statistics with `trainable=False`, but a frozen Dropout still drops in training mode)."""
+    from workbench.models.surgery import block_of, freeze_backbone, unfreeze_top_blocks
+
+    if phase.unfreeze_blocks is None:
+        freeze_backbone(ctx.model)
+        unfrozen: list[str] = []
+    else:
+        unfrozen = unfreeze_top_blocks(ctx.model, phase.unfreeze_blocks)
+    for name, rate in ctx.drop_rates.items():
+        ctx.model.get_layer(name).rate = rate if block_of(name) in unfrozen else 0.0
+    return unfrozen
+
+
+def restore_drop_rates(ctx: RunContext) -> None:
+    """Every stochastic-depth rate back to its built value (before the model is saved)."""
+    for name, rate in ctx.drop_rates.items():
+        ctx.model.get_layer(name).rate = rate
+
+
+def _phase_event(ctx: RunContext, phase: Phase, unfrozen: list[str]) -> None:
+    state, batching, sizes = ctx.state, ctx.batching, ctx.sizes
+    resumed = ctx.resuming and state.phase == phase.number and state.epochs_done > 0
+    what = {"cached_features": phase.features} if phase.unfreeze_blocks is None else {"unfrozen_blocks": unfrozen}
+    ctx.writer.phase(
+        phase=phase.number,
+        name=phase.name,
+        epochs=phase.epochs,
+        start_epoch=state.epochs_done + 1 if resumed else 1,
+        resumed=resumed,
+        strategy=strategy_label(ctx.strategy),
+        replicas=batching.replicas,
+        batch_size=batching.per_replica,
+        global_batch_size=batching.global_batch,
+        precision=ctx.policy,
+        image_size=ctx.image_size,
+        num_train=sizes["train"],
+        num_val=sizes["val"],
+        skipped_images={split: batching.skipped(sizes[split]) for split in ("train", "val")},
+        **what,
+    )
+
+
+def _phase_data(ctx: RunContext, phase: Phase):
+    """`(model to fit, train, val)` for `phase`, or None when a STOP came during the feature pass.
+
+    On cached features the model fit is the head alone (`classifier_head`), which shares its
+    weights with the full model."""
+    batching, sizes = ctx.batching, ctx.sizes
+    if phase.features:
+        from workbench.engine.features import cached_features, feature_dataset
+        from workbench.engine.strategy import with_sharding_policy
+        from workbench.models.surgery import classifier_head
+
+        cache = cached_features(
+            ctx.run_dir / CHECKPOINTS_DIR / FEATURES_FILE,
+            _feature_cache_key(ctx),
+            ctx.model,
+            ctx.datasets,
+            writer=ctx.writer,
+            sizes=sizes,
+            global_batch=batching.global_batch,
+            should_stop=lambda: stop_requested(ctx.run_dir),
+        )
+        if cache is None:
+            return None
+        gb = batching.global_batch
+        train = feature_dataset(cache["train_x"], cache["train_y"], gb, shuffle=True, seed=ctx.config.seed)
+        val = feature_dataset(cache["val_x"], cache["val_y"], gb, shuffle=False, seed=0)
+        train = with_sharding_policy(batching.even_batches(train, len(cache["train_x"])), ctx.strategy)
+        val = with_sharding_policy(batching.even_batches(val, len(cache["val_x"])), ctx.strategy)
+        with ctx.strategy.scope():
+            fit_model = classifier_head(ctx.model)
+    else:
+        fit_model, train, val = ctx.model, ctx.datasets.train, ctx.datasets.val
+    train = known_cardinality(train, batching.batches(sizes["train"]))
+    val = known_cardinality(val, batching.batches(sizes["val"]))
+    return fit_model, train, val
+
+
+def _feature_cache_key(ctx: RunContext) -> dict:
+    """What the cached features depend on: a cache made for another key is recomputed."""
+    return {
+        "variant": ctx.config.variant,
+        "weights": str(ctx.config.weights),
+        "image_size": ctx.image_size,
+        "splits": ctx.sizes,
+        "seed": ctx.config.seed,
+    }
+
+
+def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
+    """`fit_model.fit` for the rest of `phase` with the run's callbacks; True when STOP ended it."""
+    from workbench.engine.callbacks import NonFiniteGuard, ProgressEvents, RunCheckpoint, RunSignals, StopFile
+    from workbench.engine.strategy import keras_fit_fixes
+
+    state, n_train = ctx.state, ctx.sizes["train"]
+    steps = ctx.batching.steps(n_train)
+    optimizer = _compile(ctx, phase, fit_model, steps)
+    initial_epoch = _restore_last_epoch(ctx, fit_model, optimizer)
+    if initial_epoch >= phase.epochs:
+        return False
+    signals = RunSignals()
+    checkpoint = RunCheckpoint(
+        run_dir=ctx.run_dir,
+        state=state,
+        model=ctx.model,
+        optimizer=optimizer,
+        patience=ctx.config.recipe.early_stopping_patience,
+        signals=signals,
+        best_weights=ctx.best_weights,
+    )
+    progress = ProgressEvents(
+        ctx.writer,
+        phase=phase.number,
+        epochs=phase.epochs,
+        steps=steps,
+        num_images=n_train,
+        global_batch=ctx.batching.global_batch,
+        signals=signals,
+    )
+    callbacks = [NonFiniteGuard(phase.number, signals), StopFile(ctx.run_dir, signals), progress, checkpoint]
+    with keras_fit_fixes(fit_model, ctx.strategy):
+        fit_model.fit(
+            train,
+            validation_data=val,
+            epochs=phase.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[*callbacks, *ctx.callbacks],
+            class_weight=ctx.class_weight,
+            shuffle=False,
+            verbose=0,
+        )
+    ctx.best_weights = checkpoint.best_weights
+    if signals.diverged:
+        raise TrainingError(_diverged_message(ctx, signals.diverged))
+    if signals.stopped:
+        return True
+    state.phase_done = True
+    state.save(ctx.run_dir)
+    return False
+
+
+def _compile(ctx: RunContext, phase: Phase, fit_model, steps: int):
+    """Compile `fit_model` for `phase` (AdamW, warmup + cosine over the phase); returns the optimizer."""
+    import keras
+
+    from workbench.engine.optim import adamw
+    from workbench.engine.precision import wrap_optimizer
+
+    recipe = ctx.config.recipe
+    with ctx.strategy.scope():
+        optimizer = adamw(
+            phase.learning_rate,
+            phase.epochs * steps,
+            warmup_fraction=recipe.warmup_fraction,
+            weight_decay=recipe.weight_decay,
+        )
+        optimizer = wrap_optimizer(optimizer, ctx.policy)
+        fit_model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy"],
+        )
+    return optimizer
+
+
+def _restore_last_epoch(ctx: RunContext, fit_model, optimizer) -> int:
+    """In a resumed phase, the weights and optimizer state of its last completed epoch; returns
+    the number of epochs already done (`fit`'s `initial_epoch`)."""
+    from workbench.engine.callbacks import load_optimizer, load_weights
+
+    state = ctx.state  # `fit_phase` has moved the state to this phase
+    if state.epochs_done > 0 and state.last_weights:
+        ckpt = ctx.run_dir / CHECKPOINTS_DIR
+        load_weights(ctx.model, ckpt / state.last_weights)
+        with ctx.strategy.scope():
+            load_optimizer(optimizer, fit_model.trainable_variables, ckpt / state.last_optimizer)
+    return state.epochs_done
+
+
+def _diverged_message(ctx: RunContext, diverged: str) -> str:
+    state = ctx.state
+    if state.best_weights:
+        kept = (
+            f"the last good checkpoints are kept in {ctx.run_dir / CHECKPOINTS_DIR} (best: "
+            f"val_accuracy {state.best_val_accuracy:.4f}, phase {state.best_phase} epoch "
+            f"{state.best_epoch})"
+        )
+    else:
+        kept = "no epoch had completed, so there is no checkpoint"
+    return (
+        f"{diverged}; training stopped and {kept}. Lower the learning rate "
+        f"(--learning-rate / --fine-tune-learning-rate) or use --precision float32, then start a new run"
+    )
