@@ -24,19 +24,22 @@ SIGNATURES = {
 # write files (PrintV2 to a file:// stream, SaveV2 at any prefix, TextLineDataset, CacheDataset, WriteSummary, ...)
 # than a denylist can keep up with (hardening report A1). Source: every op type in the SavedModels that
 # `write_saved_model` writes, under TensorFlow 2.21, for a B-type model (swish, squeeze-and-excitation, residual
-# Add), a Lite-type model (ReLU6, no SE) and a mixed-precision model (Casts), both signatures, with the
-# functions of the saver excluded; tests/test_hostile_models.py re-collects them from fresh exports and fails
-# when a TensorFlow or builder change brings a type not listed here. Add a type only after that test names it.
+# Add), a Lite-type model (ReLU6, no SE) and a mixed-precision model (Casts), both signatures (the image-bytes
+# path includes the EXIF orientation, alpha and pixel-limit checks of `imaging`), the saver's functions excluded.
+# tests/test_hostile_models.py re-collects them from fresh exports and fails when a TensorFlow, imaging or
+# builder change brings a type not listed here. Add a type only after that test names it.
 SERVING_OPS = frozenset(
     {
-        "AddV2", "ArgMax", "AssignVariableOp", "BiasAdd", "Cast", "Const", "Conv2D", "DecodeAndCropJpeg",
-        "DecodeImage", "DepthwiseConv2dNative", "Equal", "ExpandDims", "ExtractJpegShape", "FloorDiv", "GatherV2",
-        "GreaterEqual", "Identity", "IdentityN", "Less", "LogicalAnd", "MatMul", "Maximum", "Mean", "Minimum",
-        "Mul", "NoOp", "Pack", "Pad", "Placeholder", "ReadVariableOp", "RealDiv", "Relu6", "Reshape",
-        "ResizeBilinear", "Round", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt", "Square",
-        "Squeeze", "StatefulPartitionedCall", "StatelessCase", "StatelessIf", "StatelessWhile", "StridedSlice",
-        "Sub", "Substr", "Sum", "TensorListFromTensor", "TensorListGetItem", "TensorListReserve",
-        "TensorListSetItem", "TensorListStack", "VarHandleOp", "VarIsInitializedOp",
+        "Abs", "AddV2", "Any", "ArgMax", "Assert", "AssignVariableOp", "BiasAdd", "Cast", "ConcatV2", "Const",
+        "Conv2D", "DecodeAndCropJpeg", "DecodeGif", "DecodeImage", "DecodePaddedRaw", "DecodePng", "DecodeWebP",
+        "DepthwiseConv2dNative", "Equal", "ExpandDims", "ExtractJpegShape", "Fill", "FloorDiv", "FloorMod",
+        "GatherV2", "GreaterEqual", "Identity", "IdentityN", "If", "Less", "LessEqual", "LogicalAnd", "LogicalNot",
+        "LogicalOr", "MatMul", "Maximum", "Mean", "Minimum", "Mul", "NoOp", "NotEqual", "Pack", "Pad", "Placeholder",
+        "Pow", "Range", "ReadVariableOp", "RealDiv", "ReduceJoin", "Relu6", "Reshape", "ResizeBilinear", "ReverseV2",
+        "Round", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt", "Square", "Squeeze",
+        "StatefulPartitionedCall", "StatelessCase", "StatelessIf", "StatelessWhile", "StridedSlice", "StringLength",
+        "Sub", "Substr", "Sum", "TensorListFromTensor", "TensorListGetItem", "TensorListReserve", "TensorListSetItem",
+        "TensorListStack", "Transpose", "VarHandleOp", "VarIsInitializedOp", "While",
     }
 )  # fmt: skip
 # The saver's two functions (named by the graph's `saver_def`) write and read the variables checkpoint, so they
