@@ -13,12 +13,48 @@ export starts from).
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# Layers that carry arbitrary Python code in their config.
-_CODE_LAYERS = {"Lambda", "TFOpLambda"}
+# The classes a `.keras` config may name: an ALLOWLIST of (module, class_name), so what loads no longer depends on
+# which classes the installed Keras deserialises in safe mode (hardening report A3: Keras 3.10 loads `TFSMLayer`,
+# which runs an external SavedModel). Source: every class in the config.json of models that
+# `workbench.models.build_model` builds, B-type (swish, squeeze-and-excitation, residual Add), Lite-type (ReLU6)
+# and mixed precision, saved by Keras 3.15; tests/test_hostile_models.py re-collects them from fresh models and
+# fails when a builder or Keras change brings a class not listed here. Add a class only after that test names it.
+KERAS_CLASSES = frozenset(
+    {
+        (None, "__keras_tensor__"),  # a reference to another layer's output, resolved by Keras, never imported
+        ("keras", "DTypePolicy"),
+        ("keras.src.models.functional", "Functional"),
+        ("keras.initializers", "Ones"),
+        ("keras.initializers", "VarianceScaling"),
+        ("keras.initializers", "Zeros"),
+        *(
+            ("keras.layers", name)
+            for name in (
+                "Activation", "Add", "BatchNormalization", "Conv2D", "Dense", "DepthwiseConv2D", "Dropout",
+                "GlobalAveragePooling2D", "InputLayer", "Multiply", "Normalization", "Reshape", "ZeroPadding2D",
+            )
+        ),
+    }
+)  # fmt: skip
+# Named in the refusal because they are what an attacker reaches for first.
+_CODE_CLASSES = {
+    "Lambda": "carries Python code",
+    "TFOpLambda": "carries Python code",
+    "__lambda__": "carries Python code",
+    "TFSMLayer": "runs an external SavedModel that is never vetted",
+}
+# config.json limits, checked before it is parsed (report A5 and D: a 3 GB config.json took 10 GB of memory, a
+# 100k-levels-deep one raised RecursionError). The largest variant's config (B7, 815 layers) is about 0.8 MB and
+# 11 levels deep; the limits leave room for that and refuse what no builder writes.
+CONFIG_MAX_BYTES = 16 * 1024 * 1024
+CONFIG_MAX_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
 
 class ModelFileError(ValueError):
@@ -86,59 +122,122 @@ def locate_model(path: str | Path) -> ModelLocation:
     )
 
 
-def _unsafe_entries(node, trail: str = "model") -> list[str]:
-    """Where a Keras config tree names non-Keras code or a code-carrying layer (as `layer/...` trails)."""
-    problems: list[str] = []
+def json_depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text `raw` (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b'""', raw)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def config_classes(node) -> set[tuple[str | None, str]]:
+    """Every (module, class_name) a Keras config tree names: what `KERAS_CLASSES` is checked against."""
+    found: set[tuple[str | None, str]] = set()
+    if isinstance(node, dict):
+        if "class_name" in node:
+            found.add((node.get("module"), node["class_name"]))
+        for value in node.values():
+            found |= config_classes(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= config_classes(item)
+    return found
+
+
+def _unsafe_entries(node, allowed: frozenset | None, trail: str = "model") -> list[str]:
+    """Where a Keras config tree names a class outside `allowed` (any `keras.*` class when None), as
+    `layer/...` trails; code-carrying and non-Keras classes are listed first."""
+    severe: list[str] = []
+    other: list[str] = []
     if isinstance(node, dict):
         if isinstance(node.get("name"), str):
             trail = f"{trail}/{node['name']}"
         class_name = node.get("class_name")
         module = node.get("module")
-        if class_name in _CODE_LAYERS or class_name == "__lambda__":
-            problems.append(f"{trail}: {class_name} (carries Python code)")
-        if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
-            problems.append(f"{trail}: class {class_name!r} from module {module!r} (not Keras)")
+        if class_name in _CODE_CLASSES:
+            severe.append(f"{trail}: {class_name} ({_CODE_CLASSES[class_name]})")
+        elif isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+            severe.append(f"{trail}: class {class_name!r} from module {module!r} (not Keras)")
+        elif "class_name" in node and allowed is not None and (module, class_name) not in allowed:
+            other.append(f"{trail}: {module}.{class_name} (not a class workbench models are built from)")
         registered = node.get("registered_name")
         if isinstance(registered, str) and registered and registered != class_name:
-            problems.append(f"{trail}: custom registered object {registered!r}")
-        for value in node.values():
-            problems.extend(_unsafe_entries(value, trail))
-    elif isinstance(node, list):
-        for item in node:
-            problems.extend(_unsafe_entries(item, trail))
-    return problems
+            severe.append(f"{trail}: custom registered object {registered!r}")
+        children = node.values()
+    else:
+        children = node if isinstance(node, list) else []
+    for child in children:
+        problems = _unsafe_entries(child, allowed, trail)
+        severe.extend(p for p in problems if "(not a class workbench" not in p)
+        other.extend(p for p in problems if "(not a class workbench" in p)
+    return severe + other
+
+
+def _read_config(path: Path) -> dict:
+    """The parsed config.json of a `.keras` archive, refused when it is too large or too deeply nested."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = archive.getinfo("config.json").file_size
+            if size <= CONFIG_MAX_BYTES:
+                with archive.open("config.json") as member:
+                    raw = member.read(CONFIG_MAX_BYTES + 1)  # bounded even if the header understates it
+                size = len(raw)
+    except (zipfile.BadZipFile, KeyError, OSError, RuntimeError) as error:
+        raise ModelFileError(
+            f"{path}: not a Keras v3 .keras archive ({error}); "
+            "export the model again with `workbench export --format keras`"
+        ) from None
+    if size > CONFIG_MAX_BYTES:
+        raise ModelFileError(
+            f"{path}: refusing to load this model: its config.json is {size:,} bytes uncompressed, over the "
+            f"{CONFIG_MAX_BYTES // 2**20} MiB a workbench model's config can need; it was not read"
+        )
+    depth = json_depth(raw)
+    if depth > CONFIG_MAX_DEPTH:
+        raise ModelFileError(
+            f"{path}: refusing to load this model: its config.json nests {depth:,} levels deep, over the "
+            f"{CONFIG_MAX_DEPTH} a workbench model's config can need; it was not parsed"
+        )
+    try:
+        config = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFileError(
+            f"{path}: not a Keras v3 .keras archive ({error}); "
+            "export the model again with `workbench export --format keras`"
+        ) from None
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{path}: not a Keras v3 .keras archive (its config.json is not a JSON object)")
+    return config
 
 
 def inspect_keras_archive(path: str | Path) -> dict:
     """Read and vet the config of a `.keras` archive without deserialising anything.
 
-    Returns the parsed config. Raises `ModelFileError` if the archive is not a Keras v3 archive, uses
-    code-carrying or non-Keras classes, or is not a workbench image classifier (a functional model
-    taking (H, W, 3) images whose last layer is the `predictions` head).
+    Returns the parsed config. Raises `ModelFileError` if the archive is not a Keras v3 archive, its
+    config.json is over `CONFIG_MAX_BYTES` or `CONFIG_MAX_DEPTH`, it is not a workbench image classifier
+    (a functional model whose last layer is the `predictions` head), or it names a class outside
+    `KERAS_CLASSES`. The `compile_config` (optimizer, loss) may hold any Keras class but no code or
+    foreign module: `load_keras_model` loads with `compile=False`, and Keras then discards it unread.
     """
     path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFileError(
-            f"{path}: not a Keras v3 .keras archive ({error}); "
-            "export the model again with `workbench export --format keras`"
-        ) from None
-    problems = _unsafe_entries(config)
-    if problems:
-        listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise ModelFileError(
-            f"{path}: refusing to load this model: it contains code or classes outside Keras ({listed}). "
-            "workbench only loads models made of built-in Keras layers; rebuild it with workbench "
-            "or load it yourself with keras.saving.load_model(..., safe_mode=False) if you trust its author"
-        )
-    layers = config.get("config", {}).get("layers", []) if isinstance(config, dict) else []
-    names = [layer.get("name") or layer.get("config", {}).get("name") for layer in layers]
+    config = _read_config(path)
+    inner = config.get("config")
+    layers = inner.get("layers", []) if isinstance(inner, dict) else []
+    names = [layer.get("name") or layer.get("config", {}).get("name") for layer in layers if isinstance(layer, dict)]
     if config.get("class_name") != "Functional" or "predictions" not in names:
         raise ModelFileError(
             f"{path}: not a workbench image classifier (expected a functional model whose output layer is "
             "named 'predictions'); train it with `workbench train` or build it with workbench.models.build_model"
+        )
+    model = {key: value for key, value in config.items() if key != "compile_config"}
+    problems = _unsafe_entries(model, KERAS_CLASSES) + _unsafe_entries(config.get("compile_config"), None)
+    if problems:
+        listed = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise ModelFileError(
+            f"{path}: refusing to load this model: it contains code or classes that workbench models are not "
+            f"built from ({listed}). workbench only loads models made by workbench.models.build_model; "
+            "load it yourself with keras.saving.load_model(..., safe_mode=False) if you trust its author"
         )
     return config
 

@@ -1,11 +1,21 @@
 """TFLite: float32, float16 weights and full-integer int8 (`<out>/<name>/model.tflite`), and their runtime.
 
 The three are one family: the same converter with another mode, the same file kind (`tflite`), the same
-interpreter. A FlatBuffer holds no code, so vetting it is recognising it.
+interpreter. A FlatBuffer holds no code, but TensorFlow's interpreter trusts the offsets of a file it is handed by
+path: crafted bytes crash it (SIGSEGV, hardening report A2). Built from bytes (`model_content`) it runs the
+FlatBuffers verifier first, which refused every structural corruption we tried (the report's out-of-range root
+offset, 150 exports with 20 bytes flipped in their first 4 KiB), but the verifier does not check what the tables mean (tensor and buffer indices, shapes), and
+that is where a crash can still hide. So an untrusted file is opened twice, both times from the same bytes read
+once: first in a child process (`probe_tflite`: build, allocate, run once on zeros; a crash there is a message),
+then, only if that succeeded, here.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -17,6 +27,27 @@ from workbench.serving.model_files import ModelFileError, Run, split_files
 TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier of every .tflite model, at byte offset 4
 # Images of the training split used to calibrate int8 ranges; a few hundred is the TFLite guidance.
 REPRESENTATIVE_IMAGES = 200
+# Seconds the probe may take: a fresh interpreter process imports TensorFlow (5-10 s on a busy machine) and runs
+# the model once on one image (about a second for the largest variant on one core).
+PROBE_TIMEOUT = 180
+
+# Run by `probe_tflite` in a child process: the model's bytes arrive on stdin; one JSON line goes to stdout.
+_PROBE = """
+import json, sys, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+from tensorflow.lite.python.interpreter import Interpreter
+try:
+    interpreter = Interpreter(model_content=sys.stdin.buffer.read(), num_threads=1)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interpreter.invoke()
+except Exception as error:
+    print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+else:
+    print(json.dumps({"error": None}))
+"""
 
 
 def _float_graph(model, resolution: int, directory: Path) -> Path:
@@ -99,16 +130,19 @@ class TFLiteClassifier(Runtime):
     converter stored in the file, so callers always see floats.
     """
 
-    def __init__(self, path: str | Path, num_threads: int | None = None):
+    def __init__(self, path: str | Path, num_threads: int | None = None, model_content: bytes | None = None):
+        """`model_content`: the bytes of `path` already read (and probed); otherwise the file is read by TFLite.
+        Only pass a file (or bytes) that `probe_tflite` accepted or that this process just converted."""
         import numpy as np
         import tensorflow as tf
 
         self.path = Path(path)
+        source = {"model_path": str(self.path)} if model_content is None else {"model_content": model_content}
         with warnings.catch_warnings():
             # TF 2.20+ warns that tf.lite.Interpreter moves to the separate ai-edge-litert package; it is
             # still the interpreter shipped with TensorFlow, which is all this project depends on.
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            self.interpreter = tf.lite.Interpreter(model_path=str(self.path), num_threads=num_threads)
+            self.interpreter = tf.lite.Interpreter(**source, num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
         self.resolution = int(self._input["shape"][1])
@@ -198,6 +232,46 @@ def _is_tflite(path: Path) -> bool:
         return handle.read(8)[4:8] == TFLITE_IDENTIFIER
 
 
+def probe_tflite(path: Path, data: bytes) -> None:
+    """Open the TFLite model `data` (the bytes of `path`) in a child process; `ModelFileError` unless it loads.
+
+    The child builds the interpreter, allocates tensors and runs the model once on zeros, which is where
+    malformed FlatBuffers crash. A crash, a time-out or an error there becomes a message; nothing reaches this
+    process. Select-TF ("Flex") ops get their own message: the interpreter here has no Flex delegate.
+    """
+    if data[4:8] != TFLITE_IDENTIFIER:
+        raise ModelFileError(f"{path}: not a TFLite FlatBuffer (no {TFLITE_IDENTIFIER.decode()} identifier)")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _PROBE], input=data, capture_output=True, timeout=PROBE_TIMEOUT, env=env
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelFileError(
+            f"{path}: not a valid TFLite model (opening it did not finish within {PROBE_TIMEOUT} s)"
+        ) from None
+    lines = child.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        error = json.loads(lines[-1])["error"] if child.returncode == 0 and lines else "no answer"
+    except (ValueError, KeyError, TypeError):
+        error = "no answer"
+    if child.returncode < 0:
+        error = f"the TFLite runtime crashed on it (signal {-child.returncode})"
+    elif child.returncode != 0:
+        error = f"the TFLite runtime failed on it (exit code {child.returncode})"
+    if error is None:
+        return
+    if "Select TensorFlow op" in error or "Flex" in error:
+        raise ModelFileError(
+            f"{path}: this TFLite model uses Select TensorFlow (Flex) ops, which the TFLite runtime here does "
+            "not include; export it with builtin ops only (`workbench export --format tflite`)"
+        )
+    first = error.strip().splitlines()[0][:300] if error.strip() else "no detail"
+    raise ModelFileError(
+        f"{path}: not a valid TFLite model ({first}); use a .tflite file written by `workbench export`"
+    )
+
+
 @dataclass(frozen=True)
 class TFLiteFormat(ExportFormat):
     """One converter mode (`float32`, `float16` or `int8`); int8 calibrates on the run's training split."""
@@ -221,12 +295,17 @@ class TFLiteFormat(ExportFormat):
         return path if path.is_file() and _is_tflite(path) else None
 
     def verify(self, path: Path) -> None:
+        """The identifier check only: vetting a FlatBuffer for real means running the interpreter on it, which
+        `open` does, in a child process first (`probe_tflite`)."""
         if not _is_tflite(path):
             raise ModelFileError(f"{path}: not a TFLite FlatBuffer (no {TFLITE_IDENTIFIER.decode()} identifier)")
 
     def open(self, path: Path) -> TFLiteClassifier:
-        self.verify(path)
-        return TFLiteClassifier(path)
+        # Every file is probed, our own exports too: nothing in a .tflite proves who wrote it. The interpreter
+        # here is built from the probed bytes, not the path, so the file cannot change in between.
+        data = path.read_bytes()
+        probe_tflite(path, data)
+        return TFLiteClassifier(path, model_content=data)
 
 
 TFLITE = TFLiteFormat(name="tflite", label="TFLite (float32)", kind="tflite", files=("model.tflite",))
