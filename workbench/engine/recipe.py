@@ -221,22 +221,18 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         with atomic_path(model_path) as tmp:
             ctx.model.save(tmp)
     warning = _chance_warning(ctx)
-    ctx.writer.done(
+    # What the `done` event says and what the caller gets back: one set of facts.
+    outcome = dict(
         run_dir=ctx.run_dir,
         best_val_accuracy=state.best_val_accuracy,
         model_path=model_path,
         stopped=stopped,
         best_phase=state.best_phase,
         best_epoch=state.best_epoch,
-        **({"warning": warning} if warning else {}),
     )
+    ctx.writer.done(**outcome, **({"warning": warning} if warning else {}))
     return RunResult(
-        run_dir=ctx.run_dir,
-        best_val_accuracy=state.best_val_accuracy,
-        model_path=model_path,
-        stopped=stopped,
-        best_phase=state.best_phase,
-        best_epoch=state.best_epoch,
+        **outcome,
         precision=ctx.policy,
         strategy=strategy_label(ctx.strategy),
         replicas=ctx.batching.replicas,
