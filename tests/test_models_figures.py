@@ -16,7 +16,7 @@ from workbench.models import get_variant, published_names
 from workbench.models.figures import VariantRow, list_variants, measure
 
 ROOT = Path(__file__).resolve().parents[1]
-CHEAP = ["b0", "lite0"]
+CHEAP = ["b0", "lite0", "b0v2"]
 
 VARIANTS_IN_A_FRESH_PROCESS = """
 import json, sys

@@ -33,7 +33,14 @@ def scratch_registry(monkeypatch):
 
 
 def test_the_builtin_families_in_order():
-    assert [f.name for f in registered_families()] == ["efficientnet", "efficientnet-lite"]
+    assert [f.name for f in registered_families()] == [
+        "efficientnet",
+        "efficientnet-lite",
+        "efficientnetv2",
+        "efficientnetv2-s",
+        "efficientnetv2-m",
+        "efficientnetv2-l",
+    ]
     assert published_names() == [v.name for f in registered_families() for v in f.variants]
 
 
@@ -46,7 +53,7 @@ def test_one_registration_makes_a_new_family_buildable(scratch_registry):
     assert model.get_layer("stem_conv").filters == 16 and model.get_layer("top_conv").filters == 64
     assert not [layer.name for layer in model.layers if layer.name.startswith("block2") and "_se_" in layer.name]
     assert model.get_layer("block1a_se_reduce").filters == 4  # 16 · 0.25
-    with pytest.raises(WeightsError, match=r"not available for 'tiny0'.*they exist for b0, .*lite0\."):
+    with pytest.raises(WeightsError, match=r"not available for 'tiny0'.*they exist for b0, .*lite0, b0v2, .*lv2\."):
         build_model("tiny0", 3, weights="imagenet")
 
 
@@ -60,9 +67,9 @@ def test_names_must_be_new(scratch_registry):
 
 
 def test_an_unknown_block_type_is_named(scratch_registry):
-    stage = dataclasses.replace(TINY.stages[0], block="fused_mbconv")
+    stage = dataclasses.replace(TINY.stages[0], block="ghost_conv")
     register_family(dataclasses.replace(TINY, stages=(stage,)))
-    with pytest.raises(ValueError, match=r"unknown block type 'fused_mbconv'.*known: mbconv"):
+    with pytest.raises(ValueError, match=r"unknown block type 'ghost_conv'.*known: mbconv, fused_mbconv"):
         build_model("tiny0", 3)
 
 

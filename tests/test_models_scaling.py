@@ -73,7 +73,8 @@ def test_published_table_is_the_papers():
         "lite3": (1.2, 1.4, 280, 0.3),
         "lite4": (1.4, 1.8, 300, 0.3),
     }
-    assert published_names() == list(expected)
+    # EfficientNetV2's rows follow (tests/test_models_efficientnet_v2.py checks their table)
+    assert published_names() == [*expected, "b0v2", "b1v2", "b2v2", "b3v2", "sv2", "mv2", "lv2"]
     for name, (width, depth, resolution, dropout) in expected.items():
         spec = get_variant(name)
         assert (spec.width, spec.depth, spec.resolution, spec.dropout) == (width, depth, resolution, dropout)

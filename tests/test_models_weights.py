@@ -10,11 +10,9 @@ from workbench.models.imagenet import decode_predictions, imagenet_class_names
 from workbench.models.weights import KERAS_WEIGHTS_URL, KerasApplicationsFile, WeightsError
 
 
-def _keras_applications_b0_file(tmp_path, classes=1000):
-    """A keras.applications B0 saved in the legacy .h5 layout of the official ImageNet files."""
-    reference = keras.applications.EfficientNetB0(weights=None, classes=classes)
-    rng = np.random.default_rng(0)
-    # random BN statistics, so that a weight landing in the wrong layer would show in the outputs
+def _non_trivial(reference, seed=0):
+    """Random BN statistics and classifier, so that a weight landing in the wrong layer shows in the outputs."""
+    rng = np.random.default_rng(seed)
     for layer in reference.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, var = layer.get_weights()
@@ -26,10 +24,24 @@ def _keras_applications_b0_file(tmp_path, classes=1000):
                     rng.uniform(0.5, 1.5, var.shape),
                 ]
             )
-    # the same normalisation as ours (its Normalization layer starts unadapted)
+    kernel, bias = reference.get_layer("predictions").get_weights()
+    reference.get_layer("predictions").set_weights([rng.normal(0, 1.0, kernel.shape), rng.normal(0, 0.1, bias.shape)])
+    return reference
+
+
+def _keras_applications_b0(classes=1000):
+    """keras.applications' B0 with ImageNet normalisation on its own [0, 1] scale, as it sets it for weights="imagenet"
+    (its Normalization layer starts unadapted, behind a Rescaling(1/255))."""
+    reference = _non_trivial(keras.applications.EfficientNetB0(weights=None, classes=classes))
     norm = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
     norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]) ** 2, np.array(0)])
     norm.finalize_state()
+    return reference
+
+
+def _keras_applications_b0_file(tmp_path, classes=1000):
+    """A keras.applications B0 saved in the legacy .h5 layout of the official ImageNet files."""
+    reference = _keras_applications_b0(classes)
     path = tmp_path / "efficientnetb0.h5"
     reference.save(path)  # legacy HDF5: layer names + weight names, as keras.applications' files
     return reference, path
@@ -40,6 +52,29 @@ def test_keras_applications_weight_file_loads_by_name_with_identical_outputs(tmp
     ours = build_model("b0", 1000, weights=str(path))
     x = np.random.default_rng(1).uniform(0, 255, (2, 224, 224, 3)).astype("float32")
     np.testing.assert_allclose(ours.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def _two_images(size=224):
+    """Noise and a smooth coloured ramp, RGB in [0, 255]."""
+    noise = np.random.default_rng(1).uniform(0, 255, (size, size, 3))
+    ramp = np.broadcast_to(np.linspace(0, 255, size)[None, :, None], (size, size, 3)) * [1.0, 0.5, 0.2]
+    return np.stack([noise, ramp]).astype("float32")
+
+
+def test_keras3_weights_file_of_keras_applications_keeps_our_normalisation(tmp_path):
+    """Issue 13: a `.weights.h5` saved by keras.applications holds its normalisation on the [0, 1] scale
+    (behind its Rescaling(1/255)); loaded as is into our [0, 255] model, every prediction was wrong."""
+    reference = _keras_applications_b0()
+    path = tmp_path / "b0.weights.h5"
+    reference.save_weights(path)
+    ours = build_model("b0", num_classes=1000, weights=str(path))
+    np.testing.assert_allclose(
+        ours.get_layer("normalization").mean.numpy().ravel(), [123.675, 116.28, 103.53], rtol=1e-6
+    )
+    x = _two_images()  # both models take RGB in [0, 255]
+    expected = reference.predict(x, verbose=0)
+    assert np.abs(expected[0] - expected[1]).max() > 1e-3  # the outputs depend on the image
+    np.testing.assert_allclose(ours.predict(x, verbose=0), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_a_local_file_must_fit_the_head_too(tmp_path):

@@ -85,7 +85,10 @@ class RunConfig(Config):
     """One training run: data, model, hardware and the recipe."""
 
     data: str | None = option(None, DATA_HELP)
-    variant: str = option("lite0", "EfficientNet variant: b0..b7, lite0..lite4, phi=<float> (see `workbench variants`)")
+    variant: str = option(
+        "lite0",
+        "EfficientNet variant: b0..b7, lite0..lite4, b0v2..b3v2, sv2, mv2, lv2, phi=<float> (see `workbench variants`)",
+    )
     weights: str | None = option(
         "imagenet", "initial weights: imagenet, none (random init) or a path to a .h5 / .weights.h5 file"
     )

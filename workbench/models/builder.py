@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from workbench.models.family import Family
 from workbench.models.registry import get_variant
 from workbench.models.scaling import round_filters, round_repeats
 from workbench.models.variants import VariantSpec
@@ -34,13 +35,26 @@ HEAD_LAYERS = ("avg_pool", "top_dropout", "predictions")
 NORMALIZATION_LAYER = "normalization"
 
 
+def _normalization_layer(spec: VariantSpec) -> layers.Normalization:
+    """The first layer: the family's statistics as weights (filled by `_set_normalization` once the
+    model is built) or as constants of the layer's config."""
+    normalization = spec.architecture.normalization
+    if normalization.as_weights:
+        return layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)
+    return layers.Normalization(
+        axis=-1, mean=list(normalization.mean), variance=list(normalization.variance()), name=NORMALIZATION_LAYER
+    )
+
+
 def _set_normalization(model: keras.Model, spec: VariantSpec) -> None:
     """Fill the `normalization` layer with the family's statistics on the [0, 255] scale (kept as
     weights, like keras.applications, so parameter counts and weight files line up)."""
     import numpy as np
 
-    layer = model.get_layer(NORMALIZATION_LAYER)
     normalization = spec.architecture.normalization
+    if not normalization.as_weights:
+        return
+    layer = model.get_layer(NORMALIZATION_LAYER)
     layer.set_weights(
         [np.array(normalization.mean, "float32"), np.array(normalization.variance(), "float32"), np.array(0)]
     )
@@ -59,6 +73,59 @@ def _correct_pad(x, kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]
     return ((half - adjust[0], half), (half - adjust[1], half))
 
 
+def _pad_for(x, kernel_size: int, strides: int, family: Family, name: str):
+    """(input, padding) for a k×k convolution: the family's explicit pad layer before a stride-2
+    'valid' conv, else 'same' (the same pixels, see `Family.explicit_padding`)."""
+    if strides == 2 and family.explicit_padding:
+        return layers.ZeroPadding2D(padding=_correct_pad(x, kernel_size), name=name)(x), "valid"
+    return x, "same"
+
+
+def _conv_bn(x, filters: int, kernel_size: int, *, strides: int, family: Family, name: str, role: str, bn: str):
+    """Conv (no bias) → BatchNormalization, named `{name}{role}` and `{name}{bn}`."""
+    x, padding = _pad_for(x, kernel_size, strides, family, f"{name}{role}_pad")
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=CONV_INIT,
+        name=name + role,
+    )(x)
+    return layers.BatchNormalization(momentum=family.bn_momentum, name=name + bn)(x)
+
+
+def _squeeze_excite(x, *, filters_in: int, se_ratio: float, family: Family, name: str):
+    filters = x.shape[-1]
+    filters_se = max(1, int(filters_in * se_ratio))
+    se = layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
+    se = layers.Reshape((1, 1, filters), name=name + "se_reshape")(se)
+    se = layers.Conv2D(
+        filters_se,
+        1,
+        padding="same",
+        activation=family.activation,
+        kernel_initializer=CONV_INIT,
+        name=name + "se_reduce",
+    )(se)
+    se = layers.Conv2D(
+        filters, 1, padding="same", activation="sigmoid", kernel_initializer=CONV_INIT, name=name + "se_expand"
+    )(se)
+    return layers.Multiply(name=name + "se_excite")([x, se])
+
+
+def _residual(x, inputs, *, strides: int, filters_in: int, filters_out: int, drop_rate: float, name: str):
+    """The identity shortcut where shapes allow it. Drop-connect (stochastic depth) applies only
+    there, where the residual path exists to be dropped."""
+    if strides != 1 or filters_in != filters_out:
+        return x
+    if drop_rate > 0:
+        # noise_shape drops whole examples' residual branches: stochastic depth, not dropout.
+        x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
+    return layers.Add(name=name + "add")([x, inputs])
+
+
 def mbconv_block(
     inputs,
     *,
@@ -69,74 +136,98 @@ def mbconv_block(
     strides: int,
     expand_ratio: int,
     se_ratio: float | None,
-    activation: str,
+    family: Family,
     drop_rate: float,
 ):
-    """Mobile inverted bottleneck (MBConv) with optional squeeze-and-excitation.
-
-    Drop-connect (stochastic depth) applies only on identity blocks, where the residual
-    path exists to be dropped.
-    """
+    """Mobile inverted bottleneck (MBConv): 1×1 expansion, k×k depthwise, optional
+    squeeze-and-excitation, 1×1 projection."""
     filters = filters_in * expand_ratio
     x = inputs
     if expand_ratio != 1:
-        x = layers.Conv2D(
-            filters, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name + "expand_conv"
-        )(x)
-        x = layers.BatchNormalization(name=name + "expand_bn")(x)
-        x = layers.Activation(activation, name=name + "expand_activation")(x)
-    if strides == 2:
-        x = layers.ZeroPadding2D(padding=_correct_pad(x, kernel_size), name=name + "dwconv_pad")(x)
-        padding = "valid"
-    else:
-        padding = "same"
+        x = _conv_bn(x, filters, 1, strides=1, family=family, name=name, role="expand_conv", bn="expand_bn")
+        x = layers.Activation(family.activation, name=name + "expand_activation")(x)
+    depthwise = family.depthwise_name
+    x, padding = _pad_for(x, kernel_size, strides, family, f"{name}{depthwise}_pad")
     x = layers.DepthwiseConv2D(
         kernel_size,
         strides=strides,
         padding=padding,
         use_bias=False,
         depthwise_initializer=CONV_INIT,
-        name=name + "dwconv",
+        name=name + depthwise,
     )(x)
-    x = layers.BatchNormalization(name=name + "bn")(x)
-    x = layers.Activation(activation, name=name + "activation")(x)
+    x = layers.BatchNormalization(momentum=family.bn_momentum, name=name + "bn")(x)
+    x = layers.Activation(family.activation, name=name + "activation")(x)
     if se_ratio:
-        filters_se = max(1, int(filters_in * se_ratio))
-        se = layers.GlobalAveragePooling2D(name=name + "se_squeeze")(x)
-        se = layers.Reshape((1, 1, filters), name=name + "se_reshape")(se)
-        se = layers.Conv2D(
-            filters_se, 1, padding="same", activation=activation, kernel_initializer=CONV_INIT, name=name + "se_reduce"
-        )(se)
-        se = layers.Conv2D(
-            filters, 1, padding="same", activation="sigmoid", kernel_initializer=CONV_INIT, name=name + "se_expand"
-        )(se)
-        x = layers.Multiply(name=name + "se_excite")([x, se])
-    x = layers.Conv2D(
-        filters_out, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name=name + "project_conv"
-    )(x)
-    x = layers.BatchNormalization(name=name + "project_bn")(x)
-    if strides == 1 and filters_in == filters_out:
-        if drop_rate > 0:
-            # noise_shape drops whole examples' residual branches: stochastic depth, not dropout.
-            x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=name + "drop")(x)
-        x = layers.Add(name=name + "add")([x, inputs])
-    return x
+        x = _squeeze_excite(x, filters_in=filters_in, se_ratio=se_ratio, family=family, name=name)
+    x = _conv_bn(x, filters_out, 1, strides=1, family=family, name=name, role="project_conv", bn="project_bn")
+    return _residual(
+        x, inputs, strides=strides, filters_in=filters_in, filters_out=filters_out, drop_rate=drop_rate, name=name
+    )
 
 
-# Block builders by `Stage.block`; EfficientNetV2's "fused_mbconv" is one more function and entry.
-BLOCKS = {"mbconv": mbconv_block}
+def fused_mbconv_block(
+    inputs,
+    *,
+    name: str,
+    filters_in: int,
+    filters_out: int,
+    kernel_size: int,
+    strides: int,
+    expand_ratio: int,
+    se_ratio: float | None,
+    family: Family,
+    drop_rate: float,
+):
+    """Fused-MBConv (EfficientNetV2, Tan & Le 2021, Fig. 2): the 1×1 expansion and the k×k
+    depthwise conv replaced by one k×k conv, which runs faster on accelerators in early stages.
+    Without expansion the single k×k conv is the projection, and is followed by an activation
+    (`project_activation`), as in keras.applications."""
+    filters = filters_in * expand_ratio
+    x = inputs
+    if expand_ratio != 1:
+        x = _conv_bn(
+            x, filters, kernel_size, strides=strides, family=family, name=name, role="expand_conv", bn="expand_bn"
+        )
+        x = layers.Activation(family.activation, name=name + "expand_activation")(x)
+    if se_ratio:
+        x = _squeeze_excite(x, filters_in=filters_in, se_ratio=se_ratio, family=family, name=name)
+    fused = expand_ratio == 1  # the projection does the k×k work itself
+    x = _conv_bn(
+        x,
+        filters_out,
+        kernel_size if fused else 1,
+        strides=strides if fused else 1,
+        family=family,
+        name=name,
+        role="project_conv",
+        bn="project_bn",
+    )
+    if fused:
+        x = layers.Activation(family.activation, name=name + "project_activation")(x)
+    return _residual(
+        x, inputs, strides=strides, filters_in=filters_in, filters_out=filters_out, drop_rate=drop_rate, name=name
+    )
+
+
+# Block builders by `Stage.block`: a new block type is one function here and one entry.
+BLOCKS = {"mbconv": mbconv_block, "fused_mbconv": fused_mbconv_block}
+
+
+def _round_filters(filters: int, spec: VariantSpec) -> int:
+    return round_filters(filters, spec.width, floor=spec.architecture.rules.filters_floor)
 
 
 def stage_plan(spec: VariantSpec) -> list[dict]:
-    """The scaled blocks in order: one dict of block-builder arguments (minus drop rate) per block,
-    with the builder's name under "block"."""
+    """The scaled blocks in order: one dict of block-builder arguments (minus the family and the
+    drop rate) per block, with the builder's name under "block"."""
     family = spec.architecture
     plan = []
     for stage_index, stage in enumerate(family.stages):
         fixed = stage_index in family.rules.fixed_repeats
         repeats = stage.repeats if fixed else round_repeats(stage.repeats, spec.depth)
-        filters_in = round_filters(stage.filters_in, spec.width)
-        filters_out = round_filters(stage.filters_out, spec.width)
+        filters_in = _round_filters(stage.filters_in, spec)
+        filters_out = _round_filters(stage.filters_out, spec)
         for j in range(repeats):
             plan.append(
                 dict(
@@ -148,7 +239,6 @@ def stage_plan(spec: VariantSpec) -> list[dict]:
                     strides=stage.strides if j == 0 else 1,
                     expand_ratio=stage.expand_ratio,
                     se_ratio=stage.se_ratio,
-                    activation=family.activation,
                 )
             )
     return plan
@@ -174,7 +264,7 @@ def build_model(
     """Build an EfficientNet classifier.
 
     Args:
-        variant: `b0`…`b7`, `lite0`…`lite4`, `phi=<float>`, `<family>:phi=<float>`, or a VariantSpec.
+        variant: `b0`…`b7`, `lite0`…`lite4`, `b0v2`…`b3v2`, `sv2`, `mv2`, `lv2`, `phi=<float>`, `<family>:phi=<float>`, or a VariantSpec.
         num_classes: size of the classification head.
         weights: None (random init), "imagenet", or a path to a weights file
             (keras.applications `.h5`, or this model's own `.weights.h5`).
@@ -205,25 +295,20 @@ def build_model(
 
     inputs = keras.Input(shape=input_shape, name="image")
     # Normalisation happens here, once: callers always feed RGB in [0, 255].
-    x = layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)(inputs)
+    x = _normalization_layer(spec)(inputs)
 
     family = spec.architecture
-    stem_filters = round_filters(family.stem_filters, spec.width) if family.rules.scale_stem else family.stem_filters
-    x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name="stem_conv_pad")(x)
-    x = layers.Conv2D(
-        stem_filters, 3, strides=2, padding="valid", use_bias=False, kernel_initializer=CONV_INIT, name="stem_conv"
-    )(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    stem_filters = _round_filters(family.stem_filters, spec) if family.rules.scale_stem else family.stem_filters
+    x = _conv_bn(x, stem_filters, 3, strides=2, family=family, name="stem_", role="conv", bn="bn")
     x = layers.Activation(family.activation, name="stem_activation")(x)
 
     plan = stage_plan(spec)
     for index, block_args in enumerate(plan):
         block = _block_builder(block_args.pop("block"))
-        x = block(x, drop_rate=drop_connect_rate * index / len(plan), **block_args)
+        x = block(x, family=family, drop_rate=drop_connect_rate * index / len(plan), **block_args)
 
-    head_filters = round_filters(family.head_filters, spec.width) if family.rules.scale_head else family.head_filters
-    x = layers.Conv2D(head_filters, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name="top_conv")(x)
-    x = layers.BatchNormalization(name="top_bn")(x)
+    head_filters = _round_filters(family.head_filters, spec) if family.rules.scale_head else family.head_filters
+    x = _conv_bn(x, head_filters, 1, strides=1, family=family, name="top_", role="conv", bn="bn")
     x = layers.Activation(family.activation, name="top_activation")(x)
 
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -22,8 +22,8 @@ if TYPE_CHECKING:  # the weight sources live with the loaders, which need numpy
 class Stage:
     """One stage of blocks: the first block may stride and change width, the others repeat it.
 
-    `block` names a block builder in `workbench.models.builder.BLOCKS` ("mbconv"; EfficientNetV2
-    adds "fused_mbconv"). `se_ratio` is the squeeze-and-excitation width relative to the block's
+    `block` names a block builder in `workbench.models.builder.BLOCKS` ("mbconv", or EfficientNetV2's
+    "fused_mbconv", whose expansion is a full k×k convolution instead of 1×1 + depthwise). `se_ratio` is the squeeze-and-excitation width relative to the block's
     input filters, None for no squeeze-and-excitation.
     """
 
@@ -39,10 +39,16 @@ class Stage:
 
 @dataclass(frozen=True)
 class Normalization:
-    """The per-channel map the model applies to its RGB input in [0, 255]: (x − mean) / std."""
+    """The per-channel map the model applies to its RGB input in [0, 255]: (x − mean) / std.
+
+    `as_weights`: the statistics are the `normalization` layer's (non-trainable) weights, as in
+    keras.applications' EfficientNet, whose files and parameter counts include them; False: they
+    are constants of the layer's config, as in keras.applications' EfficientNetV2 (no weights).
+    """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    as_weights: bool = True
 
     @classmethod
     def from_unit_range(cls, mean: tuple[float, ...], std: tuple[float, ...]) -> Normalization:
@@ -65,6 +71,9 @@ class ScalingRules:
     scale_stem: bool = True
     scale_head: bool = True
     fixed_repeats: tuple[int, ...] = ()  # stage indices (from 0) whose repeats stay as in the table
+    # Scaled filters never round below this fraction of the target (EfficientNet's reference code);
+    # None: plain nearest multiple of 8, as EfficientNetV2's code does (it differs for B3v2's 16 · 1.2).
+    filters_floor: float | None = 0.9
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,12 @@ class Family:
 
     `scaling` is the compound-scaling rule that `<name>:phi=<float>` (and, for the paper's family,
     plain `phi=<float>`) grows the base with; None when the family has only its named variants.
+
+    The last three fields are layer details that keras.applications' implementations differ in, kept
+    so the official weight files load by name and training behaves as theirs: BatchNormalization
+    momentum, stride-2 padding (`explicit_padding`: a ZeroPadding2D + "valid" pair named `*_pad`, as
+    V1's `correct_pad`; False: "same", as V2, the same pixels without the extra layer), and the name
+    role of the depthwise convolution in MBConv blocks (V1 `dwconv`, V2 `dwconv2`).
     """
 
     name: str
@@ -105,6 +120,9 @@ class Family:
     rules: ScalingRules = ScalingRules()
     variants: tuple[NamedVariant, ...] = ()
     scaling: ScalingFamily | None = None
+    bn_momentum: float = 0.99
+    explicit_padding: bool = True
+    depthwise_name: str = "dwconv"
 
     def variant(self, name: str) -> NamedVariant | None:
         return next((v for v in self.variants if v.name == name), None)

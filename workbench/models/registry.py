@@ -4,7 +4,8 @@ Adding a family (EfficientNetV2 next) is one module holding its `Family` data (s
 `efficientnet_lite.py`) and one `register_family(...)` line in `_register_builtin_families`.
 Registration happens on first use, not at import time. Names resolve as:
 
-* `b0`…`b7`, `lite0`…`lite4` (also spelled `efficientnet-b0`, `EfficientNetB0`): a family's named rows;
+* `b0`…`b7`, `lite0`…`lite4`, `b0v2`…`b3v2`, `sv2`, `mv2`, `lv2` (also spelled `efficientnet-b0`,
+  `EfficientNetB0`, `efficientnetv2-s`, `EfficientNetV2B0`): a family's named rows;
 * `phi=<float>`: the paper's family (EfficientNet) at any compound coefficient φ;
 * `<family>:phi=<float>`: a registered family with a scaling rule, or a family saved by
   `workbench scale-search` (`workbench.models.families`), at any φ.
@@ -22,6 +23,8 @@ from workbench.models.variants import VariantSpec, custom_variant
 _FAMILIES: dict[str, Family] = {}
 _BUILTINS_LOADED = False
 _ALIAS_PREFIX = re.compile(r"^(?:efficient[-_]?net)?[-_]?")
+# keras.applications' spellings of V2 names, "efficientnetv2-b0" / "EfficientNetV2S", → "b0v2" / "sv2".
+_V2_ALIAS = re.compile(r"^(?:efficient[-_]?net)?[-_]?v2[-_]?([a-z0-9]+)$")
 _PHI = re.compile(r"^(?:(?P<family>[a-z0-9_.-]+):)?phi=(?P<phi>[-+]?\d+(?:\.\d*)?|[-+]?\.\d+)$")
 
 
@@ -33,9 +36,12 @@ def _register_builtin_families() -> None:
     _BUILTINS_LOADED = True
     from workbench.models.efficientnet import EFFICIENTNET
     from workbench.models.efficientnet_lite import EFFICIENTNET_LITE
+    from workbench.models.efficientnet_v2 import EFFICIENTNET_V2_FAMILIES
 
     register_family(EFFICIENTNET)
     register_family(EFFICIENTNET_LITE)
+    for family in EFFICIENTNET_V2_FAMILIES:  # B0–B3, S, M, L: four stage tables
+        register_family(family)
 
 
 def register_family(family: Family) -> Family:
@@ -66,7 +72,7 @@ def get_family(name: str) -> Family:
 
 
 def published_names() -> list[str]:
-    """Every named variant, family by family: b0…b7, lite0…lite4."""
+    """Every named variant, family by family: b0…b7, lite0…lite4, b0v2…b3v2, sv2, mv2, lv2."""
     return [v.name for family in registered_families() for v in family.variants]
 
 
@@ -90,7 +96,7 @@ def get_variant(variant: str | VariantSpec | None = None, *, phi: float | None =
     if phi is not None:
         raise ValueError(f"pass either variant={variant!r} or phi={phi!r}, not both")
     key = str(variant).strip().lower()
-    named = _named(key) or _named(_ALIAS_PREFIX.sub("", key, count=1))
+    named = _named(key) or _named(_ALIAS_PREFIX.sub("", key, count=1)) or _named(_V2_ALIAS.sub(r"\1v2", key))
     if named is not None:
         return named
     match = _PHI.match(key.replace(" ", ""))

@@ -23,15 +23,16 @@ BASE_RESOLUTION = 224  # B0's input size in pixels
 RESOLUTION_MULTIPLE = 8  # custom resolutions are rounded to a multiple of this
 
 
-def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+def round_filters(filters: int, width: float, divisor: int = 8, floor: float | None = 0.9) -> int:
     """Channels after width scaling, rounded to a multiple of `divisor`.
 
-    Rounds to the nearest multiple, but never more than 10% below the scaled target, as
-    the reference implementation does (it keeps small layers from losing capacity).
+    Rounds to the nearest multiple, but never below `floor` × the scaled target, as EfficientNet's
+    reference implementation does (it keeps small layers from losing capacity); EfficientNetV2's
+    code has no floor (`floor=None`).
     """
     target = filters * width
     rounded = max(divisor, int(target + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * target:
+    if floor is not None and rounded < floor * target:
         rounded += divisor
     return int(rounded)
 

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/keras-applications/"
 IMAGENET_CLASSES = 1000
 # Layers whose weights we never take from a file: the normalization statistics are
-# constants of the variant (keras.applications' files store them with a known bug,
-# tensorflow/tensorflow#49930, which they patch with an extra Rescaling layer).
-_NOT_LOADED = ("normalization",)
+# constants of the variant, on the [0, 255] scale of our input. A file's statistics may be on
+# another scale: keras.applications keeps them on [0, 1] behind its own Rescaling(1/255)
+# (issue 13), and its ImageNet files store them with a known bug (tensorflow/tensorflow#49930,
+# patched there with an extra Rescaling layer). Loading them would be silently wrong.
+NORMALIZATION_LAYER = "normalization"
+_NOT_LOADED = (NORMALIZATION_LAYER,)
 HEAD_WEIGHT_LAYERS = ("predictions",)
 
 
@@ -199,7 +202,23 @@ def load_weights_file(model, path: str | Path, *, skip: tuple[str, ...] = ()) ->
             _check_keras3_structure(model, f, path)
         else:
             raise WeightsError(f"{path} holds no Keras weights (neither legacy layer_names nor Keras 3 layers/)")
+    # Keras 3 loads by structure, every layer at once: put the variant's statistics back afterwards.
+    kept = _normalization_state(model)
     model.load_weights(path)
+    _restore_normalization(model, kept)
+
+
+def _normalization_state(model) -> list[np.ndarray]:
+    """The normalization layer's statistics as weights ([] when the family keeps them as constants)."""
+    return [np.asarray(w) for w in model.get_layer(NORMALIZATION_LAYER).get_weights()]
+
+
+def _restore_normalization(model, state: list[np.ndarray]) -> None:
+    if not state:
+        return
+    layer = model.get_layer(NORMALIZATION_LAYER)
+    layer.set_weights(state)
+    layer.finalize_state()  # Normalization computes with a snapshot of its statistics: refresh it
 
 
 def _load_legacy_by_name(model, group, path: Path, skip: tuple[str, ...]) -> None:
