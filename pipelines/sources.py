@@ -170,11 +170,17 @@ def _case_warnings(classes: set[str]) -> list[str]:
     ]
 
 
+def check_local_source(data: str | os.PathLike) -> None:
+    """A data folder or .zip named by path must exist. Cheap (no listing): `RunConfig.validate` calls it so a
+    typo is refused before a run directory is made."""
+    if not str(data).startswith("tfds:") and not Path(data).exists():
+        raise DataError(f"data folder {data} does not exist; give a folder of class folders, a .zip, or tfds:NAME")
+
+
 def find_folder(root: str | os.PathLike, source: str | None = None) -> Found:
     """Find class folders (and user splits) under `root`. Paths are absolute, so a manifest works from anywhere."""
     root = Path(root)
-    if not root.exists():
-        raise DataError(f"data folder {root} does not exist; give a folder of class folders, a .zip, or tfds:NAME")
+    check_local_source(root)
     if not root.is_dir():
         raise DataError(f"{root} is neither a folder nor a .zip archive; give a folder of class folders")
     source = source or str(root)

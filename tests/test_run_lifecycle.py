@@ -235,9 +235,13 @@ def test_an_event_after_a_torn_line_is_not_lost(tmp_path):
 
 @pytest.mark.parametrize(
     "option, message",
-    [({"variant": "b0x"}, "unknown variant 'b0x'"), ({"weights": "missing.weights.h5"}, "not found")],
+    [
+        ({"variant": "b0x"}, "unknown variant 'b0x'"),
+        ({"weights": "missing.weights.h5"}, "not found"),
+        ({"data": "no-such-folder"}, "data folder no-such-folder does not exist"),
+    ],
 )
-def test_a_bad_variant_or_weights_file_is_refused_before_any_ingest(tmp_path, option, message):
+def test_a_bad_variant_weights_file_or_data_path_is_refused_before_any_ingest(tmp_path, option, message):
     # B2: a typo was found only after the whole ingest, leaving a run directory behind.
     from workbench.engine.recipe import fine_tune
 

@@ -151,11 +151,13 @@ class RunConfig(Config):
             raise ValueError(f"recipe.val_fraction={r.val_fraction} must be in (0, 1), e.g. 0.2")
         if r.test_fraction is not None and not 0 <= r.test_fraction < 1:
             raise ValueError(f"recipe.test_fraction={r.test_fraction} must be in [0, 1), e.g. 0.1")
-        self._check_model()
+        self._check_inputs()
         return self
 
-    def _check_model(self) -> None:
-        """The variant and its weights, before any ingest: a typo must not cost minutes (issue 11, B2).
+    def _check_inputs(self) -> None:
+        """The variant and its weights, before any ingest or run directory: a typo must not cost minutes or
+        leave a run behind (issue 11, B2). (The data path is checked by `fine_tune` for new runs only: a
+        resumed run reads its manifest, wherever the data folder is now.)
 
         Pure Python (the variant registry and a file check): no model is built here.
         """

@@ -70,7 +70,7 @@ class ProgressPrinter:
                 f"acc {_fmt(event.get('accuracy'))} val_loss {_fmt(event.get('val_loss'))} "
                 f"val_acc {_fmt(event.get('val_accuracy'))} ({event.get('images_per_s') or 0:.0f} img/s)"
             )
-        elif kind == "error":
-            self._print(f"error: {event['message']}")
+        elif kind == "error" and self._open_line:
+            self._print("")  # end the progress line: the CLI prints the failure itself, once
         elif kind == "done" and self._open_line:
             self._print("")

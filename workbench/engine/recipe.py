@@ -92,6 +92,10 @@ def fine_tune(
     elif isinstance(config, dict):
         config = RunConfig.from_dict(config)
     config.validate()
+    if isinstance(config.data, str):
+        from pipelines.sources import check_local_source
+
+        check_local_source(config.data)  # a typo is refused before a run directory is made
     return _run(config, listeners=listeners, callbacks=callbacks, tensorboard=tensorboard)
 
 
