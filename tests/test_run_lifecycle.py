@@ -272,3 +272,35 @@ def test_a_run_interrupted_during_ingest_starts_again_and_resume_says_so(tmp_pat
     monkeypatch.undo()
     result = fine_tune(config)  # the advice works: the same --run-dir is accepted
     assert result.run_dir == run_dir and result.model_path.is_file()
+
+
+def test_a_run_made_with_relative_paths_evaluates_and_resumes_from_another_directory(tmp_path):
+    # B1: the manifest held the paths as typed ("data1/blue/000.jpg"), so `evaluate` and `--resume` worked only
+    # from the directory the run was made in (NotFoundError tracebacks from anywhere else).
+    make_image_folder(tmp_path / "data1", per_class=6)
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "STOP").write_text("stop after the first batch\n")  # leaves the run resumable
+    command = [sys.executable, "-m", "workbench", "train", "data1", "--variant", "phi=-4", "--weights", "none"]
+    command += ["--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "1", "--run-dir", "runs/r1", "--quiet"]
+    first = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_dir = str(tmp_path / "runs" / "r1")
+    workbench = [sys.executable, "-m", "workbench"]
+    resumed = subprocess.run(
+        [*workbench, "train", "--resume", run_dir, "--quiet", "--no-evaluate", "--no-export"],
+        cwd=elsewhere,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    evaluated = subprocess.run(
+        [*workbench, "evaluate", run_dir], cwd=elsewhere, env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "accuracy" in evaluated.stdout
+    done = [e for e in read_events(run_dir) if e["type"] == "done"]
+    assert [e["stopped"] for e in done] == [True, False]
