@@ -192,11 +192,7 @@ def build_model(
     spec = get_variant(variant, phi=phi)
     if num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
-    if input_shape is None:
-        input_shape = (spec.resolution, spec.resolution, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"input_shape must be (height, width, 3) for RGB images, got {input_shape}")
+    input_shape = _input_shape(spec, input_shape)
     if weights is not None:
         # Fail before building a large graph when the weights cannot exist.
         from workbench.models import weights as weights_lib
@@ -206,7 +202,33 @@ def build_model(
     inputs = keras.Input(shape=input_shape, name="image")
     # Normalisation happens here, once: callers always feed RGB in [0, 255].
     x = layers.Normalization(axis=-1, name=NORMALIZATION_LAYER)(inputs)
+    x = _stem(x, spec)
+    plan = stage_plan(spec)
+    for index, block_args in enumerate(plan):
+        block = _block_builder(block_args.pop("block"))
+        x = block(x, drop_rate=drop_connect_rate * index / len(plan), **block_args)
+    x = _top(x, spec)
+    outputs = _classifier(x, num_classes, spec.dropout if dropout is None else dropout, classifier_activation)
+    model = keras.Model(inputs, outputs, name=spec.model_name)
+    _set_normalization(model, spec)
 
+    if weights is not None:
+        weights_lib.load(model, spec, weights)
+    return model
+
+
+def _input_shape(spec: VariantSpec, input_shape: Sequence[int | None] | None) -> tuple:
+    """(height, width, 3): the variant's resolution when not given; anything not RGB is refused."""
+    if input_shape is None:
+        input_shape = (spec.resolution, spec.resolution, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3) for RGB images, got {input_shape}")
+    return input_shape
+
+
+def _stem(x, spec: VariantSpec):
+    """The stride-2 3x3 stem convolution; its width scales with the variant unless the family fixes it."""
     family = spec.architecture
     stem_filters = round_filters(family.stem_filters, spec.width) if family.rules.scale_stem else family.stem_filters
     x = layers.ZeroPadding2D(padding=_correct_pad(x, 3), name="stem_conv_pad")(x)
@@ -214,33 +236,28 @@ def build_model(
         stem_filters, 3, strides=2, padding="valid", use_bias=False, kernel_initializer=CONV_INIT, name="stem_conv"
     )(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
-    x = layers.Activation(family.activation, name="stem_activation")(x)
+    return layers.Activation(family.activation, name="stem_activation")(x)
 
-    plan = stage_plan(spec)
-    for index, block_args in enumerate(plan):
-        block = _block_builder(block_args.pop("block"))
-        x = block(x, drop_rate=drop_connect_rate * index / len(plan), **block_args)
 
+def _top(x, spec: VariantSpec):
+    """The 1x1 top convolution after the last block; its width scales with the variant unless the family fixes it."""
+    family = spec.architecture
     head_filters = round_filters(family.head_filters, spec.width) if family.rules.scale_head else family.head_filters
     x = layers.Conv2D(head_filters, 1, padding="same", use_bias=False, kernel_initializer=CONV_INIT, name="top_conv")(x)
     x = layers.BatchNormalization(name="top_bn")(x)
-    x = layers.Activation(family.activation, name="top_activation")(x)
+    return layers.Activation(family.activation, name="top_activation")(x)
 
+
+def _classifier(x, num_classes: int, rate: float, activation: str | None):
+    """Pooling, dropout at `rate` (none when 0) and the `predictions` layer."""
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    rate = spec.dropout if dropout is None else dropout
     if rate > 0:
         x = layers.Dropout(rate, name="top_dropout")(x)
     # float32 head: softmax and the loss stay numerically safe under mixed precision.
-    outputs = layers.Dense(
+    return layers.Dense(
         num_classes,
-        activation=classifier_activation,
+        activation=activation,
         kernel_initializer=DENSE_INIT,
         dtype="float32",
         name="predictions",
     )(x)
-    model = keras.Model(inputs, outputs, name=spec.model_name)
-    _set_normalization(model, spec)
-
-    if weights is not None:
-        weights_lib.load(model, spec, weights)
-    return model
