@@ -10,7 +10,7 @@ import streamlit as st
 
 from apps import background, state
 from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
-from workbench.models import get_variant, published_names
+from workbench.models import VariantSpec, get_variant, published_names
 from workbench.models.registry import get_family, phi_family_names
 from workbench.models.scaling import PAPER_FAMILY
 from workbench.timefmt import format_duration
@@ -123,6 +123,20 @@ def render() -> None:
         "EfficientNet scales one network in width, depth and resolution together (compound scaling). "
         "Bigger variants are more accurate and slower."
     )
+    variant = _variant_picker()
+    state.put("variant", variant)
+    spec = get_variant(variant)
+    _weights_toggle(variant)
+    size = _image_size_input(variant, spec)
+    _spec_metrics(spec)
+    _family_section(variant, size)
+    if st.button("Next: train →", key="model_next"):
+        state.go_to("Train")
+        st.rerun()
+
+
+def _variant_picker() -> str:
+    """A published variant from the registry, or a custom φ of a scaling family; returns the variant name."""
     names = published_names()
     current = state.get("variant") or RunConfig().variant
     is_custom = current not in names
@@ -133,35 +147,35 @@ def render() -> None:
         key="model_variant",
         help="lite0 is a good start on a CPU: small, fast and it has ImageNet weights that work offline.",
     )
-    if choice == CUSTOM:
-        # The registered families with a scaling rule (the paper's), then those a scale search saved.
-        families = phi_family_names()
-        current_family = get_variant(current).family if is_custom else PAPER_FAMILY.name
-        family_name = st.selectbox(
-            "Scaling family",
-            families,
-            index=families.index(current_family) if current_family in families else 0,
-            key="model_family",
-            format_func=_family_label,
-            help="The paper's coefficients, or ones `workbench scale-search` found for your data.",
-        )
-        family = get_family(family_name).scaling
-        phi = st.slider(
-            "φ (compound coefficient)",
-            min_value=-6.0,
-            max_value=7.0,
-            step=0.25,
-            key="model_phi",
-            value=float(get_variant(current).phi) if is_custom else -2.0,
-            help=f"Depth × {family.alpha:g}^φ, width × {family.beta:g}^φ, resolution × {family.gamma:g}^φ. "
-            "φ=0 is the family's base (B0 for the paper's); negative values give smaller networks.",
-        )
-        variant = f"phi={phi:g}" if family_name == PAPER_FAMILY.name else f"{family_name}:phi={phi:g}"
-    else:
-        variant = choice
-    state.put("variant", variant)
-    spec = get_variant(variant)
+    if choice != CUSTOM:
+        return choice
+    # The registered families with a scaling rule (the paper's), then those a scale search saved.
+    families = phi_family_names()
+    current_family = get_variant(current).family if is_custom else PAPER_FAMILY.name
+    family_name = st.selectbox(
+        "Scaling family",
+        families,
+        index=families.index(current_family) if current_family in families else 0,
+        key="model_family",
+        format_func=_family_label,
+        help="The paper's coefficients, or ones `workbench scale-search` found for your data.",
+    )
+    family = get_family(family_name).scaling
+    phi = st.slider(
+        "φ (compound coefficient)",
+        min_value=-6.0,
+        max_value=7.0,
+        step=0.25,
+        key="model_phi",
+        value=float(get_variant(current).phi) if is_custom else -2.0,
+        help=f"Depth × {family.alpha:g}^φ, width × {family.beta:g}^φ, resolution × {family.gamma:g}^φ. "
+        "φ=0 is the family's base (B0 for the paper's); negative values give smaller networks.",
+    )
+    return f"phi={phi:g}" if family_name == PAPER_FAMILY.name else f"{family_name}:phi={phi:g}"
 
+
+def _weights_toggle(variant: str) -> None:
+    """ImageNet weights on or off (off, and disabled, where the variant has none); stores the choice."""
     has_imagenet, note = weights_note(variant)
     use_imagenet = st.toggle(
         "Start from ImageNet weights", value=has_imagenet, disabled=not has_imagenet, key=f"model_imagenet_{variant}"
@@ -171,6 +185,9 @@ def render() -> None:
     if has_imagenet and not use_imagenet:
         st.caption("Training from scratch: expect to need many more images and epochs.")
 
+
+def _image_size_input(variant: str, spec: VariantSpec) -> int:
+    """The input side in pixels; stored only when it differs from the variant's own resolution."""
     native = default_image_size(variant)
     size = st.number_input(
         "Image size (pixels)",
@@ -182,27 +199,31 @@ def render() -> None:
         help=f"{spec.name} was designed for {spec.resolution} px. Smaller is faster and a little less accurate.",
     )
     state.put("image_size", int(size) if int(size) != native else None)
+    return int(size)
 
+
+def _spec_metrics(spec: VariantSpec) -> None:
+    """The variant's scaling figures and the weights choice, side by side."""
     cols = st.columns(4)
     cols[0].metric("Resolution (designed)", f"{spec.resolution} px")
     cols[1].metric("Width × / depth ×", f"{spec.width:.2f} / {spec.depth:.2f}")
     cols[2].metric("Dropout", f"{spec.dropout:.2f}")
     cols[3].metric("Weights", "ImageNet" if state.get("weights") == "imagenet" else "from scratch")
 
-    if _pending(variant, int(size)):
+
+def _family_section(variant: str, size: int) -> None:
+    """The family table, redrawn every 2 s while its background measurements are still running."""
+    if _pending(variant, size):
         # Redraw until the background measurements land, then once more as a whole page.
         @st.fragment(run_every=2)
         def _wait() -> None:
-            if not _pending(variant, int(size)):
+            if not _pending(variant, size):
                 st.rerun(scope="app")
-            _family_table(variant, int(size))
+            _family_table(variant, size)
 
         _wait()
     else:
-        _family_table(variant, int(size))
-    if st.button("Next: train →", key="model_next"):
-        state.go_to("Train")
-        st.rerun()
+        _family_table(variant, size)
 
 
 def _family_names(variant: str) -> list[str]:

@@ -64,6 +64,7 @@ def timed_interleaved(runners: dict, images, runs: int, warmup: int = 3) -> dict
 
 
 def main() -> int:
+    # Long on purpose (issue 10): a linear benchmark script, set up, measured and printed top to bottom.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data", default=None, help="image folder (default: the shared CIFAR-10 subset, else the embedded sample)"

@@ -68,6 +68,7 @@ def time_pass(ds) -> tuple[float, float, int]:
 
 
 def main() -> int:
+    # Long on purpose (issue 10): a linear benchmark script, set up, measured and printed top to bottom.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 160], help="output sides R in pixels")

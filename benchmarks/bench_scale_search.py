@@ -94,6 +94,7 @@ def train_final(name, coefficients, args, manifest, work: Path) -> dict:
 
 
 def main() -> int:
+    # Long on purpose (issue 10): a linear benchmark script, set up, measured and printed top to bottom.
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--trials", type=int, default=6, help="candidates the search trains")

@@ -355,97 +355,135 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
     """One split as batches. training=True: shuffled, random-resized crop and the preset's batch augmentation."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    size, num_classes = config.image_size, manifest.num_classes
-    autotune = tf.data.AUTOTUNE
     preset: AugmentPreset = get_preset(config.augment)
     random_crop = training and preset.crop_scale is not None and config.resize == "crop"
     deterministic = config.deterministic or not training
-    n = len(manifest.split_records(split))
     cache = _cache_mode(manifest, split, config, training)
-
-    def one_hot(label):
-        return tf.one_hot(label, num_classes, dtype=tf.float32)
-
-    def flip(image, seed):
-        # Per image, next to the crop: Keras' RandomFlip on whole batches costs ~0.8 ms per 224 px image on CPU
-        # (it computes both versions and selects), this costs next to nothing.
-        if not preset.flip:
-            return image
-        return tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
-
-    def shuffle(ds):
-        return ds.shuffle(config.shuffle_buffer or max(n, 1), seed=config.seed, reshuffle_each_iteration=True)
+    one_hot, flip = _one_hot(manifest.num_classes), _flipper(preset.flip)
 
     # Ingest decoded every file with Pillow already. Should TensorFlow's decoder still refuse one (a file changed
     # on disk since, say), training skips it with a logged warning instead of stopping mid-epoch; evaluation
     # stays strict, because its order must match `manifest.split_records`.
     # Each path does its per-image work in ONE map: an extra map per element costs ~10% of the throughput.
     if not random_crop:
-        window = lambda h, w: _centre_window(h, w, config.resize)  # noqa: E731
-        if cache == "none":
-
-            def evaluate(image, label):
-                # Rounded to whole pixel values like the cached path below (and the exported serving graph), so
-                # evaluation gives the same tensors whatever the cache setting.
-                image = tf.cast(_to_uint8(_resize(image, size)), tf.float32)
-                image.set_shape([size, size, 3])
-                return image, one_hot(label)
-
-            ds = _ordered(manifest, split, size, window, evaluate, deterministic, skip_errors=training)
-            if training:
-                ds = shuffle(ds)
-        else:
-
-            def evaluate_for_cache(image, label):  # cached as uint8: a quarter of the memory of float32
-                image = _to_uint8(_resize(image, size))
-                image.set_shape([size, size, 3])
-                return image, label
-
-            ds = _ordered(manifest, split, size, window, evaluate_for_cache, deterministic, skip_errors=training)
-            ds = _apply_cache(ds, cache, split, config, training)
-            if training:
-                ds = shuffle(ds)
-            ds = ds.map(
-                lambda image, label: (tf.cast(image, tf.float32), one_hot(label)),
-                num_parallel_calls=autotune,
-                deterministic=deterministic,
-            )
+        ds = _centre_images(manifest, split, config, cache, one_hot, deterministic, training)
     elif cache == "none":
         # Fast path: shuffled file lists; only each random crop window is decoded.
         ds = _shuffled_random_crops(manifest, split, config, preset.crop_scale, one_hot, flip, deterministic)
         ds = ds.ignore_errors(log_warning=True)
     else:
-        # Cached path: decode once to a bounded size, cache, then crop from the cached copy every epoch.
-        keep = math.ceil(TRAIN_CACHE_SCALE * size)
-
-        def shrink(image, label):
-            shape = tf.shape(image)
-            factor = tf.minimum(1.0, keep / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32))
-            new = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * factor), tf.int32)
-            image = tf.cond(factor < 1.0, lambda: _to_uint8(tf.image.resize(image, new, antialias=True)), lambda: image)
-            return image, label
-
-        ds = _ordered(manifest, split, keep, lambda h, w: (0, 0, h, w), shrink, deterministic, skip_errors=True)
-        ds = shuffle(_apply_cache(ds, cache, split, config, training))
-        seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
-
-        def crop(element, seed):
-            image, label = element
-            shape = tf.shape(image)
-            w = _random_window(shape[0], shape[1], preset.crop_scale, seed)
-            out = flip(_resize(image[w[0] : w[0] + w[2], w[1] : w[1] + w[3]], size), seed)
-            out.set_shape([size, size, 3])
-            return out, one_hot(label)
-
-        ds = tf.data.Dataset.zip((ds, seeds)).map(crop, num_parallel_calls=autotune, deterministic=deterministic)
+        ds = _cached_random_crops(manifest, split, config, cache, preset.crop_scale, one_hot, flip, deterministic)
 
     if training and not random_crop and preset.flip:  # "stretch" resizing: the preset still flips
         seeds = tf.data.Dataset.random(seed=config.seed + 1, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda element, seed: (flip(element[0], seed), element[1]),
-            num_parallel_calls=autotune,
+            num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
+    return _batched(ds, preset, config, training, deterministic)
+
+
+def _one_hot(num_classes: int):
+    """label index -> one-hot float32 vector of `num_classes`."""
+
+    def one_hot(label):
+        return tf.one_hot(label, num_classes, dtype=tf.float32)
+
+    return one_hot
+
+
+def _flipper(enabled: bool):
+    """flip(image, seed): a seeded random left-right flip, or the identity when the preset does not flip."""
+
+    def flip(image, seed):
+        # Per image, next to the crop: Keras' RandomFlip on whole batches costs ~0.8 ms per 224 px image on CPU
+        # (it computes both versions and selects), this costs next to nothing.
+        if not enabled:
+            return image
+        return tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
+
+    return flip
+
+
+def _shuffle(ds: tf.data.Dataset, config: DatasetConfig, n: int) -> tf.data.Dataset:
+    """Reshuffled every epoch; the buffer is the whole split of `n` elements unless the config sets one."""
+    return ds.shuffle(config.shuffle_buffer or max(n, 1), seed=config.seed, reshuffle_each_iteration=True)
+
+
+def _centre_images(
+    manifest: Manifest, split: str, config: DatasetConfig, cache: str, one_hot, deterministic: bool, training: bool
+) -> tf.data.Dataset:
+    """Centre-cropped (or stretched) images with one-hot labels, cached as uint8 when `cache` asks for it.
+
+    Evaluation and "stretch" training take this path; training shuffles it (after the cache, so every epoch
+    gets a new order)."""
+    size = config.image_size
+    n = len(manifest.split_records(split))
+    window = lambda h, w: _centre_window(h, w, config.resize)  # noqa: E731
+    if cache == "none":
+
+        def evaluate(image, label):
+            # Rounded to whole pixel values like the cached path below (and the exported serving graph), so
+            # evaluation gives the same tensors whatever the cache setting.
+            image = tf.cast(_to_uint8(_resize(image, size)), tf.float32)
+            image.set_shape([size, size, 3])
+            return image, one_hot(label)
+
+        ds = _ordered(manifest, split, size, window, evaluate, deterministic, skip_errors=training)
+        return _shuffle(ds, config, n) if training else ds
+
+    def evaluate_for_cache(image, label):  # cached as uint8: a quarter of the memory of float32
+        image = _to_uint8(_resize(image, size))
+        image.set_shape([size, size, 3])
+        return image, label
+
+    ds = _ordered(manifest, split, size, window, evaluate_for_cache, deterministic, skip_errors=training)
+    ds = _apply_cache(ds, cache, split, config, training)
+    if training:
+        ds = _shuffle(ds, config, n)
+    return ds.map(
+        lambda image, label: (tf.cast(image, tf.float32), one_hot(label)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+def _cached_random_crops(
+    manifest: Manifest, split: str, config: DatasetConfig, cache: str, scale, one_hot, flip, deterministic: bool
+) -> tf.data.Dataset:
+    """Training elements from a cache: decode once to a bounded size, cache, then crop from the cached copy every
+    epoch (see TRAIN_CACHE_SCALE)."""
+    size = config.image_size
+    keep = math.ceil(TRAIN_CACHE_SCALE * size)
+
+    def shrink(image, label):
+        shape = tf.shape(image)
+        factor = tf.minimum(1.0, keep / tf.cast(tf.minimum(shape[0], shape[1]), tf.float32))
+        new = tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * factor), tf.int32)
+        image = tf.cond(factor < 1.0, lambda: _to_uint8(tf.image.resize(image, new, antialias=True)), lambda: image)
+        return image, label
+
+    ds = _ordered(manifest, split, keep, lambda h, w: (0, 0, h, w), shrink, deterministic, skip_errors=True)
+    ds = _shuffle(_apply_cache(ds, cache, split, config, True), config, len(manifest.split_records(split)))
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+
+    def crop(element, seed):
+        image, label = element
+        shape = tf.shape(image)
+        w = _random_window(shape[0], shape[1], scale, seed)
+        out = flip(_resize(image[w[0] : w[0] + w[2], w[1] : w[1] + w[3]], size), seed)
+        out.set_shape([size, size, 3])
+        return out, one_hot(label)
+
+    return tf.data.Dataset.zip((ds, seeds)).map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+
+
+def _batched(
+    ds: tf.data.Dataset, preset: AugmentPreset, config: DatasetConfig, training: bool, deterministic: bool
+) -> tf.data.Dataset:
+    """Elements -> batches, with the preset's batch augmentation when training, prefetched, with the options set."""
+    autotune = tf.data.AUTOTUNE
     ds = ds.batch(
         config.batch_size,
         drop_remainder=training and config.drop_remainder,

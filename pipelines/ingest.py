@@ -151,7 +151,23 @@ def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progr
 
 
 def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifest:
+    """The manifest: every record assigned to a split, with the warnings a user should read, in a fixed order."""
+    _check_classes(found, records)
+    present = {r.split for r in records if r.ok and r.split}
+    # A split the user's folders already hold is kept as is; a missing one is carved from their training images.
+    carve_val = config.val_fraction if "val" not in present else 0.0
+    carve_test = config.test_fraction if "test" not in present else 0.0
     warnings = list(found.warnings)
+    if found.user_splits:
+        warnings += _user_split_warnings(found, records, present, carve_val, carve_test, config.seed)
+    out, short = _assign_splits(found, records, config.seed, carve_val, carve_test)
+    warnings += short
+    warnings += _balance_warnings(out, config.imbalance_ratio)
+    return Manifest(found.source, list(found.classes), out, warnings, config.seed, found.user_splits, found.root)
+
+
+def _check_classes(found: Found, records: list[Record]) -> None:
+    """Refuse data with fewer than two classes, or with a class that has no usable image."""
     usable = collections.Counter(r.label for r in records if r.ok)
     bad = collections.Counter(r.label for r in records if not r.ok)
     if len(found.classes) < 2:
@@ -172,31 +188,40 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
             "folder or remove the folder"
         )
 
-    present = {r.split for r in records if r.ok and r.split}
-    carve_val = config.val_fraction if "val" not in present else 0.0
-    carve_test = config.test_fraction if "test" not in present else 0.0
-    if found.user_splits:
-        for split, fraction in (("val", carve_val), ("test", carve_test)):
-            if fraction:
-                warnings.append(
-                    f"the data has no {split} split: {fraction:.0%} of each class's training images "
-                    f"became {split} images (stratified, seed {config.seed})"
-                )
-        missing = [
-            f"{c!r} has no {s} image"
-            for s in sorted(present)
-            for c in found.classes
-            if not any(r.ok and r.label == c and r.split == s for r in records)
-        ]
-        if missing:
-            warnings.append("user splits: " + "; ".join(missing))
-        no_train = [c for c in found.classes if not any(r.ok and r.label == c and r.split == "train" for r in records)]
-        if no_train:
-            raise DataError(
-                f"{found.source}: class(es) {', '.join(map(repr, no_train))} have no usable image in "
-                "train/; add training images for them"
-            )
 
+def _user_split_warnings(
+    found: Found, records: list[Record], present: set, carve_val: float, carve_test: float, seed: int
+) -> list[str]:
+    """Warnings about the user's own split folders (carved splits, classes missing from a split); a class with no
+    training image is an error."""
+    warnings = []
+    for split, fraction in (("val", carve_val), ("test", carve_test)):
+        if fraction:
+            warnings.append(
+                f"the data has no {split} split: {fraction:.0%} of each class's training images "
+                f"became {split} images (stratified, seed {seed})"
+            )
+    missing = [
+        f"{c!r} has no {s} image"
+        for s in sorted(present)
+        for c in found.classes
+        if not any(r.ok and r.label == c and r.split == s for r in records)
+    ]
+    if missing:
+        warnings.append("user splits: " + "; ".join(missing))
+    no_train = [c for c in found.classes if not any(r.ok and r.label == c and r.split == "train" for r in records)]
+    if no_train:
+        raise DataError(
+            f"{found.source}: class(es) {', '.join(map(repr, no_train))} have no usable image in "
+            "train/; add training images for them"
+        )
+    return warnings
+
+
+def _assign_splits(
+    found: Found, records: list[Record], seed: int, carve_val: float, carve_test: float
+) -> tuple[list[Record], list[str]]:
+    """The records with their splits assigned, and a warning per class too small to fill every carved split."""
     # Stratified assignment: per class, over the pool (no user splits) or the user's train files (carving).
     # Keys are paths relative to the dataset root, so a fresh extraction of the same archive splits the same way.
     root = found.root or (os.path.commonpath([r.path for r in records]) if records else "")
@@ -204,32 +229,39 @@ def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifes
     for i, r in enumerate(records):
         if r.ok and r.split in (None, "train"):
             pool[r.label].append(i)
-    out = list(records)
-    if not found.user_splits or carve_val or carve_test:
-        for label in found.classes:
-            indices = pool[label]
-            keys = [os.path.relpath(records[i].path, root) for i in indices]
-            assigned = splitting.assign(keys, seed=config.seed, val_fraction=carve_val, test_fraction=carve_test)
-            for i, split in zip(indices, assigned, strict=True):
-                out[i] = dataclasses.replace(records[i], split=split)
-            n = len(indices)
-            _n_train, n_val, n_test = splitting.split_counts(n, carve_val, carve_test)
-            short = [s for s, k, frac in (("val", n_val, carve_val), ("test", n_test, carve_test)) if frac and k == 0]
-            if short:
-                warnings.append(
-                    f"class {label!r} has only {n} usable image(s) to split, so it has no "
-                    f"{' and no '.join(short)} image; add at least 3 images per class"
-                )
-    counts = collections.Counter(r.label for r in out if r.ok)
+    out, warnings = list(records), []
+    if found.user_splits and not (carve_val or carve_test):
+        return out, warnings
+    for label in found.classes:
+        indices = pool[label]
+        keys = [os.path.relpath(records[i].path, root) for i in indices]
+        assigned = splitting.assign(keys, seed=seed, val_fraction=carve_val, test_fraction=carve_test)
+        for i, split in zip(indices, assigned, strict=True):
+            out[i] = dataclasses.replace(records[i], split=split)
+        n = len(indices)
+        _n_train, n_val, n_test = splitting.split_counts(n, carve_val, carve_test)
+        short = [s for s, k, frac in (("val", n_val, carve_val), ("test", n_test, carve_test)) if frac and k == 0]
+        if short:
+            warnings.append(
+                f"class {label!r} has only {n} usable image(s) to split, so it has no "
+                f"{' and no '.join(short)} image; add at least 3 images per class"
+            )
+    return out, warnings
+
+
+def _balance_warnings(records: list[Record], imbalance_ratio: float) -> list[str]:
+    """Warnings about class imbalance (largest / smallest class at least `imbalance_ratio`) and quarantined files."""
+    warnings = []
+    counts = collections.Counter(r.label for r in records if r.ok)
     largest, smallest = max(counts.values()), min(counts.values())
-    if smallest and largest / smallest >= config.imbalance_ratio:
+    if smallest and largest / smallest >= imbalance_ratio:
         big = max(counts, key=counts.get)
         small = min(counts, key=counts.get)
         warnings.append(
             f"classes are imbalanced: {big!r} has {largest} images, {largest / smallest:.1f}x the "
             f"{smallest} of {small!r}; add images to small classes or use class weights"
         )
-    quarantined = [r for r in out if not r.ok]
+    quarantined = [r for r in records if not r.ok]
     if quarantined:
         warnings.append(f"{len(quarantined)} file(s) quarantined (not used); see the list of quarantined files")
-    return Manifest(found.source, list(found.classes), out, warnings, config.seed, found.user_splits, found.root)
+    return warnings

@@ -124,6 +124,7 @@ def section(page, name: str) -> None:
 
 
 def test_upload_train_evaluate_and_download_a_savedmodel_in_chromium(app_url, page, tmp_path):
+    # Long on purpose: one real browser session walks the whole user journey; splitting restarts Chromium and the app.
     page.goto(app_url)
 
     # 1. Data: a broken upload is a message on the page; the real zip gives the ingest report.

@@ -89,9 +89,6 @@ def evaluate(
         normalised), per_class precision/recall/f1/support, macro/weighted averages, most_confused
         pairs, misclassified (highest loss first, with file paths), plus run, split and files written.
     """
-    import numpy as np
-
-    from pipelines import make_datasets
     from pipelines.files import atomic_write_text
     from workbench.serving.model_files import open_run
 
@@ -101,23 +98,8 @@ def evaluate(
     eval_dir = output_dir(run.path, data, split)
     eval_dir.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(run, data, eval_dir)
-    splits = ("train", "val", "test") if split == "all" else (split,)
-    records = [r for s in splits for r in manifest.split_records(s)]
-    if not records:
-        raise ValueError(
-            f"the {split!r} split of {data or run.manifest_path} has no usable images; "
-            f"split sizes are {manifest.split_sizes()}, pick another --split"
-        )
-    datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
-    used = [s for s in splits if manifest.split_records(s)]
-    started = time.perf_counter()
-    probabilities = np.concatenate([run.model.predict(datasets.plain(s), verbose=0) for s in used], axis=0)
-    seconds = time.perf_counter() - started
-    index = {name: i for i, name in enumerate(run.class_names)}
-    y_true = [index[r.label] for r in records]
-    report = compute_report(y_true, probabilities, run.class_names, [r.path for r in records], top_k=top_k)
-    if tta is not None:
-        report["tta"] = _tta_report(run.model, [datasets.plain(s) for s in used], tta, y_true, report, seconds)
+    records, used = _split_records(manifest, split, data or run.manifest_path)
+    report = _score(run, manifest, records, used, batch_size=batch_size, top_k=top_k, tta=tta)
     report.update(
         {
             "run": str(run.path.resolve()),
@@ -128,16 +110,58 @@ def evaluate(
     )
     files = {"report": str(eval_dir / "report.json")}
     if plots:
-        from workbench.evaluation.plots import plot_confusion_matrix, plot_misclassified, plot_per_class
-
-        files["confusion_matrix"] = str(plot_confusion_matrix(report, eval_dir / "confusion_matrix.png"))
-        files["per_class"] = str(plot_per_class(report, eval_dir / "per_class.png"))
-        files["misclassified"] = str(plot_misclassified(report, eval_dir / "misclassified.png"))
-        if data is None and split == "test":  # the run's own verdict closes its TensorBoard record
-            files["tensorboard"] = str(_log_confusion_matrix(run.path, Path(files["confusion_matrix"])))
+        files.update(_write_plots(report, eval_dir, run.path, own_test=data is None and split == "test"))
     report["files"] = files
     atomic_write_text(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _split_records(manifest, split: str, source) -> tuple[list, list[str]]:
+    """The records of `split` (all three for "all") in manifest order, and the splits that hold any.
+
+    `source` names the data in the error when the split is empty."""
+    splits = ("train", "val", "test") if split == "all" else (split,)
+    records = [r for s in splits for r in manifest.split_records(s)]
+    if not records:
+        raise ValueError(
+            f"the {split!r} split of {source} has no usable images; "
+            f"split sizes are {manifest.split_sizes()}, pick another --split"
+        )
+    return records, [s for s in splits if manifest.split_records(s)]
+
+
+def _score(run, manifest, records: list, used: list[str], *, batch_size: int, top_k: int, tta: str | None) -> dict:
+    """Predict the records' images with the run's model and build the report (with its `tta` part if asked)."""
+    import numpy as np
+
+    from pipelines import make_datasets
+
+    datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
+    started = time.perf_counter()
+    # The plain datasets keep manifest order, so row i of the predictions is records[i].
+    probabilities = np.concatenate([run.model.predict(datasets.plain(s), verbose=0) for s in used], axis=0)
+    seconds = time.perf_counter() - started
+    index = {name: i for i, name in enumerate(run.class_names)}
+    y_true = [index[r.label] for r in records]
+    report = compute_report(y_true, probabilities, run.class_names, [r.path for r in records], top_k=top_k)
+    if tta is not None:
+        report["tta"] = _tta_report(run.model, [datasets.plain(s) for s in used], tta, y_true, report, seconds)
+    return report
+
+
+def _write_plots(report: dict, eval_dir: Path, run_dir: Path, *, own_test: bool) -> dict[str, str]:
+    """Write the three report plots into `eval_dir`; for the run's own test split also log the confusion
+    matrix to TensorBoard. Returns the files written, by name."""
+    from workbench.evaluation.plots import plot_confusion_matrix, plot_misclassified, plot_per_class
+
+    files = {
+        "confusion_matrix": str(plot_confusion_matrix(report, eval_dir / "confusion_matrix.png")),
+        "per_class": str(plot_per_class(report, eval_dir / "per_class.png")),
+        "misclassified": str(plot_misclassified(report, eval_dir / "misclassified.png")),
+    }
+    if own_test:  # the run's own verdict closes its TensorBoard record
+        files["tensorboard"] = str(_log_confusion_matrix(run_dir, Path(files["confusion_matrix"])))
+    return files
 
 
 def _log_confusion_matrix(run_dir: Path, png: Path) -> Path:

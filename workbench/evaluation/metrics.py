@@ -34,23 +34,10 @@ def compute_report(
     Returns:
         A JSON-serialisable dict (see `evaluate` in this package for the keys).
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        precision_recall_fscore_support,
-        top_k_accuracy_score,
-    )
+    from sklearn.metrics import accuracy_score, confusion_matrix
 
-    y_true = np.asarray(y_true, dtype=np.int64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+    y_true, probabilities = _checked_arrays(y_true, probabilities, len(class_names))
     num_classes = len(class_names)
-    if probabilities.ndim != 2 or probabilities.shape != (len(y_true), num_classes):
-        raise ValueError(
-            f"probabilities have shape {probabilities.shape}, expected ({len(y_true)}, {num_classes}) "
-            "(one row per example, one column per class name)"
-        )
-    if len(y_true) == 0:
-        raise ValueError("the evaluation split is empty: there are no images to evaluate")
     labels = list(range(num_classes))
     y_pred = probabilities.argmax(axis=1)
 
@@ -60,25 +47,86 @@ def compute_report(
     # classes absent from the split stay zero instead of dividing by zero.
     normalised = np.divide(matrix, support[:, None], out=np.zeros(matrix.shape), where=support[:, None] > 0)
 
-    precision, recall, f1, support_sk = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    averages = {}
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average, zero_division=0)
-        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
-
-    k = max(1, min(int(top_k), num_classes))
-    if k >= num_classes:
-        top_k_accuracy = 1.0  # every class is in the top k: trivially right.
-    elif num_classes == 2:
-        top_k_accuracy = float(accuracy_score(y_true, y_pred))  # k == 1 here
-    else:
-        top_k_accuracy = float(top_k_accuracy_score(y_true, probabilities, k=k, labels=labels))
+    per_class, averages = _class_metrics(y_true, y_pred, class_names)
+    k, top_k_accuracy = _top_k_accuracy(y_true, y_pred, probabilities, top_k)
 
     # Cross-entropy of each example: the loss the model was trained on, so "highest loss" means
     # "most confidently wrong".
     true_probability = probabilities[np.arange(len(y_true)), y_true]
     losses = -np.log(np.clip(true_probability, 1e-12, 1.0))
 
+    return {
+        "num_examples": len(y_true),
+        "num_classes": num_classes,
+        "classes": list(class_names),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "top_k": k,
+        "top_k_accuracy": top_k_accuracy,
+        "mean_loss": float(losses.mean()),
+        "confusion_matrix": matrix.tolist(),
+        "confusion_matrix_normalized": normalised.round(6).tolist(),
+        "per_class": per_class,
+        "macro_avg": averages["macro"],
+        "weighted_avg": averages["weighted"],
+        "most_confused": _most_confused(matrix, normalised, class_names, max_pairs),
+        "misclassified": _misclassified(
+            y_true, y_pred, probabilities, true_probability, losses, class_names, paths, max_examples
+        ),
+    }
+
+
+def _checked_arrays(y_true, probabilities, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labels as int64 and the probabilities as float64, or a ValueError naming what is wrong."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape != (len(y_true), num_classes):
+        raise ValueError(
+            f"probabilities have shape {probabilities.shape}, expected ({len(y_true)}, {num_classes}) "
+            "(one row per example, one column per class name)"
+        )
+    if len(y_true) == 0:
+        raise ValueError("the evaluation split is empty: there are no images to evaluate")
+    return y_true, probabilities
+
+
+def _class_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> tuple[dict, dict]:
+    """Precision, recall, F1 and support per class, and their macro and weighted averages."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    averages = {}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average, zero_division=0)
+        averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    return per_class, averages
+
+
+def _top_k_accuracy(y_true: np.ndarray, y_pred: np.ndarray, probabilities: np.ndarray, top_k: int) -> tuple[int, float]:
+    """The k actually used (clipped to [1, C]) and the top-k accuracy for it."""
+    from sklearn.metrics import accuracy_score, top_k_accuracy_score
+
+    num_classes = probabilities.shape[1]
+    k = max(1, min(int(top_k), num_classes))
+    if k >= num_classes:
+        return k, 1.0  # every class is in the top k: trivially right.
+    if num_classes == 2:
+        # With two classes, k < C means k == 1: top-1 accuracy is plain accuracy.
+        return k, float(accuracy_score(y_true, y_pred))
+    return k, float(top_k_accuracy_score(y_true, probabilities, k=k, labels=list(range(num_classes))))
+
+
+def _most_confused(matrix: np.ndarray, normalised: np.ndarray, class_names: Sequence[str], max_pairs: int) -> list:
+    """The off-diagonal (true, predicted) cells with the highest counts, most first, zeros left out."""
     pairs = []
     off_diagonal = matrix.copy()
     np.fill_diagonal(off_diagonal, 0)
@@ -96,10 +144,23 @@ def compute_report(
                 "fraction_of_true": float(normalised[t, p]),
             }
         )
+    return pairs
 
+
+def _misclassified(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    probabilities: np.ndarray,
+    true_probability: np.ndarray,
+    losses: np.ndarray,
+    class_names: Sequence[str],
+    paths: Sequence[str] | None,
+    max_examples: int,
+) -> list:
+    """The wrongly predicted examples with the highest loss, worst first (ties keep input order)."""
     wrong = np.flatnonzero(y_pred != y_true)
     worst = wrong[np.argsort(-losses[wrong], kind="stable")][:max_examples]
-    misclassified = [
+    return [
         {
             "path": None if paths is None else str(paths[i]),
             "true": class_names[y_true[i]],
@@ -110,31 +171,6 @@ def compute_report(
         }
         for i in worst
     ]
-
-    return {
-        "num_examples": len(y_true),
-        "num_classes": num_classes,
-        "classes": list(class_names),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "top_k": k,
-        "top_k_accuracy": top_k_accuracy,
-        "mean_loss": float(losses.mean()),
-        "confusion_matrix": matrix.tolist(),
-        "confusion_matrix_normalized": normalised.round(6).tolist(),
-        "per_class": {
-            name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support_sk[i]),
-            }
-            for i, name in enumerate(class_names)
-        },
-        "macro_avg": averages["macro"],
-        "weighted_avg": averages["weighted"],
-        "most_confused": pairs,
-        "misclassified": misclassified,
-    }
 
 
 def summary_table(report: dict) -> str:

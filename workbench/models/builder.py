@@ -282,11 +282,7 @@ def build_model(
     spec = get_variant(variant, phi=phi)
     if num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
-    if input_shape is None:
-        input_shape = (spec.resolution, spec.resolution, 3)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1] != 3:
-        raise ValueError(f"input_shape must be (height, width, 3) for RGB images, got {input_shape}")
+    input_shape = _input_shape(spec, input_shape)
     if weights is not None:
         # Fail before building a large graph when the weights cannot exist.
         from workbench.models import weights as weights_lib
@@ -296,36 +292,50 @@ def build_model(
     inputs = keras.Input(shape=input_shape, name="image")
     # Normalisation happens here, once: callers always feed RGB in [0, 255].
     x = _normalization_layer(spec)(inputs)
-
-    family = spec.architecture
-    stem_filters = _round_filters(family.stem_filters, spec) if family.rules.scale_stem else family.stem_filters
-    x = _conv_bn(x, stem_filters, 3, strides=2, family=family, name="stem_", role="conv", bn="bn")
-    x = layers.Activation(family.activation, name="stem_activation")(x)
-
+    x = _stem_or_top(x, spec, "stem_")
     plan = stage_plan(spec)
     for index, block_args in enumerate(plan):
         block = _block_builder(block_args.pop("block"))
-        x = block(x, family=family, drop_rate=drop_connect_rate * index / len(plan), **block_args)
-
-    head_filters = _round_filters(family.head_filters, spec) if family.rules.scale_head else family.head_filters
-    x = _conv_bn(x, head_filters, 1, strides=1, family=family, name="top_", role="conv", bn="bn")
-    x = layers.Activation(family.activation, name="top_activation")(x)
-
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    rate = spec.dropout if dropout is None else dropout
-    if rate > 0:
-        x = layers.Dropout(rate, name="top_dropout")(x)
-    # float32 head: softmax and the loss stay numerically safe under mixed precision.
-    outputs = layers.Dense(
-        num_classes,
-        activation=classifier_activation,
-        kernel_initializer=DENSE_INIT,
-        dtype="float32",
-        name="predictions",
-    )(x)
+        x = block(x, family=spec.architecture, drop_rate=drop_connect_rate * index / len(plan), **block_args)
+    x = _stem_or_top(x, spec, "top_")
+    outputs = _classifier(x, spec, num_classes, dropout, classifier_activation)
     model = keras.Model(inputs, outputs, name=spec.model_name)
     _set_normalization(model, spec)
 
     if weights is not None:
         weights_lib.load(model, spec, weights)
     return model
+
+
+def _input_shape(spec: VariantSpec, input_shape: Sequence[int | None] | None) -> tuple:
+    """(height, width, 3): the variant's resolution unless given."""
+    shape = (spec.resolution, spec.resolution, 3) if input_shape is None else tuple(input_shape)
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"input_shape must be (height, width, 3) for RGB images, got {shape}")
+    return shape
+
+
+def _stem_or_top(x, spec: VariantSpec, prefix: str):
+    """The 3x3 stride-2 stem (`stem_`) or the 1x1 head convolution (`top_`), with BN and activation; each scales
+    with the variant's width unless the family fixes it."""
+    family = spec.architecture
+    stem = prefix == "stem_"
+    filters = family.stem_filters if stem else family.head_filters
+    if family.rules.scale_stem if stem else family.rules.scale_head:
+        filters = _round_filters(filters, spec)
+    x = _conv_bn(
+        x, filters, 3 if stem else 1, strides=2 if stem else 1, family=family, name=prefix, role="conv", bn="bn"
+    )
+    return layers.Activation(family.activation, name=f"{prefix}activation")(x)
+
+
+def _classifier(x, spec: VariantSpec, num_classes: int, dropout: float | None, activation: str | None):
+    """avg_pool -> top_dropout -> predictions. The head computes in float32, so softmax and the loss stay
+    numerically safe under mixed precision."""
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    rate = spec.dropout if dropout is None else dropout
+    if rate > 0:
+        x = layers.Dropout(rate, name="top_dropout")(x)
+    return layers.Dense(
+        num_classes, activation=activation, kernel_initializer=DENSE_INIT, dtype="float32", name="predictions"
+    )(x)
