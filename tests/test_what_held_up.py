@@ -79,6 +79,9 @@ def test_class_order_is_code_point_order_and_every_format_names_the_same_class(u
     assert int(outputs["class_index"].numpy()[0]) == index
 
 
+# Slow (about 50 s: two training processes): the default suite keeps the same path through SIGTERM
+# (`test_run_lifecycle.py`) and SIGKILL (`test_engine_distributed.py`); `pytest -m slow` runs this one.
+@pytest.mark.slow
 def test_ctrl_c_stops_training_cleanly_and_the_run_resumes_from_the_last_epoch(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=12)
     run_dir = tmp_path / "run"
