@@ -7,6 +7,7 @@ Large variants are `slow` (L alone takes ~15 s to build on 2 cores): `pytest -m 
 import keras
 import numpy as np
 import pytest
+from test_models_weights import _non_trivial
 
 from workbench.models import build_model, get_variant
 from workbench.models.builder import stage_plan
@@ -110,25 +111,6 @@ def test_keras_spellings_resolve():
     assert get_variant("EfficientNetV2B0").name == "b0v2"
     assert get_variant("efficientnetv2-s").name == "sv2"
     assert get_variant("efficientnet-v2-l").family == "efficientnetv2-l"
-
-
-def _non_trivial(reference, seed=0):
-    """Random BN statistics and classifier, so that a weight landing in the wrong layer shows in the outputs."""
-    rng = np.random.default_rng(seed)
-    for layer in reference.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, gamma.shape),
-                    rng.normal(0, 0.1, beta.shape),
-                    rng.normal(0, 0.1, mean.shape),
-                    rng.uniform(0.5, 1.5, var.shape),
-                ]
-            )
-    kernel, bias = reference.get_layer("predictions").get_weights()
-    reference.get_layer("predictions").set_weights([rng.normal(0, 1.0, kernel.shape), rng.normal(0, 0.1, bias.shape)])
-    return reference
 
 
 def _two_images(size):
