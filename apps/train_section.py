@@ -17,6 +17,8 @@ from workbench.timefmt import format_duration
 SET_ELSEWHERE = ("data", "variant", "weights", "image_size", "out", "run_dir")
 # Shown first, in this order; every other option of RunConfig goes under "Advanced".
 MAIN_OPTIONS = (
+    "recipe_mode",
+    "time_budget",
     "epochs",
     "fine_tune_epochs",
     "batch_size",
@@ -43,10 +45,20 @@ def option_widget(path: str, field: dataclasses.Field, default: Any, tp: Any) ->
     # of the last Start instead of the defaults.
     default = state.get("train_values", {}).get(path, default)
     if choices:
-        return st.selectbox(_label(path), choices, index=list(choices).index(default), help=help_text, key=key)
+        # An option the automatic recipe chooses offers "auto" (None, left out of the command) first.
+        options = [None, *choices] if field.default is None else list(choices)
+        return st.selectbox(
+            _label(path),
+            options,
+            index=options.index(default),
+            format_func=lambda v: "auto" if v is None else str(v),
+            help=help_text,
+            key=key,
+        )
     if field.default is None:  # optional: empty means "let the engine decide", as in the CLI
         value = "" if default is None else str(default)
-        return st.text_input(_label(path), value=value, placeholder="default", help=help_text, key=key)
+        placeholder = "auto" if "fixed" in field.metadata else "default"
+        return st.text_input(_label(path), value=value, placeholder=placeholder, help=help_text, key=key)
     if tp is bool:
         return st.checkbox(_label(path), value=default, help=help_text, key=key)
     if tp is int:
@@ -262,12 +274,25 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         )
         st.code(jobs.log_tail(info.path) or "(no output)", language=None)
 
+    _plan(events)
     frame, phase2_start = curve_frame(config, events)
     if not frame.empty:
         show_phase2 = any(e["type"] == "phase" and e["phase"] == 2 for e in events)
         left, right = st.columns(2)
         left.altair_chart(curve_chart(frame, "loss", phase2_start, show_phase2), width="stretch")
         right.altair_chart(curve_chart(frame, "accuracy", phase2_start, show_phase2), width="stretch")
+
+
+def _plan(events: list[dict]) -> None:
+    """What the automatic recipe chose and why (its `plan` event), and any time-budget notes."""
+    plans = [e for e in events if e["type"] == "plan"]
+    notes = [e["message"] for e in events if e["type"] == "budget"]
+    if plans:
+        budget = format_duration(plans[-1].get("budget_s"), "words")
+        with st.expander(f"Automatic recipe: {len(plans[-1]['decisions'])} choices for a {budget} budget"):
+            st.markdown("\n".join(f"- `{line}`" for line in plans[-1]["decisions"]))
+    for note in notes:
+        st.info(f"Time budget: {note}", icon=":material/timer:")
 
 
 def live_view(run_dir: Path) -> None:

@@ -11,9 +11,33 @@ def test_defaults_suit_a_first_run():
     config = RunConfig()
     assert (config.variant, config.weights, config.data) == ("lite0", "imagenet", None)
     assert config.precision == "auto" and config.strategy == "auto"
-    assert config.augment == "none"  # phase 1 on cached features: fast on CPU
-    assert config.recipe.fine_tune_learning_rate < config.recipe.learning_rate
+    assert config.recipe_mode == "auto" and config.time_budget is None
     assert config.validate() is config
+
+
+def test_the_automatic_recipe_chooses_only_what_was_left_empty():
+    from workbench.engine.config import auto_paths, unset_paths, with_recipe_defaults
+
+    config = RunConfig(epochs=4, recipe=RecipeConfig(unfreeze_blocks=2))
+    assert "epochs" not in unset_paths(config) and "recipe.unfreeze_blocks" not in unset_paths(config)
+    filled = with_recipe_defaults(config, {"fine_tune_epochs": 7, "epochs": 99})
+    assert (filled.epochs, filled.recipe.unfreeze_blocks, filled.fine_tune_epochs) == (4, 2, 7)  # given ones win
+    fixed = with_recipe_defaults(RunConfig())  # the fixed recipe: the values declared on the fields
+    assert not unset_paths(fixed) and set(auto_paths()) >= {"epochs", "augment", "recipe.fine_tune_learning_rate"}
+    assert fixed.augment == "none"  # phase 1 on cached features: fast on CPU
+    assert fixed.recipe.fine_tune_learning_rate < fixed.recipe.learning_rate
+    assert fixed.validate() is fixed
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h30m", 5400), ("45", 45)])
+def test_time_budget_reads_like_people_write_it(text, seconds):
+    assert RunConfig(time_budget=text).budget_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "-5m", "0s", "5x"])
+def test_a_malformed_time_budget_is_refused_naming_the_flag(text):
+    with pytest.raises(ValueError, match="--time-budget"):
+        RunConfig(time_budget=text).validate()
 
 
 def test_configs_do_not_share_nested_defaults():
@@ -79,8 +103,8 @@ def test_every_option_carries_help_and_closed_choices_are_listed():
     for path, field, default, _ in iter_fields():
         paths.append(path)
         assert field.metadata.get("help"), path
-        if "choices" in field.metadata:
-            assert default in field.metadata["choices"], path
+        if "choices" in field.metadata:  # an option a recipe chooses is empty, with the fixed recipe's value declared
+            assert field.metadata.get("fixed", default) in field.metadata["choices"], path
     assert {"data", "variant", "precision", "strategy", "recipe.learning_rate"} <= set(paths)
     # nested dataclasses are walked, not listed as options themselves
     assert "recipe" not in paths

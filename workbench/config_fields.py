@@ -33,12 +33,18 @@ def option(
     *,
     flag: str | None = None,
     metavar: str | None = None,
+    fixed: Any = None,
+    internal: bool = False,
     **kwargs: Any,
 ) -> Any:
     """A dataclass field carrying its help text, closed choices and (only where the leaf name will not do)
-    its command-line flag and metavar. A nested config (a dataclass default) gets a fresh instance per config."""
-    metadata: dict[str, Any] = {"help": help}
-    for key, value in (("choices", choices), ("flag", flag), ("metavar", metavar)):
+    its command-line flag and metavar. A nested config (a dataclass default) gets a fresh instance per config.
+
+    `fixed`: for an option whose default is None because a recipe chooses it (the automatic recipe,
+    `workbench.engine.auto`), the value the explicit `fixed` recipe uses: declared once, here.
+    `internal`: a record the program writes (saved with the config), not an option: it gets no flag."""
+    metadata: dict[str, Any] = {"help": help, **({"internal": True} if internal else {})}
+    for key, value in (("choices", choices), ("flag", flag), ("metavar", metavar), ("fixed", fixed)):
         if value is not None:
             metadata[key] = value
     if dataclasses.is_dataclass(default):
@@ -121,9 +127,12 @@ def from_dict(cls: type, values: Any, prefix: str = "") -> Any:
             f"known options are: {', '.join(known)}"
         )
     kwargs = {}
+    choices = {f.name: f.metadata.get("choices", ()) for f in dataclasses.fields(cls)}
     for name, value in values.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and value in choices[name]:
+            kwargs[name] = value  # a choice spelt like an empty word ("none") is that choice, not empty
+        elif dataclasses.is_dataclass(tp):
             kwargs[name] = from_dict(tp, value, prefix=f"{prefix}{name}.")
         else:
             kwargs[name] = coerce(prefix + name, tp, value)
@@ -163,7 +172,9 @@ def check_choices(config: Any) -> None:
     """Raise `ValueError` for the first option whose value is not one of its declared choices."""
     for path, f, value, _ in iter_fields(config):
         choices = f.metadata.get("choices")
-        if choices is not None and value not in choices:
+        if choices is None or (value is None and "fixed" in f.metadata):  # empty: a recipe chooses it
+            continue
+        if value not in choices:
             raise ValueError(f"{path}={value!r} is not one of {', '.join(choices)}")
 
 
@@ -242,11 +253,21 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, positional: tuple[
         if dataclasses.is_dataclass(hints[f.name])
     }
     for path, f, default, tp in iter_fields(cls):
+        if f.metadata.get("internal"):
+            continue
         head = path.split(".", 1)[0]
         target = parser
         if "." in path:
             target = groups.get(head) or groups.setdefault(head, parser.add_argument_group(titles[head]))
-        help_text = f.metadata["help"] + (f" (default: {_shown(default)})" if default is not None else "")
+        if default is not None:
+            help_text = f.metadata["help"] + f" (default: {_shown(default)})"
+        elif "fixed" in f.metadata:
+            help_text = (
+                f.metadata["help"]
+                + f" (default: chosen by --recipe auto; {_shown(f.metadata['fixed'])} with --recipe fixed)"
+            )
+        else:
+            help_text = f.metadata["help"]
         kwargs: dict[str, Any] = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]

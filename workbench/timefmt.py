@@ -26,3 +26,28 @@ def format_duration(seconds: float | None, style: str = "clock") -> str:
     if style == "clock" and not hours:
         return f"{minutes:02d}:{secs:02d}"
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str | float | int, option: str = "duration") -> float:
+    """`90s`, `10m`, `1.5h`, `1h30m` or a bare number of seconds -> seconds (> 0).
+
+    ValueError names `option`, what was given and the accepted forms."""
+    import re
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        raw = str(text).strip().lower().replace(" ", "")
+        parts = re.findall(r"(\d+(?:\.\d+)?)(h|min|m|sec|s)", raw)
+        if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+            seconds = float(raw)
+        elif parts and "".join(n + u for n, u in parts) == raw:
+            seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        else:
+            raise ValueError(f"{option}={text!r} is not a duration; write it like 90s, 10m, 1h or 1h30m")
+    if not seconds > 0:
+        raise ValueError(f"{option}={text!r} must be longer than 0 seconds, e.g. 10m")
+    return seconds

@@ -187,6 +187,43 @@ class StopFile(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class BudgetGuard(keras.callbacks.Callback):
+    """Ends the phase after an epoch when another epoch as long as the last would pass `deadline`
+    (a `time.perf_counter()` value; `--time-budget`). The epoch is complete and checkpointed first, so
+    nothing is lost and the phase never stops in the middle of an epoch."""
+
+    def __init__(self, deadline: float, writer, phase: int, epochs: int):
+        super().__init__()
+        self.deadline, self.writer, self.phase, self.epochs = deadline, writer, phase, epochs
+        self._began = time.perf_counter()
+        self._first: int | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._began = time.perf_counter()
+        if self._first is None:
+            self._first = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        seconds = now - self._began
+        # The first epoch of a fit also pays for tracing the graphs, so it predicts nothing about the next;
+        # after it, the phase ends only once the deadline has passed.
+        expected = 0.0 if epoch == self._first else seconds
+        if epoch + 1 >= self.epochs or now + expected <= self.deadline:
+            return
+        self.model.stop_training = True
+        why = (
+            "the budget is spent" if now > self.deadline else f"another {seconds:.0f} s epoch would overrun the budget"
+        )
+        self.writer.emit(
+            "budget",
+            phase=self.phase,
+            epoch=epoch + 1,
+            message=f"phase {self.phase} ends after epoch {epoch + 1} of {self.epochs}: {why} "
+            "(the best epoch so far is kept)",
+        )
+
+
 @dataclasses.dataclass
 class Termination:
     """Whether SIGTERM asked the run to stop (set by `stop_on_sigterm`)."""

@@ -18,7 +18,15 @@ from typing import Any
 from workbench import config_fields
 from workbench.config_fields import Config, check_choices, option, with_overrides
 
-__all__ = ["RecipeConfig", "RunConfig", "iter_fields", "with_overrides"]
+__all__ = [
+    "RecipeConfig",
+    "RunConfig",
+    "auto_paths",
+    "iter_fields",
+    "unset_paths",
+    "with_overrides",
+    "with_recipe_defaults",
+]
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
@@ -28,6 +36,10 @@ CACHE_FEATURES = ("auto", "on", "off")
 # two lists equal without importing TensorFlow here). "none" needs no pixel work, so phase 1 can
 # train the head on backbone features computed once.
 AUGMENTS = ("none", "light", "standard", "strong")
+RECIPE_MODES = ("auto", "fixed")
+# What `auto` plans for without --time-budget: on 2 CPU cores, enough for Lite0 to reach 90% on a few thousand
+# CIFAR-sized images (benchmarks/bench_auto_recipe.py); smaller data sets finish well inside it.
+DEFAULT_BUDGET_MINUTES = 10
 
 # The embedded sample is small and its images are small: at 160 px instead of Lite0's 224 px,
 # the main job (`workbench train`, no data) fine-tunes in a few minutes on 2 CPU cores.
@@ -40,11 +52,14 @@ DATA_HELP = "image folder (one sub-folder per class), .zip of one, or tfds:NAME;
 class RecipeConfig:
     """Hyper-parameters of the two-phase recipe. The defaults are documented in README, "Training"."""
 
-    learning_rate: float = option(1e-3, "peak AdamW learning rate of phase 1 (head only), reached after warmup")
-    fine_tune_learning_rate: float = option(
-        1e-4,
+    learning_rate: float | None = option(
+        None, "peak AdamW learning rate of phase 1 (head only), reached after warmup", fixed=1e-3
+    )
+    fine_tune_learning_rate: float | None = option(
+        None,
         "peak AdamW learning rate of phase 2 (top blocks unfrozen); lower, so the pretrained "
         "features are adjusted rather than overwritten",
+        fixed=1e-4,
     )
     warmup_fraction: float = option(
         0.1, "fraction of each phase's steps spent warming the learning rate up linearly from 0"
@@ -56,11 +71,11 @@ class RecipeConfig:
         "weight the loss by inverse class frequency: auto = only when the largest class is more than 1.5x the smallest",
         CLASS_WEIGHTS,
     )
-    early_stopping_patience: int = option(
-        3, "stop a phase after this many epochs without a better validation accuracy (0 = never)"
+    early_stopping_patience: int | None = option(
+        None, "stop a phase after this many epochs without a better validation accuracy (0 = never)", fixed=3
     )
-    unfreeze_blocks: int = option(
-        3, "phase 2 unfreezes this many blocks from the top (the `top` conv counts as one block)"
+    unfreeze_blocks: int | None = option(
+        None, "phase 2 unfreezes this many blocks from the top (the `top` conv counts as one block)", fixed=3
     )
     cache_features: str = option(
         "auto",
@@ -96,9 +111,24 @@ class RunConfig(Config):
         None, f"input resolution in pixels; empty = the variant's own ({SAMPLE_IMAGE_SIZE} px for the embedded sample)"
     )
     batch_size: int = option(32, "images per replica per step; the global batch is this x replicas")
-    epochs: int = option(10, "phase 1 epochs (frozen backbone, head only)")
-    fine_tune_epochs: int = option(3, "phase 2 epochs (top blocks unfrozen); 0 skips phase 2")
-    augment: str = option("none", "augmentation preset of the training images", AUGMENTS)
+    epochs: int | None = option(None, "phase 1 epochs (frozen backbone, head only)", fixed=10)
+    fine_tune_epochs: int | None = option(None, "phase 2 epochs (top blocks unfrozen); 0 skips phase 2", fixed=3)
+    augment: str | None = option(None, "augmentation preset of the training images", AUGMENTS, fixed="none")
+    recipe_mode: str = option(
+        "auto",
+        "auto = measure this machine and the data, then choose the resolution, epochs, phase-2 depth and "
+        "learning rates (each choice and its reason is printed and saved in config.yaml); fixed = the "
+        "documented defaults. Options you give always win over auto",
+        RECIPE_MODES,
+        flag="--recipe",
+    )
+    time_budget: str | None = option(
+        None,
+        "wall-clock budget of the whole run, evaluation and export included, e.g. 90s, 10m, 1h; the run adapts "
+        "epochs and phase-2 depth to it; empty = auto plans for "
+        f"{DEFAULT_BUDGET_MINUTES} minutes and fixed has none",
+        metavar="DURATION",
+    )
     precision: str = option(
         "auto",
         "numeric precision: auto = mixed_float16 on a GPU of compute capability 7.0 or higher, float32 on CPU",
@@ -110,6 +140,10 @@ class RunConfig(Config):
     seed: int = option(0, "random seed for the split, shuffling and the head's initialisation")
     out: str = option("runs", "folder in which a new run directory runs/<run-id>/ is created")
     run_dir: str | None = option(None, "explicit run directory (overrides out); the app picks it so it can reattach")
+    # A record, not an option (no flag): the default is None, so no list is shared between configs.
+    auto_decisions: list[str] | None = option(  # noqa: RUF009
+        None, "what the automatic recipe chose for this run and why, one line per option", internal=True
+    )
     # option turns a dataclass default into a default_factory, so no instance is shared.
     recipe: RecipeConfig = option(RecipeConfig(), "two-phase recipe hyper-parameters")  # noqa: RUF009
 
@@ -117,27 +151,26 @@ class RunConfig(Config):
     def validate(self) -> RunConfig:
         """Raise `ValueError` naming the option, the problem and the fix; return self."""
         check_choices(self)
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs}
-        if self.image_size is not None:
-            positive["image_size"] = self.image_size
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name}={value} must be at least 1")
         r = self.recipe
-        non_negative = {
-            "fine_tune_epochs": self.fine_tune_epochs,
-            "recipe.unfreeze_blocks": r.unfreeze_blocks,
-            "recipe.early_stopping_patience": r.early_stopping_patience,
-            "recipe.weight_decay": r.weight_decay,
+        checks = {
+            "batch_size": (self.batch_size, 1),
+            "epochs": (self.epochs, 1),
+            "image_size": (self.image_size, 1),
+            "fine_tune_epochs": (self.fine_tune_epochs, 0),
+            "recipe.unfreeze_blocks": (r.unfreeze_blocks, 0),
+            "recipe.early_stopping_patience": (r.early_stopping_patience, 0),
+            "recipe.weight_decay": (r.weight_decay, 0),
         }
-        for name, value in non_negative.items():
-            if value < 0:
-                raise ValueError(f"{name}={value} must be 0 or more")
+        for name, (value, least) in checks.items():
+            if value is not None and value < least:
+                raise ValueError(
+                    f"{name}={value} must be at least {least}" if least else f"{name}={value} must be 0 or more"
+                )
         for name, value in {
             "recipe.learning_rate": r.learning_rate,
             "recipe.fine_tune_learning_rate": r.fine_tune_learning_rate,
         }.items():
-            if not value > 0:
+            if value is not None and not value > 0:
                 raise ValueError(f"{name}={value} must be greater than 0 (try 1e-3 for the head)")
         for name, value in {
             "recipe.warmup_fraction": r.warmup_fraction,
@@ -145,6 +178,7 @@ class RunConfig(Config):
         }.items():
             if not 0 <= value < 1:
                 raise ValueError(f"{name}={value} must be in [0, 1)")
+        self.budget_seconds()  # a malformed --time-budget is refused here, before any work
         if r.dropout is not None and not 0 <= r.dropout < 1:
             raise ValueError(f"recipe.dropout={r.dropout} must be in [0, 1)")
         if r.val_fraction is not None and not 0 < r.val_fraction < 1:
@@ -153,6 +187,14 @@ class RunConfig(Config):
             raise ValueError(f"recipe.test_fraction={r.test_fraction} must be in [0, 1), e.g. 0.1")
         self._check_inputs()
         return self
+
+    def budget_seconds(self) -> float | None:
+        """`time_budget` in seconds (None: no budget given); ValueError naming the option for a malformed one."""
+        from workbench.timefmt import parse_duration
+
+        if self.time_budget in (None, ""):
+            return None
+        return parse_duration(self.time_budget, option="--time-budget")
 
     def _check_inputs(self) -> None:
         """The variant and its weights, before any ingest or run directory: a typo must not cost minutes or
@@ -167,6 +209,43 @@ class RunConfig(Config):
         spec = get_variant(self.variant)  # ValueError listing the valid names
         if self.weights not in (None, "none"):
             check_available(spec, self.weights)  # WeightsError (a ValueError) naming the fix
+
+
+def fixed_value(path: str) -> Any:
+    """The `fixed` recipe's value of an option that `auto` chooses (declared on the field)."""
+    for name, f, _, _ in config_fields.iter_fields(RunConfig):
+        if name == path:
+            return f.metadata["fixed"]
+    raise KeyError(path)
+
+
+def planned_paths() -> list[str]:
+    """Every option the automatic recipe decides when it is left empty: the image size, and `auto_paths`."""
+    return ["image_size", *auto_paths()]
+
+
+def auto_paths() -> list[str]:
+    """The options the automatic recipe may choose: those declared with a `fixed` value."""
+    return [name for name, f, _, _ in config_fields.iter_fields(RunConfig) if "fixed" in f.metadata]
+
+
+def unset_paths(config: RunConfig) -> list[str]:
+    """The options of `config` that a recipe still has to choose (left empty by the user)."""
+    return [path for path in auto_paths() if _get(config, path) is None]
+
+
+def with_recipe_defaults(config: RunConfig, chosen: dict[str, Any] | None = None) -> RunConfig:
+    """`config` with every option still empty filled: from `chosen` (the automatic recipe's choices) where it
+    has the option, else the fixed recipe's value. Options the user set are never changed."""
+    chosen = chosen or {}
+    fills = {path: chosen.get(path, fixed_value(path)) for path in unset_paths(config)}
+    return with_overrides(config, fills)
+
+
+def _get(config: Any, path: str) -> Any:
+    for part in path.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def iter_fields(config: RunConfig | None = None) -> Iterator[tuple[str, dataclasses.Field, Any, Any]]:

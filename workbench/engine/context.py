@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.files import remove_stale_temporaries
-from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
+from workbench.engine.config import DEFAULT_BUDGET_MINUTES, SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.engine.events import EventWriter, read_events
 from workbench.engine.rundir import (
     CHECKPOINTS_DIR,
@@ -61,6 +61,8 @@ class RunContext:
     drop_rates: dict[str, float]  # stochastic-depth rate of every block Dropout layer, as built
     callbacks: Sequence[Any] = ()  # the user's Keras callbacks, appended to every phase's fit
     best_weights: list[np.ndarray] | None = None  # the best epoch's weights so far (by val accuracy)
+    # time.perf_counter() by which training must end for the run to finish within --time-budget (None: no budget)
+    deadline: float | None = None
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -99,13 +101,19 @@ def build_context(
     policy: str,
     writer: EventWriter,
     callbacks: Sequence[Any] = (),
+    started: float | None = None,
 ) -> RunContext:
-    """Everything the phases need, under the precision policy (the model is built inside it)."""
+    """Everything the phases need, under the precision policy (the model is built inside it).
+
+    `started` (time.perf_counter() when the run began) anchors the time budget."""
     from workbench.engine.strategy import shard_policy_name
 
     # The manifest first: config.yaml marks a run as resumable, so a run interrupted during ingest
     # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
     manifest = _load_data(config, run_dir, resuming)
+    deadline = None
+    if not resuming:  # a resumed run's config.yaml already holds the recipe chosen when it started
+        config, deadline = _choose_recipe(config, manifest, Batching.of(strategy, config.batch_size), writer, started)
     state = _initial_state(config, run_dir, resuming)
     write_labels(run_dir, manifest.classes)
     image_size = config.image_size or (SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config))
@@ -131,7 +139,56 @@ def build_context(
         drop_rates=_block_drop_rates(model),
         callbacks=tuple(callbacks),
         best_weights=_restore_best(model, run_dir, state),
+        deadline=deadline,
     )
+
+
+def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: EventWriter, started: float | None):
+    """The config with every option the user left empty chosen, and the training deadline of the budget.
+
+    `fixed` fills them with the documented defaults. `auto` measures this machine (`measure_speed`, seconds)
+    and lets the rules of `workbench.engine.auto` choose; its decisions go to a `plan` event (the CLI prints
+    them) and to config.yaml (`auto_decisions`), one line each."""
+    import time
+
+    from workbench.engine import auto
+    from workbench.engine.config import planned_paths, with_recipe_defaults
+
+    budget = config.budget_seconds()
+    if config.recipe_mode == "fixed":
+        config = with_recipe_defaults(config)
+        deadline = None if budget is None or started is None else started + budget - auto.FINISH_SECONDS
+        return config, deadline
+    from workbench.engine.speed import measure_speed
+
+    if budget is None:
+        budget = 60.0 * DEFAULT_BUDGET_MINUTES
+    facts = auto.DataFacts.of(manifest)
+    given = {p: v for p, v in _flat(config).items() if p in planned_paths() and v is not None}
+    own = SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config)
+    resolution = given.get("image_size") or auto.choose_image_size(facts, own).value
+    speed = measure_speed(config.variant, resolution, batching.global_batch, num_classes=len(manifest.classes))
+    decisions = auto.plan(
+        facts,
+        speed,
+        variant_resolution=own,
+        batch_size=batching.global_batch,
+        budget_seconds=budget,
+        given=given,
+    )
+    chosen = {d.path: d.value for d in decisions}
+    config = with_recipe_defaults(config, chosen)
+    config.auto_decisions = [d.line() for d in decisions]
+    writer.emit("plan", decisions=config.auto_decisions, budget_s=budget, images_per_s=speed.forward_images_per_s)
+    finish = auto.finish_seconds(facts, speed, config.image_size or resolution)
+    deadline = (started if started is not None else time.perf_counter()) + budget - finish
+    return config, deadline
+
+
+def _flat(config: RunConfig) -> dict[str, Any]:
+    from workbench.config_fields import iter_fields
+
+    return {path: value for path, _, value, _ in iter_fields(config)}
 
 
 def _initial_state(config: RunConfig, run_dir: Path, resuming: bool) -> TrainState:

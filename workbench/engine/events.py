@@ -3,6 +3,9 @@
 One JSON object per line, appended and flushed as it happens, never rewritten. Every event
 has `"type"` and `"time"` (Unix seconds). Types and their fields:
 
+* `plan`: `decisions` (the automatic recipe's choices, one line each: `option = value: why`), `budget_s`,
+  `images_per_s` (the measured inference speed it planned with)
+* `budget`: `phase`, `epoch`, `message` (the time budget ended this phase after that epoch)
 * `phase`: `phase` (1 or 2), `name`, `epochs` (and `start_epoch`, `resumed` when a run resumes)
 * `batch`: `phase`, `epoch`, `step`, `steps`, `loss`, `accuracy`, `images_per_s`, `eta_s`
 * `epoch`: `phase`, `epoch`, `loss`, `accuracy`, `val_loss`, `val_accuracy`, `images_per_s`, `eta_s`
@@ -27,10 +30,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-EVENT_TYPES = ("phase", "batch", "epoch", "done", "error", "trial")
+EVENT_TYPES = ("plan", "budget", "phase", "batch", "epoch", "done", "error", "trial")
 EVENTS_FILE = "events.jsonl"
 
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "plan": ("decisions", "budget_s"),
+    "budget": ("phase", "epoch", "message"),
     "phase": ("phase", "name", "epochs"),
     "batch": ("phase", "epoch", "step", "steps", "loss", "accuracy", "images_per_s", "eta_s"),
     "epoch": ("phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "images_per_s", "eta_s"),

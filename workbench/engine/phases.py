@@ -58,6 +58,8 @@ def fit_phase(ctx: RunContext, phase: Phase) -> bool:
         # The previous phase's "last" files stay until this phase completes its first epoch.
         state.phase, state.epochs_done, state.phase_done, state.epochs_since_best = phase.number, 0, False, 0
         state.save(ctx.run_dir)
+    if _budget_spent(ctx, phase):
+        return False
     if phase.from_best and ctx.best_weights is not None:
         ctx.model.set_weights(ctx.best_weights)  # fine-tune from the best head, not the last one
     unfrozen = set_trainable(ctx, phase)
@@ -67,6 +69,21 @@ def fit_phase(ctx: RunContext, phase: Phase) -> bool:
         return True  # STOP during the feature pass
     fit_model, train, val = data
     return _fit(ctx, phase, fit_model, train, val)
+
+
+def _budget_spent(ctx: RunContext, phase: Phase) -> bool:
+    """A later phase is skipped (with a `budget` event) when the time budget is already spent: the run
+    goes on to save its best epoch, evaluate and export within the budget. Phase 1 always runs."""
+    import time
+
+    if ctx.deadline is None or phase.number == 1 or time.perf_counter() < ctx.deadline:
+        return False
+    ctx.writer.emit(
+        "budget", phase=phase.number, epoch=0, message=f"phase {phase.number} skipped: the time budget is spent"
+    )
+    ctx.state.phase_done = True
+    ctx.state.save(ctx.run_dir)
+    return True
 
 
 def set_trainable(ctx: RunContext, phase: Phase) -> list[str]:
@@ -164,7 +181,14 @@ def _feature_cache_key(ctx: RunContext) -> dict:
 
 def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
     """`fit_model.fit` for the rest of `phase` with the run's callbacks; True when STOP ended it."""
-    from workbench.engine.callbacks import NonFiniteGuard, ProgressEvents, RunCheckpoint, RunSignals, StopFile
+    from workbench.engine.callbacks import (
+        BudgetGuard,
+        NonFiniteGuard,
+        ProgressEvents,
+        RunCheckpoint,
+        RunSignals,
+        StopFile,
+    )
     from workbench.engine.strategy import keras_fit_fixes
 
     state, n_train = ctx.state, ctx.sizes["train"]
@@ -193,6 +217,8 @@ def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
         signals=signals,
     )
     callbacks = [NonFiniteGuard(phase.number, signals), StopFile(ctx.run_dir, signals), progress, checkpoint]
+    if ctx.deadline is not None:  # after the checkpoint: the epoch is saved before the budget ends the phase
+        callbacks.append(BudgetGuard(ctx.deadline, ctx.writer, phase.number, phase.epochs))
     with keras_fit_fixes(fit_model, ctx.strategy):
         fit_model.fit(
             train,

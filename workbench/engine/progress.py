@@ -35,7 +35,14 @@ class ProgressPrinter:
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
-        if kind == "phase":
+        if kind == "plan":
+            budget = format_duration(event.get("budget_s"), "words")
+            self._print(f"automatic recipe (budget {budget}; --recipe fixed or explicit options override it):")
+            for line in event.get("decisions") or []:
+                self._print(f"  {line}")
+        elif kind == "budget":
+            self._print(f"  time budget: {event['message']}")
+        elif kind == "phase":
             self._epochs[event["phase"]] = event["epochs"]
             extra = ""
             if event["phase"] == 1:

@@ -177,8 +177,9 @@ def _run(config: RunConfig, *, listeners, callbacks, tensorboard: bool, resume_d
                 policy=policy,
                 writer=writer,
                 callbacks=callbacks,
+                started=started,
             )
-            phases = recipe_phases(config)
+            phases = recipe_phases(ctx.config)  # the config with the recipe's choices filled in
             stopped = False
             for phase in phases:
                 stopped = fit_phase(ctx, phase)
@@ -194,9 +195,12 @@ def _chief_listeners(config: RunConfig, run_dir: Path, listeners, tensorboard: b
     """The caller's listeners, then the run's own TensorBoard writer (experiment tracking, issue 12)."""
     chosen = list(listeners)
     if tensorboard:
+        from workbench.engine.config import unset_paths
         from workbench.engine.tensorboard import TensorBoardListener
 
-        chosen.append(TensorBoardListener(run_dir, {p.number: p.epochs for p in recipe_phases(config)}))
+        # A new run's epochs may be chosen later (by the automatic recipe); its phase events announce them.
+        planned = None if unset_paths(config) else {p.number: p.epochs for p in recipe_phases(config)}
+        chosen.append(TensorBoardListener(run_dir, planned))
     return chosen
 
 

@@ -1,0 +1,221 @@
+"""The automatic recipe (`--recipe auto`, the default): choose what the user left empty, from the data, the
+measured speed of this machine and the time budget, and say why, one line per decision.
+
+The rules are pure functions of three facts (`DataFacts`, `Speed`, the budget), so they are tested without
+training anything. Their constants come from measurements recorded in `benchmarks/bench_auto_recipe.py`
+(two data sets unlike each other: CIFAR-10's 32 px photos and Fashion-MNIST's 28 px grayscale clothes),
+not from guesses; the README's "Automatic recipe" section gives the figures.
+
+What `auto` decides, in order (an option the user gave is never touched):
+
+1. `image_size`: small images gain nothing from being upscaled to the variant's full resolution, which costs
+   compute quadratically; `auto` stops at about 5x their size (CIFAR's 32 px -> 160 px).
+2. phase 1 (`epochs`, `learning_rate`, `augment`): on cached backbone features an epoch costs milliseconds, so
+   the head gets enough steps to converge whatever the data size.
+3. phase 2 (`unfreeze_blocks`, `fine_tune_epochs`, `fine_tune_learning_rate`): the deepest fine-tune whose
+   epochs fit the budget, estimated from the measured forward speed (`Speed`) and the measured cost of a
+   training step relative to it (`TRAIN_COST`).
+4. `early_stopping_patience`: long enough for the cosine schedule to reach its low-rate epochs.
+
+During the run, `BudgetGuard` (`workbench.engine.callbacks`) ends a phase at an epoch boundary if the measured
+epoch times show the budget would be overrun, so the finish stays within the budget even when the estimate
+was off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+# The training step of phase 2 costs this many forward passes per image, by blocks unfrozen (Lite0, 2 CPU
+# cores, 128-224 px; benchmarks/bench_auto_recipe.py --measure-cost). Deeper fine-tuning back-propagates
+# through more of the network, so it costs more per image.
+TRAIN_COST = {1: 2.0, 2: 2.2, 3: 2.4, 4: 2.6, 6: 3.0, 8: 3.4}
+# Depths tried, deepest first. Six blocks was the measured sweet spot on both data sets: three (the fixed
+# recipe) left 3-5 points on the table out of ImageNet's domain, and more cost time without gaining.
+DEPTHS = (6, 4, 3, 2, 1)
+# Phase 2 epochs: at least MIN (a cosine schedule needs a few to anneal), at most MAX (the gain flattens).
+MIN_FINE_TUNE_EPOCHS, MAX_FINE_TUNE_EPOCHS = 3, 12
+# Phase-2 peak learning rate for 4+ unfrozen blocks (the fixed recipe's 1e-4 moved them too little); shallower
+# fine-tunes keep 1e-4.
+DEEP_FINE_TUNE_LR, SHALLOW_FINE_TUNE_LR = 3e-4, 1e-4
+# Phase 1: enough optimizer steps for the head to converge on cached features, in 10..60 epochs.
+HEAD_STEPS, HEAD_EPOCHS = 400, (10, 60)
+HEAD_LR = 1e-3
+# Upscale small images at most this much (CIFAR's 32 px -> 160 px); never below MIN_RESOLUTION.
+MAX_UPSCALE, MIN_RESOLUTION = 5.0, 128
+# Of the budget, kept for evaluation and export after training: a fixed part (building graphs, writing
+# files) plus forward passes over the test split; and a margin for what the estimate cannot see.
+FINISH_SECONDS, BUDGET_MARGIN = 45.0, 0.9
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFacts:
+    """What the rules need to know about the data (from the run's manifest)."""
+
+    train_images: int
+    val_images: int
+    test_images: int
+    classes: int
+    median_side: int  # median over the training images of the shorter side, in pixels
+
+    @classmethod
+    def of(cls, manifest) -> DataFacts:
+        sizes = manifest.split_sizes()
+        sides = sorted(min(r.width, r.height) for r in manifest.split_records("train")) or [0]
+        return cls(
+            train_images=sizes["train"],
+            val_images=sizes["val"],
+            test_images=sizes.get("test", 0),
+            classes=len(manifest.classes),
+            median_side=sides[len(sides) // 2],
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Speed:
+    """Measured inference throughput of the variant at one resolution; other resolutions scale with pixels
+    (the convolutions' cost does; measured within 15% from 128 to 224 px)."""
+
+    resolution: int
+    forward_images_per_s: float
+
+    def forward_seconds(self, images: int, resolution: int) -> float:
+        return images / self.forward_images_per_s * (resolution / self.resolution) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One choice of the automatic recipe: the option, its value, and why."""
+
+    path: str
+    value: Any
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.path} = {self.value}: {self.reason}"
+
+
+def choose_image_size(facts: DataFacts, variant_resolution: int) -> Decision:
+    """The variant's own resolution, unless the images are so small that it would upscale them more than
+    MAX_UPSCALE times; then about MAX_UPSCALE x their size, a multiple of 32, at least MIN_RESOLUTION."""
+    side = facts.median_side
+    if side <= 0 or side * MAX_UPSCALE >= variant_resolution:
+        return Decision("image_size", variant_resolution, f"the variant's own resolution (images are {side} px)")
+    size = max(MIN_RESOLUTION, min(variant_resolution, 32 * round(side * MAX_UPSCALE / 32)))
+    return Decision(
+        "image_size",
+        size,
+        f"images are {side} px: {variant_resolution} px would upscale them {variant_resolution / side:.0f}x for "
+        f"no new detail at {(variant_resolution / size) ** 2:.1f}x the compute",
+    )
+
+
+def choose_head(facts: DataFacts, batch_size: int) -> list[Decision]:
+    """Phase 1 on cached features: epochs for about HEAD_STEPS optimizer steps, no pixel augmentation."""
+    steps_per_epoch = max(1, math.ceil(facts.train_images / batch_size))
+    low, high = HEAD_EPOCHS
+    epochs = min(high, max(low, math.ceil(HEAD_STEPS / steps_per_epoch)))
+    return [
+        Decision(
+            "augment",
+            "none",
+            "the head trains on backbone features computed once (epochs cost milliseconds); pixel augmentation "
+            "would recompute them every epoch, and measured no better",
+        ),
+        Decision(
+            "epochs", epochs, f"{steps_per_epoch} steps per epoch; {epochs} epochs give the head ~{HEAD_STEPS} steps"
+        ),
+        Decision("recipe.learning_rate", HEAD_LR, "AdamW's usual rate for a new linear head"),
+    ]
+
+
+def fine_tune_epoch_seconds(facts: DataFacts, speed: Speed, resolution: int, depth: int) -> float:
+    """Estimated seconds of one phase-2 epoch: training steps on the train split, inference on val."""
+    cost = TRAIN_COST.get(depth) or TRAIN_COST[max(d for d in TRAIN_COST if d <= depth)]
+    return cost * speed.forward_seconds(facts.train_images, resolution) + speed.forward_seconds(
+        facts.val_images, resolution
+    )
+
+
+def finish_seconds(facts: DataFacts, speed: Speed, resolution: int) -> float:
+    """Estimated seconds after training: evaluation on the test split, then the export."""
+    return FINISH_SECONDS + speed.forward_seconds(facts.test_images, resolution)
+
+
+def choose_fine_tune(
+    facts: DataFacts, speed: Speed, resolution: int, seconds_left: float, depths: Sequence[int] = DEPTHS
+) -> list[Decision]:
+    """The deepest phase 2 that fits `seconds_left` with at least MIN_FINE_TUNE_EPOCHS epochs (at most MAX);
+    failing that, the shallowest with as many epochs as fit; none at all when not even one epoch fits."""
+    usable = seconds_left * BUDGET_MARGIN
+    fits = {d: int(usable // fine_tune_epoch_seconds(facts, speed, resolution, d)) for d in depths}
+    depth = next((d for d in depths if fits[d] >= MIN_FINE_TUNE_EPOCHS), depths[-1])
+    epochs = min(MAX_FINE_TUNE_EPOCHS, fits[depth])
+    per_epoch = fine_tune_epoch_seconds(facts, speed, resolution, depth)
+    budget = f"~{per_epoch:.0f} s per epoch measured-estimated, {seconds_left:.0f} s left in the budget"
+    if epochs < 1:
+        return [Decision("fine_tune_epochs", 0, f"not one phase-2 epoch fits ({budget}); the head alone is trained")]
+    rate = DEEP_FINE_TUNE_LR if depth >= 4 else SHALLOW_FINE_TUNE_LR
+    why_depth = "the deepest fine-tune measured to pay off" if depth == depths[0] else "the deepest that fits"
+    return [
+        Decision("recipe.unfreeze_blocks", depth, f"{why_depth} ({budget})"),
+        Decision(
+            "fine_tune_epochs",
+            epochs,
+            f"{'the most that pay off' if epochs == MAX_FINE_TUNE_EPOCHS else 'as many as fit'} ({budget})",
+        ),
+        Decision(
+            "recipe.fine_tune_learning_rate",
+            rate,
+            f"{'deep' if depth >= 4 else 'shallow'} fine-tune of {depth} block{'s' * (depth > 1)}",
+        ),
+    ]
+
+
+def choose_patience(fine_tune_epochs: int) -> Decision:
+    """Patience of a third of phase 2 (at least 3): the cosine schedule's best epochs come late."""
+    patience = max(3, math.ceil(fine_tune_epochs / 3))
+    return Decision("recipe.early_stopping_patience", patience, "a third of phase 2, at least 3 epochs")
+
+
+def plan(
+    facts: DataFacts,
+    speed: Speed,
+    *,
+    variant_resolution: int,
+    batch_size: int,
+    budget_seconds: float,
+    given: dict[str, Any],
+) -> list[Decision]:
+    """Every decision for the options not in `given` (the options the user set, by dotted path, with their
+    values, which the later rules take as facts). The image size is decided first: the others depend on it."""
+    decisions: list[Decision] = []
+
+    def keep(chosen: list[Decision]) -> None:
+        decisions.extend(d for d in chosen if d.path not in given)
+
+    keep([choose_image_size(facts, variant_resolution)])
+    resolution = given.get("image_size") or _value(decisions, "image_size")
+    keep(choose_head(facts, batch_size))
+    head_seconds = speed.forward_seconds(facts.train_images + facts.val_images, resolution)
+    seconds_left = budget_seconds - head_seconds - finish_seconds(facts, speed, resolution)
+    keep(choose_fine_tune(facts, speed, resolution, seconds_left, _depths(given)))
+    if "fine_tune_epochs" in given:
+        fine_tune_epochs = given["fine_tune_epochs"]
+    else:
+        fine_tune_epochs = _value(decisions, "fine_tune_epochs")
+    keep([choose_patience(fine_tune_epochs or 0)])
+    return decisions
+
+
+def _depths(given: dict[str, Any]) -> tuple[int, ...]:
+    """A depth the user gave is the only one tried (its epochs still fit the budget)."""
+    depth = given.get("recipe.unfreeze_blocks")
+    return DEPTHS if depth is None else (int(depth),)
+
+
+def _value(decisions: list[Decision], path: str) -> Any:
+    return next(d.value for d in decisions if d.path == path)
