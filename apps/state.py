@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-SECTIONS = ("Data", "Model", "Train", "Evaluate", "Export")
+SECTIONS = ("Data", "Model", "Train", "Evaluate", "Export", "Compare")
 
 
 def runs_root() -> Path:

@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from apps import jobs, runs, state
+from workbench.compare import phase2_start
 from workbench.engine import events as run_events
 from workbench.engine.config import RunConfig, iter_fields
 from workbench.timefmt import format_duration
@@ -178,10 +179,7 @@ def curve_frame(config: dict[str, Any], events: list[dict]):
     """
     import pandas as pd
 
-    offsets = {1: 0.0, 2: float(config.get("epochs") or 0)}
-    for e in events:
-        if e["type"] == "phase" and e["phase"] == 1:
-            offsets[2] = float(e["epochs"])
+    offsets = {1: 0.0, 2: phase2_start(config, events)}
     rows = []
     for e in events:
         if e["type"] == "batch" and e.get("steps"):

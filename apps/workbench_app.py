@@ -1,4 +1,4 @@
-"""The workbench app: Data → Model → Train → Evaluate → Export, in the browser.
+"""The workbench app: Data → Model → Train → Evaluate → Export, and Compare for runs side by side, in the browser.
 
 Start it with `workbench app` (or `streamlit run apps/workbench_app.py` from the project root). It serves
 this machine only and refuses other addresses unless WORKBENCH_ALLOW_REMOTE=1 (see `apps.serving`).
@@ -87,8 +87,10 @@ def main() -> None:
         from apps import train_section as page
     elif section == "Evaluate":
         from apps import evaluate_section as page
-    else:
+    elif section == "Export":
         from apps import export_section as page
+    else:
+        from apps import compare_section as page
     page.render()
     # Drawn last, so it shows the choices the section just made (not those of the previous rerun).
     with summary:
