@@ -56,10 +56,13 @@ def option_widget(path: str, field: dataclasses.Field, default: Any, tp: Any) ->
             help=help_text,
             key=key,
         )
+    if "fixed" in field.metadata and tp in (int, float):  # empty: the automatic recipe chooses it
+        kind = dict(step=1, min_value=0) if tp is int else dict(min_value=0.0, format="%g")
+        value = None if default is None else tp(default)
+        return st.number_input(_label(path), value=value, placeholder="auto", help=help_text, key=key, **kind)
     if field.default is None:  # optional: empty means "let the engine decide", as in the CLI
         value = "" if default is None else str(default)
-        placeholder = "auto" if "fixed" in field.metadata else "default"
-        return st.text_input(_label(path), value=value, placeholder=placeholder, help=help_text, key=key)
+        return st.text_input(_label(path), value=value, placeholder="default", help=help_text, key=key)
     if tp is bool:
         return st.checkbox(_label(path), value=default, help=help_text, key=key)
     if tp is int:

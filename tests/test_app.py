@@ -229,6 +229,8 @@ def test_sample_dataset_trains_a_tiny_model_stops_on_request_and_shows_a_confusi
     wait_for(at, lambda a: a.success or a.error, timeout=180)
     assert not at.error, [e.value for e in at.error]
     assert "Stopped on request" in at.success[0].value
+    plan = [e.label for e in at.expander if e.label.startswith("Automatic recipe")]
+    assert plan, "the automatic recipe's choices are shown with the run"
     assert 1 <= len(epoch_events(run_dir)) < 200
     assert (run_dir / "model.keras").is_file()
     assert [p for p in (workspace / "runs").iterdir() if not p.name.startswith(".")] == [run_dir]

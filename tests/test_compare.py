@@ -61,8 +61,8 @@ def test_the_diff_lists_only_the_fields_that_differ_in_config_order_with_each_ru
     third = with_overrides(RunConfig(), {"recipe.dropout": 0.2}).to_dict()
 
     assert config_diff({"a": base, "b": other, "c": third}) == [
-        DiffRow("epochs", {"a": 10, "b": 5, "c": 10}),
-        DiffRow("recipe.unfreeze_blocks", {"a": 3, "b": 6, "c": 3}),
+        DiffRow("epochs", {"a": None, "b": 5, "c": None}),  # None: left to the automatic recipe
+        DiffRow("recipe.unfreeze_blocks", {"a": None, "b": 6, "c": None}),
         DiffRow("recipe.dropout", {"a": None, "b": None, "c": 0.2}),
     ]
     assert config_diff({"a": base, "b": dict(base)}) == []
