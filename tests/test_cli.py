@@ -52,6 +52,7 @@ def test_a_missing_data_folder_is_bad_input_for_every_command(argv, tmp_path, ca
         (["scale-search", "--alpha-range", "1.5"], "alpha_range='1.5' must be 2 comma-separated values"),
         (["predict", "{tmp}/missing.keras", "{tmp}/missing.png"], "missing.keras"),
         (["export", "{tmp}"], str(Path("{tmp}"))),
+        (["export", "{tmp}", "--format", "keras", "--tta"], "--tta: the keras format has a single entry point"),
     ],
 )
 def test_bad_options_and_bad_files_exit_with_2_and_one_line(argv, message, tmp_path, capsys):

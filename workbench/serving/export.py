@@ -28,7 +28,12 @@ PREVIOUS_SUFFIX = ".previous"  # `<out>/keras.previous/`: the export a re-export
 
 
 def export(
-    run_dir: str | Path, format: str = DEFAULT_FORMAT, out: str | Path | None = None, *, version: int | None = None
+    run_dir: str | Path,
+    format: str = DEFAULT_FORMAT,
+    out: str | Path | None = None,
+    *,
+    version: int | None = None,
+    tta: bool = False,
 ) -> Path:
     """Export the run at `run_dir` in `format`; returns the SavedModel version directory or the model file.
 
@@ -37,11 +42,15 @@ def export(
         format: a registered format name (`workbench.serving.registry.format_names()`).
         out: the export base directory, `saved_models/<run name>` by default.
         version: SavedModel version number; default the next free one (existing versions are never overwritten).
+        tta: also write signatures that average over the image and its mirror (`savedmodel.TTA_SIGNATURES`);
+            `serving_default` is unchanged and stays the default. SavedModel only: other formats refuse.
     """
     from pipelines.files import atomic_directory
     from workbench.serving.model_files import open_run
 
     fmt = get_format(format)
+    if tta:
+        fmt = fmt.with_tta()  # a format without room for it refuses here, before anything is loaded
     base = Path(out) if out is not None else DEFAULT_ROOT / Path(run_dir).resolve().name
     directory = fmt.destination(base, version)  # before the (slow) model load: a refused export fails at once
     run = open_run(run_dir)

@@ -64,7 +64,8 @@ def build_card(run, *, name: str, format: str, input: str, files: list[str], ext
     """The model card of one export of `run` (a `workbench.serving.model_files.Run`).
 
     `format` is the export format's name and `input` its description of the model input
-    (`ExportFormat.describe_input`); `extra` adds the format's own fields (signatures, quantization).
+    (`ExportFormat.describe_input`); `extra` adds the format's own fields (signatures, quantization, and for a
+    SavedModel `tta`: None, or the mode, views and names of its test-time augmentation signatures).
     """
     keys = ("weights", "epochs", "fine_tune_epochs", "batch_size", "augment", "seed")
     training = {key: run.config[key] for key in keys if key in run.config}
@@ -137,8 +138,20 @@ def _markdown(card: dict) -> str:
         lines += ["", "## Quantization", ""] + [f"* {k}: {v}" for k, v in quantization.items()]
     if card.get("signatures"):
         lines += ["", "## Signatures", ""] + [f"* `{k}`: {v}" for k, v in card["signatures"].items()]
+    if "tta" in card:  # formats with signatures say whether test-time augmentation ones are among them
+        lines += ["", "## Test-time augmentation", "", _tta_line(card["tta"])]
     lines += ["", "## Versions", ""] + [f"* {k} {v}" for k, v in card["versions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _tta_line(tta: dict | None) -> str:
+    if not tta:
+        return "* None: every signature predicts from the image alone (export with `--tta` to add TTA signatures)."
+    names = ", ".join(f"`{name}`" for name in tta["signatures"])
+    return (
+        f"* Mode `{tta['mode']}` ({tta['views']} views of each image, probabilities averaged) in the signatures "
+        f"{names}; `serving_default` is unchanged and remains the default."
+    )
 
 
 def write_card(directory: Path, card: dict) -> tuple[Path, Path]:

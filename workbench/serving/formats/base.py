@@ -79,6 +79,15 @@ class ExportFormat(abc.ABC):
     def describe_input(self, resolution: int) -> str:
         return self.input.format(size=resolution)
 
+    def with_tta(self) -> ExportFormat:
+        """This format, writing flip test-time augmentation into the export as extra entry points beside the
+        default one (`export(..., tta=True)`). Only a format with named entry points (SavedModel signatures)
+        has room for them; a one-function file would have to replace its default, so the others refuse."""
+        raise ValueError(
+            f"--tta: the {self.name} format has a single entry point, and TTA never replaces the default one; "
+            "export with --format savedmodel --tta, or keep this format and predict with `workbench predict --tta`"
+        )
+
     @abc.abstractmethod
     def write(self, run: Run, directory: Path) -> dict:
         """Write the model files of `run` into `directory` (atomically); return extra model-card fields."""

@@ -1,12 +1,14 @@
 """SavedModel in TF Serving's layout: `<out>/<version>/`, versions 1, 2, ... never overwritten.
 
 Two serving signatures (`SIGNATURES`) decode and resize inside the graph, so no workbench code is needed to
-serve it. A SavedModel from elsewhere is vetted from its protobuf (`inspect_saved_model`) before any of it
-is loaded.
+serve it. An export asked for test-time augmentation (`export(..., tta=True)`, `workbench export --tta`)
+holds two more (`TTA_SIGNATURES`), never the default: a client asks for them by name. A SavedModel from
+elsewhere is vetted from its protobuf (`inspect_saved_model`) before any of it is loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,15 @@ SIGNATURES = {
     "serving_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], any H and W → the same outputs; "
     "resized inside the graph",
 }
+# Only with `tta`: the outputs of `serving_default` and `serving_rgb`, but the probabilities are the mean over the
+# image and its horizontal mirror (the `flip` mode of `workbench.evaluation.tta`), at twice the compute.
+TTA_MODE = "flip"
+TTA_SIGNATURES = {
+    "serving_tta": "image_bytes: string (B,) of encoded images, as serving_default → the same outputs, the "
+    "probabilities averaged over the image and its horizontal mirror (test-time augmentation, 2 forward passes)",
+    "serving_tta_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], as serving_rgb → the same outputs, the "
+    "probabilities averaged over the image and its horizontal mirror (test-time augmentation, 2 forward passes)",
+}
 
 # The op types a workbench export is made of: an ALLOWLIST, because TensorFlow has far more ops that read or
 # write files (PrintV2 to a file:// stream, SaveV2 at any prefix, TextLineDataset, CacheDataset, WriteSummary, ...)
@@ -28,6 +39,9 @@ SIGNATURES = {
 # path includes the EXIF orientation, alpha and pixel-limit checks of `imaging`), the saver's functions excluded.
 # tests/test_hostile_models.py re-collects them from fresh exports and fails when a TensorFlow, imaging or
 # builder change brings a type not listed here. Add a type only after that test names it.
+# The TTA signatures (`TTA_SIGNATURES`) need no type of their own: their mirror is ReverseV2 (already here for
+# the EXIF orientation flips of the image-bytes path), then ConcatV2, StridedSlice, AddV2 and Mul; the same test
+# re-collects them from TTA exports.
 SERVING_OPS = frozenset(
     {
         "Abs", "AddV2", "Any", "ArgMax", "Assert", "AssignVariableOp", "BiasAdd", "Cast", "ConcatV2", "Const",
@@ -60,11 +74,12 @@ RESTORE_OPS = frozenset({"RestoreV2"})
 _DT_STRING = 7  # tensorflow.core.framework.types_pb2.DT_STRING
 
 
-def _classify_fn(model, class_names: list[str]):
+def _classify_fn(probabilities_of, class_names: list[str]):
+    """The signatures' outputs from `probabilities_of` (resized float images (B, R, R, 3) → (B, C))."""
     import tensorflow as tf
 
     def classify(images):
-        probabilities = model(images, training=False)
+        probabilities = probabilities_of(images)
         index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         names = tf.constant(class_names)
         return {"probabilities": probabilities, "class_index": index, "class_name": tf.gather(names, index)}
@@ -72,8 +87,26 @@ def _classify_fn(model, class_names: list[str]):
     return classify
 
 
-def write_saved_model(model, class_names: list[str], resolution: int, directory: Path) -> Path:
-    """Write a SavedModel with the two serving signatures of `SIGNATURES` into `directory`.
+def _flip_averaged(model):
+    """Resized float images → the mean of `model`'s probabilities on them and on their horizontal mirrors.
+
+    One forward pass over the image and mirror batches stacked (2B images), then the halves averaged: the
+    mirror is made after decoding and resizing, as `workbench.evaluation.tta.flip` mirrors evaluation pixels.
+    """
+    import tensorflow as tf
+
+    def probabilities_of(images):
+        mirrored = tf.reverse(images, axis=[2])  # (B, H, W, 3): W is axis 2
+        both = model(tf.concat([images, mirrored], axis=0), training=False)
+        count = tf.shape(images)[0]
+        return (both[:count] + both[count:]) * 0.5
+
+    return probabilities_of
+
+
+def write_saved_model(model, class_names: list[str], resolution: int, directory: Path, *, tta: bool = False) -> Path:
+    """Write a SavedModel with the two serving signatures of `SIGNATURES` into `directory`, and with `tta`
+    the two of `TTA_SIGNATURES` besides them (`serving_default` stays the default either way).
 
     The input name `image_bytes` ends in `_bytes` on purpose: TF Serving's REST API then accepts
     `{"b64": "..."}` JSON values for it.
@@ -83,19 +116,26 @@ def write_saved_model(model, class_names: list[str], resolution: int, directory:
 
     from workbench.serving.imaging import decode_batch, resize_images
 
-    classify = _classify_fn(model, class_names)
     archive = ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serving_default",
-        lambda image_bytes: classify(decode_batch(image_bytes, resolution)),
-        input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
-    )
-    archive.add_endpoint(
-        "serving_rgb",
-        lambda images: classify(resize_images(images, resolution)),
-        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")],
-    )
+
+    def add_pair(bytes_name: str, images_name: str, probabilities_of) -> None:
+        # A function per pair: the endpoints' traced signatures must take their one input and nothing else.
+        classify = _classify_fn(probabilities_of, class_names)
+        archive.add_endpoint(
+            bytes_name,
+            lambda image_bytes: classify(decode_batch(image_bytes, resolution)),
+            input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")],
+        )
+        archive.add_endpoint(
+            images_name,
+            lambda images: classify(resize_images(images, resolution)),
+            input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")],
+        )
+
+    add_pair("serving_default", "serving_rgb", lambda images: model(images, training=False))
+    if tta:
+        add_pair("serving_tta", "serving_tta_rgb", _flip_averaged(model))
     archive.write_out(str(directory), verbose=False)
     return directory
 
@@ -225,6 +265,13 @@ class SavedModelRuntime(Runtime):
 
 @dataclass(frozen=True)
 class SavedModelFormat(ExportFormat):
+    """`tta`: also write `TTA_SIGNATURES` (set by `with_tta`; the registered format has it off)."""
+
+    tta: bool = False
+
+    def with_tta(self) -> SavedModelFormat:
+        return dataclasses.replace(self, tta=True)
+
     def destination(self, base: Path, version: int | None) -> Path:
         """`base/<version>`, the next free version by default; an existing version is refused (immutable)."""
         if version is None:
@@ -235,8 +282,11 @@ class SavedModelFormat(ExportFormat):
         return target
 
     def write(self, run, directory: Path) -> dict:
-        write_saved_model(run.model, run.class_names, run.resolution, directory)
-        return {"signatures": SIGNATURES}
+        write_saved_model(run.model, run.class_names, run.resolution, directory, tta=self.tta)
+        if not self.tta:
+            return {"signatures": SIGNATURES, "tta": None}
+        tta = {"mode": TTA_MODE, "views": 2, "signatures": list(TTA_SIGNATURES)}
+        return {"signatures": SIGNATURES | TTA_SIGNATURES, "tta": tta}
 
     def recognise(self, path: Path) -> Path | None:
         """A version directory, or a TF Serving base directory (its highest version holding a SavedModel)."""
