@@ -249,6 +249,8 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         phase_text = f"phase {phase['phase']}: {phase['name']}" if phase else "starting up (loading data and model)"
         if last is not None and last.get("stage") == "features":
             phase_text += " · computing the frozen backbone's features once"
+        elif last is not None and last.get("stage") == "trunk":
+            phase_text += " · computing the frozen blocks' output once"
         stop_asked = jobs.stop_requested(info.path)
         st.progress(
             fraction,

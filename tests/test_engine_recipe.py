@@ -10,6 +10,7 @@ import pytest
 from test_engine_helpers import make_image_folder, tiny_config
 
 from workbench.engine import RunConfig, TrainingError, fine_tune
+from workbench.engine.config import fixed_value, unset_paths, with_overrides, with_recipe_defaults
 from workbench.engine.events import REQUIRED_FIELDS, read_events
 from workbench.engine.recipe import class_weights
 
@@ -41,7 +42,10 @@ def test_run_directory_holds_the_whole_run(lite0_run):
         p.name for p in run.iterdir()
     }
     assert not (run / "pid").exists()  # held only while training
-    assert RunConfig.load(run / "config.yaml") == RunConfig.from_dict(config)
+    saved, given = RunConfig.load(run / "config.yaml"), RunConfig.from_dict(config)
+    assert not unset_paths(saved)  # the recipe's choices are recorded: a resume trains the same recipe
+    chosen = {path: None for path in unset_paths(given)}
+    assert with_overrides(saved, {**chosen, "auto_decisions": None}) == given  # and nothing the user set changed
     from pipelines import Manifest
 
     manifest = Manifest.load(run / "manifest.json")
@@ -56,6 +60,7 @@ def test_events_tell_the_story_of_both_phases(lite0_run):
         assert set(REQUIRED_FIELDS[event["type"]]) <= set(event), event
     story = [(e["type"], e.get("phase"), e.get("epoch")) for e in events if e["type"] != "batch"]
     assert story == [
+        ("plan", None, None),  # the automatic recipe's choices
         ("phase", 1, None),
         ("epoch", 1, 1),
         ("epoch", 1, 2),
@@ -64,7 +69,7 @@ def test_events_tell_the_story_of_both_phases(lite0_run):
         ("epoch", 2, 1),
         ("done", None, None),
     ]
-    phase1 = events[0]
+    phase1 = next(e for e in events if e["type"] == "phase")
     assert phase1["cached_features"] is True and phase1["replicas"] == 1
     assert phase1["global_batch_size"] == phase1["batch_size"] == 8
     batches = [e for e in events if e["type"] == "batch" and e.get("stage") != "features"]
@@ -90,10 +95,10 @@ def test_head_learns_the_classes(lite0_run):
 def test_phase2_unfreezes_whole_top_blocks_and_keeps_batchnorm_frozen(lite0_run):
     from workbench.models.surgery import block_names, block_of
 
-    config, result = lite0_run
+    _, result = lite0_run
     model = keras.saving.load_model(result.model_path, safe_mode=True)
     phase2 = next(e for e in read_events(result.run_dir) if e["type"] == "phase" and e["phase"] == 2)
-    n = config["recipe"].get("unfreeze_blocks", RunConfig().recipe.unfreeze_blocks)
+    n = RunConfig.load(result.run_dir / "config.yaml").recipe.unfreeze_blocks
     assert phase2["unfrozen_blocks"] == block_names(model)[-n:]
     for layer in model.layers:
         block = block_of(layer.name)
@@ -177,6 +182,7 @@ def test_user_listener_and_keras_callback_see_every_phase(tmp_path):
     assert recorder.events == read_events(result.run_dir)
     story = [(e["type"], e.get("phase"), e.get("epoch")) for e in recorder.events if e["type"] != "batch"]
     assert story == [
+        ("plan", None, None),  # the automatic recipe's choices
         ("phase", 1, None),
         ("epoch", 1, 1),
         ("epoch", 1, 2),
@@ -185,7 +191,8 @@ def test_user_listener_and_keras_callback_see_every_phase(tmp_path):
         ("done", None, None),
     ]
     head_layers, full_layers = counter.fits
-    assert recorder.events[0]["cached_features"] is True and head_layers < 5 < full_layers
+    phase1 = next(e for e in recorder.events if e["type"] == "phase")
+    assert phase1["cached_features"] is True and head_layers < 5 < full_layers
     epochs = [e for e in recorder.events if e["type"] == "epoch"]
     # (fit number, epoch, val_accuracy the callback saw) against the epoch events
     assert counter.epochs == [
@@ -233,17 +240,20 @@ def test_warmup_cosine_rises_linearly_then_decays_to_zero():
 def test_phases_are_data_and_cached_features_need_a_frozen_backbone():
     from workbench.engine.recipe import Phase, recipe_phases
 
-    head, tune = recipe_phases(RunConfig.from_dict({"epochs": 3, "fine_tune_epochs": 2}))
+    def phases(**options):  # the phases of a config whose recipe is chosen (fixed: the declared values)
+        return recipe_phases(with_recipe_defaults(RunConfig.from_dict(options)))
+
+    head, tune = phases(epochs=3, fine_tune_epochs=2)
     assert (head.number, head.unfreeze_blocks, head.features, head.from_best) == (1, None, True, False)
     assert (tune.number, tune.epochs, tune.unfreeze_blocks, tune.from_best) == (
         2,
         2,
-        RunConfig().recipe.unfreeze_blocks,
+        fixed_value("recipe.unfreeze_blocks"),
         True,
     )
-    assert tune.learning_rate == RunConfig().recipe.fine_tune_learning_rate
-    assert len(recipe_phases(RunConfig.from_dict({"fine_tune_epochs": 0}))) == 1
-    (images,) = recipe_phases(RunConfig.from_dict({"augment": "light", "fine_tune_epochs": 0}))
+    assert tune.learning_rate == fixed_value("recipe.fine_tune_learning_rate")
+    assert len(phases(fine_tune_epochs=0)) == 1
+    (images,) = phases(augment="light", fine_tune_epochs=0)
     assert not images.features
     with pytest.raises(ValueError, match="cached features need a frozen backbone"):
         Phase(2, "bad", epochs=1, learning_rate=1e-3, unfreeze_blocks=3, features=True)

@@ -31,8 +31,8 @@ def extract_features(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Pooled features (float32) and labels of every batch of `dataset`, in dataset order.
 
-    `extractor` maps images to pooled features (`workbench.models.surgery.feature_extractor`);
-    it is called in inference mode. Returns None when `should_stop()` turns true.
+    `extractor` maps images to pooled features (`workbench.models.surgery.feature_extractor`), or to any
+    activation (the trunk of `split_at_block`); it is called in inference mode. Returns None when `should_stop()` turns true.
     """
     import tensorflow as tf
 
@@ -124,11 +124,30 @@ def cached_features(
     return cache
 
 
+def cached_activations(
+    trunk, datasets, *, writer, sizes: dict[str, int], global_batch: int, phase: int, should_stop: Callable[[], bool]
+) -> dict[str, np.ndarray] | None:
+    """`train_x`, `train_y`, `val_x`, `val_y`: what the frozen `trunk` makes of every image, computed once
+    for a fine-tuning phase (in memory; a resumed run computes them again). Progress is reported as `batch`
+    events of `phase`, epoch 0, `"stage": "trunk"`. None when `should_stop()` turned true."""
+    progress = _FeaturePassProgress(writer, sizes, global_batch, phase=phase, stage="trunk")
+    cache = {}
+    for split in SPLITS:
+        result = extract_features(
+            trunk, datasets.plain(split), on_batch=progress.reporter(split), should_stop=should_stop
+        )
+        if result is None:
+            return None
+        cache[f"{split}_x"], cache[f"{split}_y"] = result
+    return cache
+
+
 class _FeaturePassProgress:
     """`batch` events for the feature pass: steps, images/s and ETA over both splits together."""
 
-    def __init__(self, writer, sizes: dict[str, int], global_batch: int):
+    def __init__(self, writer, sizes: dict[str, int], global_batch: int, phase: int = 1, stage: str = "features"):
         self.writer = writer
+        self.phase, self.stage = phase, stage
         self.total_images = sum(sizes[s] for s in SPLITS)
         self.total_steps = sum(math.ceil(sizes[s] / global_batch) for s in SPLITS)
         self.start = time.perf_counter()
@@ -143,7 +162,7 @@ class _FeaturePassProgress:
             elapsed = max(time.perf_counter() - self.start, 1e-9)
             # Epoch 0 of phase 1 is the single pass that computes the cached features.
             self.writer.batch(
-                phase=1,
+                phase=self.phase,
                 epoch=0,
                 step=self.steps,
                 steps=self.total_steps,
@@ -151,7 +170,7 @@ class _FeaturePassProgress:
                 accuracy=None,
                 images_per_s=self.images / elapsed,
                 eta_s=(self.total_images - self.images) * elapsed / self.images,
-                stage="features",
+                stage=self.stage,
                 split=split,
             )
 

@@ -10,12 +10,15 @@ is `workbench.engine.recipe.recipe_phases`.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from workbench.engine.context import RunContext
 from workbench.engine.rundir import CHECKPOINTS_DIR, stop_requested
 from workbench.engine.strategy import known_cardinality, strategy_label
 
 FEATURES_FILE = "features.npz"
+# Phase 2 trains on the frozen blocks' cached output when both splits' activations fit in this much memory.
+TRUNK_CACHE_MAX_BYTES = 2 * 1024**3
 
 
 class TrainingError(RuntimeError):
@@ -63,8 +66,9 @@ def fit_phase(ctx: RunContext, phase: Phase) -> bool:
     if phase.from_best and ctx.best_weights is not None:
         ctx.model.set_weights(ctx.best_weights)  # fine-tune from the best head, not the last one
     unfrozen = set_trainable(ctx, phase)
-    _phase_event(ctx, phase, unfrozen)
-    data = _phase_data(ctx, phase)
+    trunk = _trunk_cache_wanted(ctx, phase, unfrozen)
+    _phase_event(ctx, phase, unfrozen, trunk)
+    data = _phase_data(ctx, phase, unfrozen[0] if trunk else None)
     if data is None:
         return True  # STOP during the feature pass
     fit_model, train, val = data
@@ -108,10 +112,40 @@ def restore_drop_rates(ctx: RunContext) -> None:
         ctx.model.get_layer(name).rate = rate
 
 
-def _phase_event(ctx: RunContext, phase: Phase, unfrozen: list[str]) -> None:
+def _trunk_cache_wanted(ctx: RunContext, phase: Phase, unfrozen: list[str]) -> bool:
+    """Whether a fine-tuning phase trains its unfrozen blocks on the frozen blocks' output computed once.
+
+    Below the first unfrozen block nothing changes during the phase (frozen weights, BatchNorm in inference
+    mode, stochastic depth off), so without pixel augmentation every epoch would recompute the same
+    activations; on Lite0 with six blocks unfrozen they are most of the forward pass. `cache_features`
+    decides, as for phase 1: on, off, or auto (no augmentation, and the activations of both splits fit in
+    TRUNK_CACHE_MAX_BYTES of memory)."""
+    if not unfrozen or phase.unfreeze_blocks is None:
+        return False
+    mode = ctx.config.recipe.cache_features
+    if mode != "auto":
+        return mode == "on"
+    if ctx.config.augment != "none":
+        return False
+    first = next(layer for layer in ctx.model.layers if block_of_layer(layer) == unfrozen[0])
+    per_image = math.prod(first.input.shape[1:]) * 4  # float32
+    return per_image * (ctx.sizes["train"] + ctx.sizes["val"]) <= TRUNK_CACHE_MAX_BYTES
+
+
+def block_of_layer(layer) -> str | None:
+    from workbench.models.surgery import block_of
+
+    return block_of(layer.name)
+
+
+def _phase_event(ctx: RunContext, phase: Phase, unfrozen: list[str], trunk: bool) -> None:
     state, batching, sizes = ctx.state, ctx.batching, ctx.sizes
     resumed = ctx.resuming and state.phase == phase.number and state.epochs_done > 0
-    what = {"cached_features": phase.features} if phase.unfreeze_blocks is None else {"unfrozen_blocks": unfrozen}
+    what = (
+        {"cached_features": phase.features}
+        if phase.unfreeze_blocks is None
+        else {"unfrozen_blocks": unfrozen, "cached_trunk": trunk}
+    )
     ctx.writer.phase(
         phase=phase.number,
         name=phase.name,
@@ -131,15 +165,17 @@ def _phase_event(ctx: RunContext, phase: Phase, unfrozen: list[str]) -> None:
     )
 
 
-def _phase_data(ctx: RunContext, phase: Phase):
+def _phase_data(ctx: RunContext, phase: Phase, trunk_block: str | None = None):
     """`(model to fit, train, val)` for `phase`, or None when a STOP came during the feature pass.
 
-    On cached features the model fit is the head alone (`classifier_head`), which shares its
-    weights with the full model."""
+    On cached features the model fit is the head alone (`classifier_head`); with `trunk_block`, it is the
+    model from that block up (`split_at_block`), fit on the frozen trunk's cached output. Both share their
+    weights with the full model, which the checkpoints save."""
     batching, sizes = ctx.batching, ctx.sizes
+    if trunk_block is not None:
+        return _trunk_data(ctx, phase, trunk_block)
     if phase.features:
-        from workbench.engine.features import cached_features, feature_dataset
-        from workbench.engine.strategy import with_sharding_policy
+        from workbench.engine.features import cached_features
         from workbench.models.surgery import classifier_head
 
         cache = cached_features(
@@ -154,18 +190,47 @@ def _phase_data(ctx: RunContext, phase: Phase):
         )
         if cache is None:
             return None
-        gb = batching.global_batch
-        train = feature_dataset(cache["train_x"], cache["train_y"], gb, shuffle=True, seed=ctx.config.seed)
-        val = feature_dataset(cache["val_x"], cache["val_y"], gb, shuffle=False, seed=0)
-        train = with_sharding_policy(batching.even_batches(train, len(cache["train_x"])), ctx.strategy)
-        val = with_sharding_policy(batching.even_batches(val, len(cache["val_x"])), ctx.strategy)
         with ctx.strategy.scope():
-            fit_model = classifier_head(ctx.model)
-    else:
-        fit_model, train, val = ctx.model, ctx.datasets.train, ctx.datasets.val
-    train = known_cardinality(train, batching.batches(sizes["train"]))
-    val = known_cardinality(val, batching.batches(sizes["val"]))
-    return fit_model, train, val
+            return (classifier_head(ctx.model), *_cached_datasets(ctx, cache))
+    train = known_cardinality(ctx.datasets.train, batching.batches(sizes["train"]))
+    val = known_cardinality(ctx.datasets.val, batching.batches(sizes["val"]))
+    return ctx.model, train, val
+
+
+def _cached_datasets(ctx: RunContext, cache: dict):
+    """Train (reshuffled every epoch) and val pipelines over cached arrays, batched like the images'."""
+    from workbench.engine.features import feature_dataset
+    from workbench.engine.strategy import with_sharding_policy
+
+    batching, gb = ctx.batching, ctx.batching.global_batch
+    splits = []
+    for split, shuffle in (("train", True), ("val", False)):
+        ds = feature_dataset(cache[f"{split}_x"], cache[f"{split}_y"], gb, shuffle=shuffle, seed=ctx.config.seed)
+        ds = with_sharding_policy(batching.even_batches(ds, len(cache[f"{split}_x"])), ctx.strategy)
+        splits.append(known_cardinality(ds, batching.batches(ctx.sizes[split])))
+    return splits
+
+
+def _trunk_data(ctx: RunContext, phase: Phase, block: str):
+    """`_phase_data` on the trunk's activations below `block`, computed once for this phase."""
+    from workbench.engine.features import cached_activations
+    from workbench.models.surgery import split_at_block
+
+    batching, sizes = ctx.batching, ctx.sizes
+    with ctx.strategy.scope():
+        trunk, top = split_at_block(ctx.model, block)
+    cache = cached_activations(
+        trunk,
+        ctx.datasets,
+        writer=ctx.writer,
+        sizes=sizes,
+        global_batch=batching.global_batch,
+        phase=phase.number,
+        should_stop=lambda: stop_requested(ctx.run_dir),
+    )
+    if cache is None:
+        return None
+    return (top, *_cached_datasets(ctx, cache))
 
 
 def _feature_cache_key(ctx: RunContext) -> dict:

@@ -58,8 +58,8 @@ class ProgressPrinter:
             steps = max(int(event.get("steps") or 1), 1)
             filled = int(self.width * min(event["step"], steps) / steps)
             bar = "#" * filled + "." * (self.width - filled)
-            if event.get("stage") == "features":
-                label = "caching features"
+            if event.get("stage") in ("features", "trunk"):
+                label = "caching features" if event["stage"] == "features" else "caching frozen blocks' output"
                 metrics = ""
             else:
                 label = f"epoch {event['epoch']}/{self._epochs.get(event['phase'], '?')}"

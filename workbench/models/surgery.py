@@ -88,3 +88,16 @@ def classifier_head(model: keras.Model) -> keras.Model:
         except ValueError:  # no top_dropout when dropout=0
             continue
     return keras.Model(features, x, name=f"{model.name}-head")
+
+
+def split_at_block(model: keras.Model, block: str) -> tuple[keras.Model, keras.Model]:
+    """`(trunk, top)`, sharing the model's layers and weights: images -> the input of `block`, and that
+    tensor -> class probabilities. Blocks exchange one tensor (their residual connections stay inside
+    them), so the two compose to the whole model; Keras refuses the split if they did not."""
+    first = next((layer for layer in model.layers if block_of(layer.name) == block), None)
+    if first is None:
+        raise ValueError(f"{model.name} has no block {block!r}; its blocks are {', '.join(block_names(model))}")
+    cut = first.input
+    return keras.Model(model.input, cut, name=f"{model.name}-trunk"), keras.Model(
+        cut, model.output, name=f"{model.name}-top"
+    )
