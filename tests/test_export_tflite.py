@@ -76,3 +76,23 @@ def test_int8_is_full_integer_within_tolerance_and_reports_accuracy(tmp_path_fac
     assert quantization["top1_agreement"] == pytest.approx(agreement, abs=1e-4)
     assert card["tflite"]["mode"] == "int8" and card["tflite"]["calibration_images"] > 0
     assert 0.0 <= quantization["int8_accuracy"] <= 1.0 and "float32_accuracy" in quantization
+
+
+def test_litert_runs_tflite_and_the_tensorflow_fallback_gives_identical_probabilities(
+    tmp_path_factory, keras_reference, monkeypatch
+):
+    """LiteRT opens .tflite files (a probe imports it in a fraction of a second, TensorFlow in 5-10 s); where it is
+    missing, tf.lite.Interpreter takes over with the very same results, quantised or not."""
+    from workbench.serving.formats import tflite
+
+    assert tflite.interpreter_module() == tflite.LITERT_INTERPRETER, "ai-edge-litert is missing: pip install -e ."
+    images, _ = keras_reference
+    for format in ("tflite", "tflite-int8"):
+        path = exported(tmp_path_factory, format)
+        litert = tflite.TFLiteClassifier(path)
+        with monkeypatch.context() as patch:
+            patch.setattr(tflite, "interpreter_module", lambda: tflite.TENSORFLOW_INTERPRETER)
+            fallback = tflite.TFLiteClassifier(path)
+        assert type(litert.interpreter).__module__ == tflite.LITERT_INTERPRETER
+        assert type(fallback.interpreter).__module__ == tflite.TENSORFLOW_INTERPRETER
+        np.testing.assert_array_equal(litert.predict_images(images), fallback.predict_images(images), err_msg=format)

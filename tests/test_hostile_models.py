@@ -415,6 +415,19 @@ def test_malformed_tflite_is_refused_and_never_crashes_the_process(tmp_path, rea
         predict(path, [_image(tmp_path)])
 
 
+# Slow (a TensorFlow import in the child, 5-10 s each): the default suite probes with LiteRT, which pyproject installs.
+@pytest.mark.slow
+def test_probe_with_the_tensorflow_fallback_refuses_and_accepts_the_same_files(tmp_path, real_tflite, monkeypatch):
+    from workbench.serving.formats import tflite
+
+    monkeypatch.setattr(tflite, "interpreter_module", lambda: tflite.TENSORFLOW_INTERPRETER)
+    path = tmp_path / "model.tflite"
+    for crafted in (b"\xff\xff\xff\x7fTFL3" + b"\x00" * 64, _flipped(real_tflite, 1), real_tflite[:2000]):
+        with pytest.raises(ModelFileError, match="not a valid TFLite model"):
+            tflite.probe_tflite(path, crafted)
+    tflite.probe_tflite(path, real_tflite)
+
+
 def test_real_tflite_export_passes_the_probe(tmp_path, real_tflite):
     path = tmp_path / "model.tflite"
     path.write_bytes(real_tflite)
