@@ -14,7 +14,7 @@ What `auto` decides, in order (an option the user gave is never touched):
    the head gets enough steps to converge whatever the data size.
 3. phase 2 (`unfreeze_blocks`, `fine_tune_epochs`, `fine_tune_learning_rate`): the deepest fine-tune whose
    epochs fit the budget, estimated from the measured forward speed (`Speed`) and the measured cost of a
-   training step relative to it (`TRAIN_COST`).
+   phase-2 step relative to it (`TRAIN_COST`, `VAL_COST`).
 4. `early_stopping_patience`: long enough for the cosine schedule to reach its low-rate epochs.
 
 During the run, `BudgetGuard` (`workbench.engine.callbacks`) ends a phase at an epoch boundary if the measured
@@ -29,10 +29,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-# The training step of phase 2 costs this many forward passes per image, by blocks unfrozen (Lite0, 2 CPU
-# cores, 128-224 px; benchmarks/bench_auto_recipe.py --measure-cost). Deeper fine-tuning back-propagates
-# through more of the network, so it costs more per image.
-TRAIN_COST = {1: 2.0, 2: 2.2, 3: 2.4, 4: 2.6, 6: 3.0, 8: 3.4}
+# What one phase-2 image costs, in forward passes of the whole network, by blocks unfrozen: measured on Lite0
+# at 128 and 224 px on 2 CPU cores (`python benchmarks/bench_auto_recipe.py --measure-cost`; the larger of the
+# two). By default the frozen blocks' output is computed once per phase (`cache_features auto`), so a step runs
+# only the unfrozen top: a training step (TRAIN_COST) and, for validation, its inference (VAL_COST). With pixel
+# augmentation every step runs the whole network (the *_IMAGES tables).
+TRAIN_COST = {1: 0.08, 2: 0.21, 3: 0.31, 4: 0.44, 6: 0.68, 8: 1.0}
+VAL_COST = {1: 0.03, 2: 0.07, 3: 0.09, 4: 0.11, 6: 0.27, 8: 0.31}
+TRAIN_COST_IMAGES = {1: 1.5, 2: 1.5, 3: 1.7, 4: 2.0, 6: 2.2, 8: 3.0}
+VAL_COST_IMAGES = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 6: 1.0, 8: 1.0}
+# Seconds a phase pays once: building its training graph (tracing), measured 9-15 s on 2 cores.
+PHASE_OVERHEAD_SECONDS = 15.0
 # Depths tried, deepest first. Six blocks was the measured sweet spot on both data sets: three (the fixed
 # recipe) left 3-5 points on the table out of ImageNet's domain, and more cost time without gaining.
 DEPTHS = (6, 4, 3, 2, 1)
@@ -132,12 +139,22 @@ def choose_head(facts: DataFacts, batch_size: int) -> list[Decision]:
     ]
 
 
-def fine_tune_epoch_seconds(facts: DataFacts, speed: Speed, resolution: int, depth: int) -> float:
+def fine_tune_epoch_seconds(
+    facts: DataFacts, speed: Speed, resolution: int, depth: int, *, cached: bool = True
+) -> float:
     """Estimated seconds of one phase-2 epoch: training steps on the train split, inference on val."""
-    cost = TRAIN_COST.get(depth) or TRAIN_COST[max(d for d in TRAIN_COST if d <= depth)]
-    return cost * speed.forward_seconds(facts.train_images, resolution) + speed.forward_seconds(
-        facts.val_images, resolution
-    )
+    train_cost, val_cost = (TRAIN_COST, VAL_COST) if cached else (TRAIN_COST_IMAGES, VAL_COST_IMAGES)
+    known = max((d for d in train_cost if d <= depth), default=min(train_cost))
+    return train_cost[known] * speed.forward_seconds(facts.train_images, resolution) + val_cost[
+        known
+    ] * speed.forward_seconds(facts.val_images, resolution)
+
+
+def fine_tune_setup_seconds(facts: DataFacts, speed: Speed, resolution: int, *, cached: bool = True) -> float:
+    """Estimated seconds phase 2 pays once: tracing, and the frozen blocks' output of both splits (at most
+    one forward pass) when it is cached."""
+    passes = speed.forward_seconds(facts.train_images + facts.val_images, resolution) if cached else 0.0
+    return PHASE_OVERHEAD_SECONDS + passes
 
 
 def finish_seconds(facts: DataFacts, speed: Speed, resolution: int) -> float:
@@ -146,16 +163,22 @@ def finish_seconds(facts: DataFacts, speed: Speed, resolution: int) -> float:
 
 
 def choose_fine_tune(
-    facts: DataFacts, speed: Speed, resolution: int, seconds_left: float, depths: Sequence[int] = DEPTHS
+    facts: DataFacts,
+    speed: Speed,
+    resolution: int,
+    seconds_left: float,
+    depths: Sequence[int] = DEPTHS,
+    *,
+    cached: bool = True,
 ) -> list[Decision]:
     """The deepest phase 2 that fits `seconds_left` with at least MIN_FINE_TUNE_EPOCHS epochs (at most MAX);
     failing that, the shallowest with as many epochs as fit; none at all when not even one epoch fits."""
-    usable = seconds_left * BUDGET_MARGIN
-    fits = {d: int(usable // fine_tune_epoch_seconds(facts, speed, resolution, d)) for d in depths}
+    usable = seconds_left * BUDGET_MARGIN - fine_tune_setup_seconds(facts, speed, resolution, cached=cached)
+    per_epoch = {d: fine_tune_epoch_seconds(facts, speed, resolution, d, cached=cached) for d in depths}
+    fits = {d: max(0, int(usable // per_epoch[d])) for d in depths}
     depth = next((d for d in depths if fits[d] >= MIN_FINE_TUNE_EPOCHS), depths[-1])
     epochs = min(MAX_FINE_TUNE_EPOCHS, fits[depth])
-    per_epoch = fine_tune_epoch_seconds(facts, speed, resolution, depth)
-    budget = f"~{per_epoch:.0f} s per epoch measured-estimated, {seconds_left:.0f} s left in the budget"
+    budget = f"~{per_epoch[depth]:.0f} s per epoch estimated from the measured speed, {seconds_left:.0f} s left"
     if epochs < 1:
         return [Decision("fine_tune_epochs", 0, f"not one phase-2 epoch fits ({budget}); the head alone is trained")]
     rate = DEEP_FINE_TUNE_LR if depth >= 4 else SHALLOW_FINE_TUNE_LR
@@ -176,9 +199,15 @@ def choose_fine_tune(
 
 
 def choose_patience(fine_tune_epochs: int) -> Decision:
-    """Patience of a third of phase 2 (at least 3): the cosine schedule's best epochs come late."""
-    patience = max(3, math.ceil(fine_tune_epochs / 3))
-    return Decision("recipe.early_stopping_patience", patience, "a third of phase 2, at least 3 epochs")
+    """As many epochs as phase 2 has (at least 3): its epochs are planned to fit the budget, and with a cosine
+    schedule the best ones come last, after a first epoch that often scores below the head alone (measured on
+    both benchmark sets); the best epoch of any phase is kept whatever the patience."""
+    patience = max(3, fine_tune_epochs)
+    return Decision(
+        "recipe.early_stopping_patience",
+        patience,
+        "phase 2 runs its planned epochs: a cosine schedule's best epochs come last",
+    )
 
 
 def plan(
@@ -200,9 +229,10 @@ def plan(
     keep([choose_image_size(facts, variant_resolution)])
     resolution = given.get("image_size") or _value(decisions, "image_size")
     keep(choose_head(facts, batch_size))
-    head_seconds = speed.forward_seconds(facts.train_images + facts.val_images, resolution)
+    cached = given.get("augment", "none") == "none"  # pixel augmentation: every step runs the whole network
+    head_seconds = PHASE_OVERHEAD_SECONDS + speed.forward_seconds(facts.train_images + facts.val_images, resolution)
     seconds_left = budget_seconds - head_seconds - finish_seconds(facts, speed, resolution)
-    keep(choose_fine_tune(facts, speed, resolution, seconds_left, _depths(given)))
+    keep(choose_fine_tune(facts, speed, resolution, seconds_left, _depths(given), cached=cached))
     if "fine_tune_epochs" in given:
         fine_tune_epochs = given["fine_tune_epochs"]
     else:
