@@ -86,6 +86,18 @@ def test_options_the_user_gave_are_never_chosen_and_shape_the_rest():
     assert given_epochs["recipe.early_stopping_patience"] == 20  # phase 2 runs the epochs the user asked for
 
 
+def test_without_a_budget_auto_spends_about_what_the_naive_loop_would_at_most_ten_minutes():
+    small, _ = decide(facts=DataFacts(500, 100, 100, 6, 28), budget=None)
+    budget = next(d for d in small if d.path == "time_budget")
+    seconds = float(budget.value.rstrip("s"))
+    naive_like = auto.DEFAULT_PASSES * CPU.forward_seconds(600, 224)  # 8 passes over the data at 224 px
+    assert naive_like < seconds <= naive_like + auto.finish_seconds(DataFacts(500, 100, 100, 6, 28), CPU, 224)
+    large, _ = decide(facts=DataFacts(50_000, 5_000, 5_000, 100, 400), budget=None)
+    assert next(d for d in large if d.path == "time_budget").value == f"{auto.DEFAULT_MAX_SECONDS:.0f}s"
+    given, _ = decide(budget=300.0)
+    assert "time_budget" not in {d.path for d in given}
+
+
 def test_the_head_gets_enough_steps_however_small_the_data():
     few = DataFacts(train_images=60, val_images=20, test_images=0, classes=3, median_side=200)
     _, chosen = decide(facts=few)
@@ -102,17 +114,22 @@ def test_a_run_records_what_auto_chose_and_why(tmp_path):
     from workbench.engine import RunConfig, fine_tune
     from workbench.engine.events import read_events
 
-    config = tiny_config(make_image_folder(tmp_path / "data"), tmp_path / "runs", time_budget="20m")
-    del config["epochs"], config["recipe"]["early_stopping_patience"]  # left to auto
+    config = tiny_config(make_image_folder(tmp_path / "data", size=20), tmp_path / "runs")
+    del config["epochs"], config["image_size"], config["recipe"]["early_stopping_patience"]  # left to auto
     config["fine_tune_epochs"] = 1
     result = fine_tune(config, tensorboard=False)
     saved = RunConfig.load(result.run_dir / "config.yaml")
-    plan = next(e for e in read_events(result.run_dir) if e["type"] == "plan")
-    assert saved.auto_decisions == plan["decisions"] and plan["budget_s"] == 1200
-    chosen = {line.split(" = ")[0] for line in saved.auto_decisions}
-    assert {"epochs", "recipe.early_stopping_patience"} <= chosen
-    assert not {"fine_tune_epochs", "image_size", "recipe.learning_rate"} & chosen  # given in tiny_config
-    assert saved.epochs >= auto.HEAD_EPOCHS[0] and saved.fine_tune_epochs == 1  # concrete values, resumable
+    events = read_events(result.run_dir)
+    plan = next(e for e in events if e["type"] == "plan")
+    assert saved.auto_decisions == plan["decisions"]
+    chosen = dict(line.split(": ", 1)[0].split(" = ") for line in saved.auto_decisions)
+    assert {"time_budget", "image_size", "epochs", "recipe.early_stopping_patience"} <= set(chosen)
+    assert not {"fine_tune_epochs", "recipe.learning_rate"} & set(chosen)  # given in tiny_config
+    # what was chosen is what ran, and config.yaml holds it: a resumed run trains the same recipe
+    phase = next(e for e in events if e["type"] == "phase")
+    assert phase["image_size"] == saved.image_size == int(chosen["image_size"])
+    assert plan["budget_s"] == saved.budget_seconds() and saved.time_budget == chosen["time_budget"]
+    assert saved.epochs == int(chosen["epochs"]) >= auto.HEAD_EPOCHS[0] and saved.fine_tune_epochs == 1
 
 
 def test_fixed_uses_the_documented_defaults_and_plans_nothing(tmp_path):

@@ -38,8 +38,15 @@ TRAIN_COST = {1: 0.08, 2: 0.21, 3: 0.31, 4: 0.44, 6: 0.68, 8: 1.0}
 VAL_COST = {1: 0.03, 2: 0.07, 3: 0.09, 4: 0.11, 6: 0.27, 8: 0.31}
 TRAIN_COST_IMAGES = {1: 1.5, 2: 1.5, 3: 1.7, 4: 2.0, 6: 2.2, 8: 3.0}
 VAL_COST_IMAGES = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 6: 1.0, 8: 1.0}
-# Seconds a phase pays once: building its training graph (tracing), measured 9-15 s on 2 cores.
+# Seconds a phase pays once: building its training graph (tracing), measured 9-15 s on 2 cores. And seconds
+# every epoch pays beyond its arithmetic (the checkpoint of weights and optimizer, callbacks, events): measured
+# 0.4 s per head epoch and ~2.5 s per phase-2 epoch of Lite0 on Fashion-MNIST (bench_auto_recipe).
 PHASE_OVERHEAD_SECONDS = 15.0
+HEAD_EPOCH_SECONDS, FINE_TUNE_EPOCH_SECONDS = 0.5, 2.5
+# Without --time-budget: about what the naive keras.io loop spends (5 head epochs and 2 fine-tuning epochs, all
+# on images at the variant's resolution: ~8 passes over the data) plus evaluation and export, at most 10 minutes.
+# `auto` then spends that time better (benchmarks/bench_auto_recipe.py).
+DEFAULT_PASSES, DEFAULT_MAX_SECONDS = 8, 600.0
 # Depths tried, deepest first. Six blocks was the measured sweet spot on both data sets: three (the fixed
 # recipe) left 3-5 points on the table out of ImageNet's domain, and more cost time without gaining.
 DEPTHS = (6, 4, 3, 2, 1)
@@ -145,9 +152,8 @@ def fine_tune_epoch_seconds(
     """Estimated seconds of one phase-2 epoch: training steps on the train split, inference on val."""
     train_cost, val_cost = (TRAIN_COST, VAL_COST) if cached else (TRAIN_COST_IMAGES, VAL_COST_IMAGES)
     known = max((d for d in train_cost if d <= depth), default=min(train_cost))
-    return train_cost[known] * speed.forward_seconds(facts.train_images, resolution) + val_cost[
-        known
-    ] * speed.forward_seconds(facts.val_images, resolution)
+    train = train_cost[known] * speed.forward_seconds(facts.train_images, resolution)
+    return FINE_TUNE_EPOCH_SECONDS + train + val_cost[known] * speed.forward_seconds(facts.val_images, resolution)
 
 
 def fine_tune_setup_seconds(facts: DataFacts, speed: Speed, resolution: int, *, cached: bool = True) -> float:
@@ -160,6 +166,20 @@ def fine_tune_setup_seconds(facts: DataFacts, speed: Speed, resolution: int, *, 
 def finish_seconds(facts: DataFacts, speed: Speed, resolution: int) -> float:
     """Estimated seconds after training: evaluation on the test split, then the export."""
     return FINISH_SECONDS + speed.forward_seconds(facts.test_images, resolution)
+
+
+def default_budget(facts: DataFacts, speed: Speed, variant_resolution: int) -> Decision:
+    """The budget `auto` plans for when the user gave none (see DEFAULT_PASSES)."""
+    passes = DEFAULT_PASSES * speed.forward_seconds(facts.train_images + facts.val_images, variant_resolution)
+    seconds = min(DEFAULT_MAX_SECONDS, passes + finish_seconds(facts, speed, variant_resolution))
+    capped = " (the cap)" if seconds == DEFAULT_MAX_SECONDS else ""
+    return Decision(
+        "time_budget",
+        f"{seconds:.0f}s",
+        f"what {DEFAULT_PASSES} passes over the data at {variant_resolution} px cost on this machine (the naive "
+        f"keras.io loop's 5 + 2 epochs), plus evaluation and export, at most {DEFAULT_MAX_SECONDS / 60:.0f} "
+        f"minutes{capped}; --time-budget sets it",
+    )
 
 
 def choose_fine_tune(
@@ -216,21 +236,27 @@ def plan(
     *,
     variant_resolution: int,
     batch_size: int,
-    budget_seconds: float,
+    budget_seconds: float | None,
     given: dict[str, Any],
 ) -> list[Decision]:
     """Every decision for the options not in `given` (the options the user set, by dotted path, with their
-    values, which the later rules take as facts). The image size is decided first: the others depend on it."""
+    values, which the later rules take as facts; `budget_seconds` is None when no budget was given). The budget
+    and the image size are decided first: the others depend on them."""
     decisions: list[Decision] = []
 
     def keep(chosen: list[Decision]) -> None:
         decisions.extend(d for d in chosen if d.path not in given)
 
+    if budget_seconds is None:
+        keep([default_budget(facts, speed, variant_resolution)])
+        budget_seconds = float(_value(decisions, "time_budget").rstrip("s"))
     keep([choose_image_size(facts, variant_resolution)])
     resolution = given.get("image_size") or _value(decisions, "image_size")
     keep(choose_head(facts, batch_size))
+    head_epochs = given.get("epochs") or _value(decisions, "epochs")
     cached = given.get("augment", "none") == "none"  # pixel augmentation: every step runs the whole network
-    head_seconds = PHASE_OVERHEAD_SECONDS + speed.forward_seconds(facts.train_images + facts.val_images, resolution)
+    head_seconds = PHASE_OVERHEAD_SECONDS + head_epochs * HEAD_EPOCH_SECONDS
+    head_seconds += speed.forward_seconds(facts.train_images + facts.val_images, resolution)
     seconds_left = budget_seconds - head_seconds - finish_seconds(facts, speed, resolution)
     keep(choose_fine_tune(facts, speed, resolution, seconds_left, _depths(given), cached=cached))
     if "fine_tune_epochs" in given:

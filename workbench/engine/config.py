@@ -37,8 +37,7 @@ CACHE_FEATURES = ("auto", "on", "off")
 # train the head on backbone features computed once.
 AUGMENTS = ("none", "light", "standard", "strong")
 RECIPE_MODES = ("auto", "fixed")
-# What `auto` plans for without --time-budget: on 2 CPU cores, enough for Lite0 to reach 90% on a few thousand
-# CIFAR-sized images (benchmarks/bench_auto_recipe.py); smaller data sets finish well inside it.
+# The most `auto` plans for without --time-budget (`workbench.engine.auto.default_budget`: less for small data).
 DEFAULT_BUDGET_MINUTES = 10
 
 # The embedded sample is small and its images are small: at 160 px instead of Lite0's 224 px,
@@ -125,8 +124,8 @@ class RunConfig(Config):
     time_budget: str | None = option(
         None,
         "wall-clock budget of the whole run, evaluation and export included, e.g. 90s, 10m, 1h; the run adapts "
-        "epochs and phase-2 depth to it; empty = auto plans for "
-        f"{DEFAULT_BUDGET_MINUTES} minutes and fixed has none",
+        "epochs and phase-2 depth to it; empty = auto plans for what 8 passes over the data at the variant's "
+        f"resolution cost on this machine (at most {DEFAULT_BUDGET_MINUTES} minutes), and fixed has none",
         metavar="DURATION",
     )
     precision: str = option(
@@ -220,8 +219,8 @@ def fixed_value(path: str) -> Any:
 
 
 def planned_paths() -> list[str]:
-    """Every option the automatic recipe decides when it is left empty: the image size, and `auto_paths`."""
-    return ["image_size", *auto_paths()]
+    """Every option the automatic recipe decides when it is left empty: the budget, the image size, `auto_paths`."""
+    return ["time_budget", "image_size", *auto_paths()]
 
 
 def auto_paths() -> list[str]:
@@ -237,9 +236,9 @@ def unset_paths(config: RunConfig) -> list[str]:
 def with_recipe_defaults(config: RunConfig, chosen: dict[str, Any] | None = None) -> RunConfig:
     """`config` with every option still empty filled: from `chosen` (the automatic recipe's choices) where it
     has the option, else the fixed recipe's value. Options the user set are never changed."""
-    chosen = chosen or {}
-    fills = {path: chosen.get(path, fixed_value(path)) for path in unset_paths(config)}
-    return with_overrides(config, fills)
+    chosen = {path: value for path, value in (chosen or {}).items() if _get(config, path) is None}
+    fills = {path: fixed_value(path) for path in unset_paths(config)}
+    return with_overrides(config, {**fills, **chosen})
 
 
 def _get(config: Any, path: str) -> Any:

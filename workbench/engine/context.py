@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.files import remove_stale_temporaries
-from workbench.engine.config import DEFAULT_BUDGET_MINUTES, SAMPLE_IMAGE_SIZE, RunConfig
+from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
 from workbench.engine.events import EventWriter, read_events
 from workbench.engine.rundir import (
     CHECKPOINTS_DIR,
@@ -161,8 +161,6 @@ def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: Even
         return config, deadline
     from workbench.engine.speed import measure_speed
 
-    if budget is None:
-        budget = 60.0 * DEFAULT_BUDGET_MINUTES
     facts = auto.DataFacts.of(manifest)
     given = {p: v for p, v in _flat(config).items() if p in planned_paths() and v is not None}
     own = SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config)
@@ -177,7 +175,8 @@ def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: Even
         given=given,
     )
     chosen = {d.path: d.value for d in decisions}
-    config = with_recipe_defaults(config, chosen)
+    config = with_recipe_defaults(config, chosen)  # the budget and image size too, when they were left empty
+    budget = config.budget_seconds()
     config.auto_decisions = [d.line() for d in decisions]
     writer.emit("plan", decisions=config.auto_decisions, budget_s=budget, images_per_s=speed.forward_images_per_s)
     finish = auto.finish_seconds(facts, speed, config.image_size or resolution)
