@@ -17,9 +17,10 @@ What `auto` decides, in order (an option the user gave is never touched):
    phase-2 step relative to it (`TRAIN_COST`, `VAL_COST`).
 4. `early_stopping_patience`: long enough for the cosine schedule to reach its low-rate epochs.
 
-During the run, `BudgetGuard` (`workbench.engine.callbacks`) ends a phase at an epoch boundary if the measured
-epoch times show the budget would be overrun, so the finish stays within the budget even when the estimate
-was off.
+Phase 2 is planned twice: once before training (so the plan can be shown), and again when phase 2 starts, from
+the time really left (`replan_fine_tune`): the feature pass, the head and the machine's load are then measured,
+not estimated. During phase 2, `BudgetGuard` (`workbench.engine.callbacks`) ends it at an epoch boundary if the
+measured epoch times show the budget would be overrun.
 """
 
 from __future__ import annotations
@@ -38,15 +39,15 @@ TRAIN_COST = {1: 0.08, 2: 0.21, 3: 0.31, 4: 0.44, 6: 0.68, 8: 1.0}
 VAL_COST = {1: 0.03, 2: 0.07, 3: 0.09, 4: 0.11, 6: 0.27, 8: 0.31}
 TRAIN_COST_IMAGES = {1: 1.5, 2: 1.5, 3: 1.7, 4: 2.0, 6: 2.2, 8: 3.0}
 VAL_COST_IMAGES = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 6: 1.0, 8: 1.0}
-# Seconds a phase pays once: building its training graph (tracing), measured 9-15 s on 2 cores. And seconds
-# every epoch pays beyond its arithmetic (the checkpoint of weights and optimizer, callbacks, events): measured
-# 0.4 s per head epoch and ~2.5 s per phase-2 epoch of Lite0 on Fashion-MNIST (bench_auto_recipe).
-PHASE_OVERHEAD_SECONDS = 15.0
-HEAD_EPOCH_SECONDS, FINE_TUNE_EPOCH_SECONDS = 0.5, 2.5
-# Without --time-budget: about what the naive keras.io loop spends (5 head epochs and 2 fine-tuning epochs, all
-# on images at the variant's resolution: ~8 passes over the data) plus evaluation and export, at most 10 minutes.
-# `auto` then spends that time better (benchmarks/bench_auto_recipe.py).
-DEFAULT_PASSES, DEFAULT_MAX_SECONDS = 8, 600.0
+# Seconds beyond the arithmetic, measured on Lite0 at 224 px on 2 CPU cores (bench_auto_recipe, Fashion-MNIST):
+# a phase's tracing of its training graph (~1 s for the head, 4-5 s for phase 2); a checkpoint and the callbacks
+# per epoch (0.4 s per head epoch, ~0.8 s per phase-2 epoch).
+PHASE_OVERHEAD_SECONDS = 8.0
+HEAD_EPOCH_SECONDS, FINE_TUNE_EPOCH_SECONDS = 0.4, 1.0
+# Without --time-budget: about what the naive keras.io loop spends training (5 head epochs and 2 fine-tuning
+# epochs, all on images at the variant's resolution: it took 10.4 times the measured time of one pass over the
+# data on Fashion-MNIST), plus evaluation and export, at most 10 minutes. `auto` spends that time better.
+DEFAULT_PASSES, DEFAULT_MAX_SECONDS = 10, 600.0
 # Depths tried, deepest first. Six blocks was the measured sweet spot on both data sets: three (the fixed
 # recipe) left 3-5 points on the table out of ImageNet's domain, and more cost time without gaining.
 DEPTHS = (6, 4, 3, 2, 1)
@@ -58,11 +59,12 @@ DEEP_FINE_TUNE_LR, SHALLOW_FINE_TUNE_LR = 3e-4, 1e-4
 # Phase 1: enough optimizer steps for the head to converge on cached features, in 10..60 epochs.
 HEAD_STEPS, HEAD_EPOCHS = 400, (10, 60)
 HEAD_LR = 1e-3
-# Upscale small images at most this much (CIFAR's 32 px -> 160 px); never below MIN_RESOLUTION.
-MAX_UPSCALE, MIN_RESOLUTION = 5.0, 128
-# Of the budget, kept for evaluation and export after training: a fixed part (building graphs, writing
-# files) plus forward passes over the test split; and a margin for what the estimate cannot see.
-FINISH_SECONDS, BUDGET_MARGIN = 45.0, 0.9
+# The lowest resolution `auto` tries when the budget cannot pay for the variant's own.
+MIN_RESOLUTION = 128
+# Of the budget, kept for evaluation and export after training: a fixed part (the SavedModel export, 6.4 s, and the
+# report's plots, for Lite0 on 2 cores) plus forward passes over the test split; and a margin for what the
+# estimates cannot see.
+FINISH_SECONDS, BUDGET_MARGIN = 10.0, 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,26 +114,49 @@ class Decision:
         return f"{self.path} = {self.value}: {self.reason}"
 
 
-def choose_image_size(facts: DataFacts, variant_resolution: int) -> Decision:
-    """The variant's own resolution, unless the images are so small that it would upscale them more than
-    MAX_UPSCALE times; then about MAX_UPSCALE x their size, a multiple of 32, at least MIN_RESOLUTION."""
-    side = facts.median_side
-    if side <= 0 or side * MAX_UPSCALE >= variant_resolution:
-        return Decision("image_size", variant_resolution, f"the variant's own resolution (images are {side} px)")
-    size = max(MIN_RESOLUTION, min(variant_resolution, 32 * round(side * MAX_UPSCALE / 32)))
+def choose_image_size(
+    facts: DataFacts, variant_resolution: int, speed: Speed | None = None, budget_seconds: float | None = None
+) -> Decision:
+    """The variant's own resolution, at which its ImageNet features were learnt, even for small images: on both
+    benchmark sets (CIFAR's 32 px, Fashion-MNIST's 28 px) upscaling to it beat stopping at 4-5x their size by
+    several points. A lower one only when the budget cannot pay for a deep fine-tune at the variant's own:
+    the largest multiple of 32 (at least MIN_RESOLUTION) whose phase 2 fits MIN_FINE_TUNE_EPOCHS."""
+    own = Decision(
+        "image_size",
+        variant_resolution,
+        f"the variant's own resolution, where its pretrained features work best (images are {facts.median_side} px)",
+    )
+    if speed is None or budget_seconds is None:
+        return own
+    for size in range(variant_resolution, MIN_RESOLUTION - 1, -32):
+        left = budget_seconds - head_seconds(facts, speed, size) - finish_seconds(facts, speed, size)
+        epochs = epochs_that_fit(facts, speed, size, left, DEPTHS[0])
+        if epochs >= MIN_FINE_TUNE_EPOCHS:
+            if size == variant_resolution:
+                return own
+            return Decision(
+                "image_size",
+                size,
+                f"the largest resolution at which a deep phase 2 fits the budget ({epochs} epochs; "
+                f"{variant_resolution} px would fit fewer than {MIN_FINE_TUNE_EPOCHS})",
+            )
     return Decision(
         "image_size",
-        size,
-        f"images are {side} px: {variant_resolution} px would upscale them {variant_resolution / side:.0f}x for "
-        f"no new detail at {(variant_resolution / size) ** 2:.1f}x the compute",
+        MIN_RESOLUTION,
+        "the smallest resolution tried: even at it a deep phase 2 does not fit the budget",
     )
+
+
+def head_epochs(facts: DataFacts, batch_size: int) -> int:
+    """Epochs that give the head about HEAD_STEPS optimizer steps, within HEAD_EPOCHS."""
+    low, high = HEAD_EPOCHS
+    return min(high, max(low, math.ceil(HEAD_STEPS / max(1, math.ceil(facts.train_images / batch_size)))))
 
 
 def choose_head(facts: DataFacts, batch_size: int) -> list[Decision]:
     """Phase 1 on cached features: epochs for about HEAD_STEPS optimizer steps, no pixel augmentation."""
     steps_per_epoch = max(1, math.ceil(facts.train_images / batch_size))
-    low, high = HEAD_EPOCHS
-    epochs = min(high, max(low, math.ceil(HEAD_STEPS / steps_per_epoch)))
+    epochs = head_epochs(facts, batch_size)
     return [
         Decision(
             "augment",
@@ -161,6 +186,21 @@ def fine_tune_setup_seconds(facts: DataFacts, speed: Speed, resolution: int, *, 
     one forward pass) when it is cached."""
     passes = speed.forward_seconds(facts.train_images + facts.val_images, resolution) if cached else 0.0
     return PHASE_OVERHEAD_SECONDS + passes
+
+
+def head_seconds(facts: DataFacts, speed: Speed, resolution: int, epochs: int | None = None) -> float:
+    """Estimated seconds of phase 1: the feature pass over both splits, tracing, and its (cheap) epochs."""
+    epochs = epochs if epochs is not None else head_epochs(facts, 32)
+    passes = speed.forward_seconds(facts.train_images + facts.val_images, resolution)
+    return PHASE_OVERHEAD_SECONDS + passes + epochs * HEAD_EPOCH_SECONDS
+
+
+def epochs_that_fit(
+    facts: DataFacts, speed: Speed, resolution: int, seconds_left: float, depth: int, *, cached: bool = True
+) -> int:
+    """Phase-2 epochs at `depth` that fit `seconds_left` (after the phase's one-off costs and the margin)."""
+    usable = seconds_left * BUDGET_MARGIN - fine_tune_setup_seconds(facts, speed, resolution, cached=cached)
+    return max(0, int(usable // fine_tune_epoch_seconds(facts, speed, resolution, depth, cached=cached)))
 
 
 def finish_seconds(facts: DataFacts, speed: Speed, resolution: int) -> float:
@@ -193,9 +233,8 @@ def choose_fine_tune(
 ) -> list[Decision]:
     """The deepest phase 2 that fits `seconds_left` with at least MIN_FINE_TUNE_EPOCHS epochs (at most MAX);
     failing that, the shallowest with as many epochs as fit; none at all when not even one epoch fits."""
-    usable = seconds_left * BUDGET_MARGIN - fine_tune_setup_seconds(facts, speed, resolution, cached=cached)
     per_epoch = {d: fine_tune_epoch_seconds(facts, speed, resolution, d, cached=cached) for d in depths}
-    fits = {d: max(0, int(usable // per_epoch[d])) for d in depths}
+    fits = {d: epochs_that_fit(facts, speed, resolution, seconds_left, d, cached=cached) for d in depths}
     depth = next((d for d in depths if fits[d] >= MIN_FINE_TUNE_EPOCHS), depths[-1])
     epochs = min(MAX_FINE_TUNE_EPOCHS, fits[depth])
     budget = f"~{per_epoch[depth]:.0f} s per epoch estimated from the measured speed, {seconds_left:.0f} s left"
@@ -250,14 +289,13 @@ def plan(
     if budget_seconds is None:
         keep([default_budget(facts, speed, variant_resolution)])
         budget_seconds = float(_value(decisions, "time_budget").rstrip("s"))
-    keep([choose_image_size(facts, variant_resolution)])
+    keep([choose_image_size(facts, variant_resolution, speed, budget_seconds)])
     resolution = given.get("image_size") or _value(decisions, "image_size")
     keep(choose_head(facts, batch_size))
-    head_epochs = given.get("epochs") or _value(decisions, "epochs")
+    epochs = given.get("epochs") or _value(decisions, "epochs")
     cached = given.get("augment", "none") == "none"  # pixel augmentation: every step runs the whole network
-    head_seconds = PHASE_OVERHEAD_SECONDS + head_epochs * HEAD_EPOCH_SECONDS
-    head_seconds += speed.forward_seconds(facts.train_images + facts.val_images, resolution)
-    seconds_left = budget_seconds - head_seconds - finish_seconds(facts, speed, resolution)
+    head = head_seconds(facts, speed, resolution, epochs)
+    seconds_left = budget_seconds - head - finish_seconds(facts, speed, resolution)
     keep(choose_fine_tune(facts, speed, resolution, seconds_left, _depths(given), cached=cached))
     if "fine_tune_epochs" in given:
         fine_tune_epochs = given["fine_tune_epochs"]
@@ -265,6 +303,26 @@ def plan(
         fine_tune_epochs = _value(decisions, "fine_tune_epochs")
     keep([choose_patience(fine_tune_epochs or 0)])
     return decisions
+
+
+# The options `replan_fine_tune` decides again when phase 2 starts.
+FINE_TUNE_PATHS = (
+    "recipe.unfreeze_blocks",
+    "fine_tune_epochs",
+    "recipe.fine_tune_learning_rate",
+    "recipe.early_stopping_patience",
+)
+
+
+def replan_fine_tune(
+    facts: DataFacts, speed: Speed, *, resolution: int, seconds_left: float, given: dict[str, Any]
+) -> list[Decision]:
+    """Phase 2's decisions again, from the seconds really left before the training deadline (evaluation and
+    export are already set aside) when phase 2 starts; options in `given` are kept."""
+    cached = given.get("augment", "none") == "none"
+    chosen = choose_fine_tune(facts, speed, resolution, seconds_left, _depths(given), cached=cached)
+    epochs = given.get("fine_tune_epochs", next((d.value for d in chosen if d.path == "fine_tune_epochs"), 0))
+    return [d for d in [*chosen, choose_patience(epochs)] if d.path not in given]
 
 
 def _depths(given: dict[str, Any]) -> tuple[int, ...]:

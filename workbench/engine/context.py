@@ -63,6 +63,7 @@ class RunContext:
     best_weights: list[np.ndarray] | None = None  # the best epoch's weights so far (by val accuracy)
     # time.perf_counter() by which training must end for the run to finish within --time-budget (None: no budget)
     deadline: float | None = None
+    planned: Any = None  # (auto.DataFacts, auto.Speed) the automatic recipe planned with (None: it did not plan)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -111,9 +112,10 @@ def build_context(
     # The manifest first: config.yaml marks a run as resumable, so a run interrupted during ingest
     # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
     manifest = _load_data(config, run_dir, resuming)
-    deadline = None
+    deadline = planned = None
     if not resuming:  # a resumed run's config.yaml already holds the recipe chosen when it started
-        config, deadline = _choose_recipe(config, manifest, Batching.of(strategy, config.batch_size), writer, started)
+        batching = Batching.of(strategy, config.batch_size)
+        config, deadline, planned = _choose_recipe(config, manifest, batching, writer, started)
     state = _initial_state(config, run_dir, resuming)
     write_labels(run_dir, manifest.classes)
     image_size = config.image_size or (SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config))
@@ -140,6 +142,7 @@ def build_context(
         callbacks=tuple(callbacks),
         best_weights=_restore_best(model, run_dir, state),
         deadline=deadline,
+        planned=planned,
     )
 
 
@@ -158,7 +161,7 @@ def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: Even
     if config.recipe_mode == "fixed":
         config = with_recipe_defaults(config)
         deadline = None if budget is None or started is None else started + budget - auto.FINISH_SECONDS
-        return config, deadline
+        return config, deadline, None
     from workbench.engine.speed import measure_speed
 
     facts = auto.DataFacts.of(manifest)
@@ -181,7 +184,40 @@ def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: Even
     writer.emit("plan", decisions=config.auto_decisions, budget_s=budget, images_per_s=speed.forward_images_per_s)
     finish = auto.finish_seconds(facts, speed, config.image_size or resolution)
     deadline = (started if started is not None else time.perf_counter()) + budget - finish
-    return config, deadline
+    return config, deadline, (facts, speed)
+
+
+def replan_fine_tune(ctx: RunContext) -> None:
+    """Before phase 2 of a new auto run, decide phase 2 again from the time really left (see
+    `auto.replan_fine_tune`); the new choices replace the old in the config, config.yaml and a `plan` event."""
+    import time
+
+    from workbench.engine import auto
+    from workbench.engine.config import planned_paths, with_overrides
+
+    if ctx.planned is None or ctx.deadline is None or ctx.state.phase >= 2:
+        return
+    lines = ctx.config.auto_decisions or []
+    chosen = {line.split(" = ", 1)[0] for line in lines}
+    if not chosen & set(auto.FINE_TUNE_PATHS):
+        return
+    given = {p: v for p, v in _flat(ctx.config).items() if p in planned_paths() and p not in chosen}
+    facts, speed = ctx.planned
+    seconds_left = ctx.deadline - time.perf_counter()
+    decisions = auto.replan_fine_tune(facts, speed, resolution=ctx.image_size, seconds_left=seconds_left, given=given)
+    fills = {d.path: d.value for d in decisions}
+    kept = [line for line in lines if line.split(" = ", 1)[0] not in auto.FINE_TUNE_PATHS]
+    config = with_overrides(ctx.config, fills)
+    config.auto_decisions = kept + [d.line() for d in decisions]
+    config.save(ctx.run_dir / CONFIG_FILE)
+    ctx.config = config
+    ctx.writer.emit(
+        "plan",
+        decisions=[d.line() for d in decisions],
+        budget_s=config.budget_seconds(),
+        seconds_left=seconds_left,
+        stage="fine-tune",
+    )
 
 
 def _flat(config: RunConfig) -> dict[str, Any]:

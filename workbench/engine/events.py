@@ -4,7 +4,8 @@ One JSON object per line, appended and flushed as it happens, never rewritten. E
 has `"type"` and `"time"` (Unix seconds). Types and their fields:
 
 * `plan`: `decisions` (the automatic recipe's choices, one line each: `option = value: why`), `budget_s`,
-  `images_per_s` (the measured inference speed it planned with)
+  `images_per_s` (the measured inference speed it planned with); a second `plan` with `"stage": "fine-tune"` and
+  `seconds_left` when phase 2 is planned again as it starts (its lines replace the first plan's phase-2 lines)
 * `budget`: `phase`, `epoch`, `message` (the time budget ended this phase after that epoch)
 * `phase`: `phase` (1 or 2), `name`, `epochs` (and `start_epoch`, `resumed` when a run resumes)
 * `batch`: `phase`, `epoch`, `step`, `steps`, `loss`, `accuracy`, `images_per_s`, `eta_s`

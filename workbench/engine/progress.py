@@ -37,7 +37,11 @@ class ProgressPrinter:
         kind = event.get("type")
         if kind == "plan":
             budget = format_duration(event.get("budget_s"), "words")
-            self._print(f"automatic recipe (budget {budget}; --recipe fixed or explicit options override it):")
+            if event.get("stage") == "fine-tune":
+                left = format_duration(event.get("seconds_left"), "words")
+                self._print(f"automatic recipe, phase 2 planned again with {left} of training time left:")
+            else:
+                self._print(f"automatic recipe (budget {budget}; --recipe fixed or explicit options override it):")
             for line in event.get("decisions") or []:
                 self._print(f"  {line}")
         elif kind == "budget":

@@ -23,6 +23,7 @@ Listeners see every event as it is written; extra Keras callbacks join every pha
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -30,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from workbench.engine.config import RunConfig
-from workbench.engine.context import IMBALANCE_RATIO, RunContext, build_context, class_weights, open_run
+from workbench.engine.context import (
+    IMBALANCE_RATIO,
+    RunContext,
+    build_context,
+    class_weights,
+    open_run,
+    replan_fine_tune,
+)
 from workbench.engine.events import EVENTS_FILE, EventWriter, Listener
 from workbench.engine.phases import Phase, TrainingError, fit_phase, restore_drop_rates
 from workbench.engine.rundir import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, pid_file
@@ -179,13 +187,18 @@ def _run(config: RunConfig, *, listeners, callbacks, tensorboard: bool, resume_d
                 callbacks=callbacks,
                 started=started,
             )
-            phases = recipe_phases(ctx.config)  # the config with the recipe's choices filled in
-            stopped = False
-            for phase in phases:
-                stopped = fit_phase(ctx, phase)
+            stopped, cached_features = False, None
+            for index in itertools.count():
+                if index == 1:  # the automatic recipe decides phase 2 again, from the time really left
+                    replan_fine_tune(ctx)
+                phases = recipe_phases(ctx.config)  # the config with the recipe's choices filled in
+                if index >= len(phases):
+                    break
+                cached_features = phases[0].features
+                stopped = fit_phase(ctx, phases[index])
                 if stopped:
                     break
-            result = _finish(ctx, stopped, cached_features=phases[0].features)
+            result = _finish(ctx, stopped, cached_features=bool(cached_features))
     result.seconds = time.perf_counter() - started
     result.terminated = termination.received
     return result
