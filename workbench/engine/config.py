@@ -124,8 +124,8 @@ class RunConfig(Config):
     time_budget: str | None = option(
         None,
         "wall-clock budget of the whole run, evaluation and export included, e.g. 90s, 10m, 1h; the run adapts "
-        "epochs and phase-2 depth to it; empty = auto plans for what 8 passes over the data at the variant's "
-        f"resolution cost on this machine (at most {DEFAULT_BUDGET_MINUTES} minutes), and fixed has none",
+        "epochs and phase-2 depth to it; empty = auto plans for about what the naive keras.io loop would take "
+        f"on this machine (at most {DEFAULT_BUDGET_MINUTES} minutes), and fixed has none",
         metavar="DURATION",
     )
     precision: str = option(
