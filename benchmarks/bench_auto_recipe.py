@@ -91,7 +91,6 @@ def run_workbench(train: Path, test: Path | None, out: Path, mode: str) -> dict:
     """`workbench train TRAIN [--recipe fixed]`: train, evaluate (own test split), export; then score TEST
     (None: the run's own test split)."""
     from workbench.engine import RunConfig, fine_tune
-    from workbench.engine.events import read_events
     from workbench.evaluation import evaluate
     from workbench.serving.export import export
 
@@ -116,7 +115,7 @@ def run_workbench(train: Path, test: Path | None, out: Path, mode: str) -> dict:
     export(result.run_dir)  # the CLI's default export
     total_seconds = time.perf_counter() - start
     held_out = own if test is None else evaluate(result.run_dir, data=str(test), split="all", plots=False)
-    plan = [e for e in read_events(result.run_dir) if e["type"] == "plan"]
+    decisions = RunConfig.load(result.run_dir / "config.yaml").auto_decisions  # both plans' final choices
     return {
         "run_dir": str(result.run_dir),
         "test_accuracy": held_out["accuracy"],
@@ -125,7 +124,7 @@ def run_workbench(train: Path, test: Path | None, out: Path, mode: str) -> dict:
         "train_seconds": train_seconds,
         "total_seconds": total_seconds,
         "curve": curve,
-        "decisions": plan[-1]["decisions"] if plan else None,
+        "decisions": decisions,
     }
 
 

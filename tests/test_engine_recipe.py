@@ -44,7 +44,7 @@ def test_run_directory_holds_the_whole_run(lite0_run):
     assert not (run / "pid").exists()  # held only while training
     saved, given = RunConfig.load(run / "config.yaml"), RunConfig.from_dict(config)
     assert not unset_paths(saved)  # the recipe's choices are recorded: a resume trains the same recipe
-    chosen = {path: None for path in unset_paths(given)}
+    chosen = {line.split(" = ", 1)[0]: None for line in saved.auto_decisions}  # what the automatic recipe chose
     assert with_overrides(saved, {**chosen, "auto_decisions": None}) == given  # and nothing the user set changed
     from pipelines import Manifest
 
@@ -65,6 +65,7 @@ def test_events_tell_the_story_of_both_phases(lite0_run):
         ("epoch", 1, 1),
         ("epoch", 1, 2),
         ("epoch", 1, 3),
+        ("plan", None, None),  # phase 2 planned again from the time really left
         ("phase", 2, None),
         ("epoch", 2, 1),
         ("done", None, None),
@@ -186,6 +187,7 @@ def test_user_listener_and_keras_callback_see_every_phase(tmp_path):
         ("phase", 1, None),
         ("epoch", 1, 1),
         ("epoch", 1, 2),
+        ("plan", None, None),  # phase 2 planned again from the time really left
         ("phase", 2, None),
         ("epoch", 2, 1),
         ("done", None, None),

@@ -241,9 +241,13 @@ def choose_fine_tune(
     depth = next((d for d in depths if fits[d] >= MIN_FINE_TUNE_EPOCHS), depths[-1])
     epochs = min(MAX_FINE_TUNE_EPOCHS, fits[depth])
     budget = f"~{per_epoch[depth]:.0f} s per epoch estimated from the measured speed, {seconds_left:.0f} s left"
-    if epochs < 1:
-        return [Decision("fine_tune_epochs", 0, f"not one phase-2 epoch fits ({budget}); the head alone is trained")]
     rate = DEEP_FINE_TUNE_LR if depth >= 4 else SHALLOW_FINE_TUNE_LR
+    if epochs < 1:  # phase 2 is skipped, unless the user asked for its epochs: then the cheapest one
+        return [
+            Decision("fine_tune_epochs", 0, f"not one phase-2 epoch fits ({budget}); the head alone is trained"),
+            Decision("recipe.unfreeze_blocks", depth, "the shallowest, should phase 2 run at all"),
+            Decision("recipe.fine_tune_learning_rate", rate, f"a shallow fine-tune of {depth} block(s)"),
+        ]
     why_depth = "the deepest fine-tune measured to pay off" if depth == depths[0] else "the deepest that fits"
     return [
         Decision("recipe.unfreeze_blocks", depth, f"{why_depth} ({budget})"),

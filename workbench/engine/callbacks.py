@@ -195,6 +195,7 @@ class BudgetGuard(keras.callbacks.Callback):
     def __init__(self, deadline: float, writer, phase: int, epochs: int):
         super().__init__()
         self.deadline, self.writer, self.phase, self.epochs = deadline, writer, phase, epochs
+        self.ended_phase = False  # True once the budget ended the phase early
         self._began = time.perf_counter()
         self._first: int | None = None
 
@@ -212,6 +213,7 @@ class BudgetGuard(keras.callbacks.Callback):
         if epoch + 1 >= self.epochs or now + expected <= self.deadline:
             return
         self.model.stop_training = True
+        self.ended_phase = True
         why = (
             "the budget is spent" if now > self.deadline else f"another {seconds:.0f} s epoch would overrun the budget"
         )

@@ -64,6 +64,10 @@ class RunContext:
     # time.perf_counter() by which training must end for the run to finish within --time-budget (None: no budget)
     deadline: float | None = None
     planned: Any = None  # (auto.DataFacts, auto.Speed) the automatic recipe planned with (None: it did not plan)
+    budget_spent: bool = False  # the time budget ended a phase early: later phases are skipped
+    # The phases the budget may shorten: all of them under --time-budget; under auto's own default budget, only
+    # those whose epochs auto chose (epochs the user gave are never cut by a budget the user did not give).
+    budgeted_phases: frozenset[int] = frozenset()
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -113,9 +117,12 @@ def build_context(
     # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
     manifest = _load_data(config, run_dir, resuming)
     deadline = planned = None
+    budgeted = frozenset({1, 2}) if config.time_budget else frozenset()
     if not resuming:  # a resumed run's config.yaml already holds the recipe chosen when it started
         batching = Batching.of(strategy, config.batch_size)
         config, deadline, planned = _choose_recipe(config, manifest, batching, writer, started)
+        chosen = {line.split(" = ", 1)[0] for line in config.auto_decisions or []}
+        budgeted |= {n for n, path in ((1, "epochs"), (2, "fine_tune_epochs")) if path in chosen}
     state = _initial_state(config, run_dir, resuming)
     write_labels(run_dir, manifest.classes)
     image_size = config.image_size or (SAMPLE_IMAGE_SIZE if config.data is None else _variant_resolution(config))
@@ -143,6 +150,7 @@ def build_context(
         best_weights=_restore_best(model, run_dir, state),
         deadline=deadline,
         planned=planned,
+        budgeted_phases=budgeted,
     )
 
 
@@ -206,7 +214,8 @@ def replan_fine_tune(ctx: RunContext) -> None:
     seconds_left = ctx.deadline - time.perf_counter()
     decisions = auto.replan_fine_tune(facts, speed, resolution=ctx.image_size, seconds_left=seconds_left, given=given)
     fills = {d.path: d.value for d in decisions}
-    kept = [line for line in lines if line.split(" = ", 1)[0] not in auto.FINE_TUNE_PATHS]
+    replaced = {d.path for d in decisions}  # a choice the new plan does not revisit keeps its first line
+    kept = [line for line in lines if line.split(" = ", 1)[0] not in replaced]
     config = with_overrides(ctx.config, fills)
     config.auto_decisions = kept + [d.line() for d in decisions]
     config.save(ctx.run_dir / CONFIG_FILE)

@@ -76,11 +76,14 @@ def fit_phase(ctx: RunContext, phase: Phase) -> bool:
 
 
 def _budget_spent(ctx: RunContext, phase: Phase) -> bool:
-    """A later phase is skipped (with a `budget` event) when the time budget is already spent: the run
-    goes on to save its best epoch, evaluate and export within the budget. Phase 1 always runs."""
+    """A later phase is skipped (with a `budget` event) when the time budget is spent (it ended an earlier
+    phase, or its deadline has passed): the run goes on to save its best epoch, evaluate and export within the
+    budget. Phase 1 always runs."""
     import time
 
-    if ctx.deadline is None or phase.number == 1 or time.perf_counter() < ctx.deadline:
+    if ctx.deadline is None or phase.number == 1 or phase.number not in ctx.budgeted_phases:
+        return False
+    if not ctx.budget_spent and time.perf_counter() < ctx.deadline:
         return False
     ctx.writer.emit(
         "budget", phase=phase.number, epoch=0, message=f"phase {phase.number} skipped: the time budget is spent"
@@ -282,8 +285,10 @@ def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
         signals=signals,
     )
     callbacks = [NonFiniteGuard(phase.number, signals), StopFile(ctx.run_dir, signals), progress, checkpoint]
-    if ctx.deadline is not None:  # after the checkpoint: the epoch is saved before the budget ends the phase
-        callbacks.append(BudgetGuard(ctx.deadline, ctx.writer, phase.number, phase.epochs))
+    guard = None
+    if ctx.deadline is not None and phase.number in ctx.budgeted_phases:  # after the checkpoint: the epoch is saved
+        guard = BudgetGuard(ctx.deadline, ctx.writer, phase.number, phase.epochs)
+        callbacks.append(guard)
     with keras_fit_fixes(fit_model, ctx.strategy):
         fit_model.fit(
             train,
@@ -296,6 +301,7 @@ def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
             verbose=0,
         )
     ctx.best_weights = checkpoint.best_weights
+    ctx.budget_spent = ctx.budget_spent or (guard is not None and guard.ended_phase)
     if signals.diverged:
         raise TrainingError(_diverged_message(ctx, signals.diverged))
     if signals.stopped:
