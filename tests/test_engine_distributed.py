@@ -162,7 +162,8 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     assert "run: " in outputs[0][0] and "the chief worker wrote the run" in outputs[1][0]
     (run_dir,) = out.iterdir()  # one run directory: the chief's
     events = read_events(run_dir)
-    phase = events[0]
+    plan, phase = events[0], next(e for e in events if e["type"] == "phase")
+    assert plan["type"] == "plan" and plan["decisions"][0].startswith("recipe_mode = fixed: several workers")
     assert (phase["strategy"], phase["replicas"], phase["global_batch_size"]) == ("CollectiveAllReduceStrategy", 2, 8)
     assert [(e["phase"], e["epoch"]) for e in events if e["type"] == "epoch"] == [(1, 1), (2, 1)]
     assert events[-1]["type"] == "done" and (run_dir / "model.keras").exists()

@@ -111,7 +111,7 @@ def build_context(
     """Everything the phases need, under the precision policy (the model is built inside it).
 
     `started` (time.perf_counter() when the run began) anchors the time budget."""
-    from workbench.engine.strategy import shard_policy_name
+    from workbench.engine.strategy import is_multi_worker, shard_policy_name
 
     # The manifest first: config.yaml marks a run as resumable, so a run interrupted during ingest
     # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
@@ -120,7 +120,9 @@ def build_context(
     budgeted = frozenset({1, 2}) if config.time_budget else frozenset()
     if not resuming:  # a resumed run's config.yaml already holds the recipe chosen when it started
         batching = Batching.of(strategy, config.batch_size)
-        config, deadline, planned = _choose_recipe(config, manifest, batching, writer, started)
+        config, deadline, planned = _choose_recipe(
+            config, manifest, batching, writer, started, multi_worker=is_multi_worker(strategy)
+        )
         chosen = {line.split(" = ", 1)[0] for line in config.auto_decisions or []}
         budgeted |= {n for n, path in ((1, "epochs"), (2, "fine_tune_epochs")) if path in chosen}
     state = _initial_state(config, run_dir, resuming)
@@ -154,7 +156,9 @@ def build_context(
     )
 
 
-def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: EventWriter, started: float | None):
+def _choose_recipe(
+    config: RunConfig, manifest, batching: Batching, writer: EventWriter, started: float | None, *, multi_worker: bool
+):
     """The config with every option the user left empty chosen, and the training deadline of the budget.
 
     `fixed` fills them with the documented defaults. `auto` measures this machine (`measure_speed`, seconds)
@@ -163,9 +167,17 @@ def _choose_recipe(config: RunConfig, manifest, batching: Batching, writer: Even
     import time
 
     from workbench.engine import auto
-    from workbench.engine.config import planned_paths, with_recipe_defaults
+    from workbench.engine.config import planned_paths, with_overrides, with_recipe_defaults
 
     budget = config.budget_seconds()
+    if multi_worker and config.recipe_mode == "auto":
+        # Every worker must train the very same recipe (their collective ops must match), but each would measure
+        # its own machine and could plan differently, and a budget could end their phases at different epochs.
+        config = with_recipe_defaults(with_overrides(config, {"recipe_mode": "fixed"}))
+        reason = "several workers train one model: the fixed recipe's values, and no time budget"
+        config.auto_decisions = [f"recipe_mode = fixed: {reason}"]
+        writer.emit("plan", decisions=config.auto_decisions, budget_s=None)
+        return config, None, None
     if config.recipe_mode == "fixed":
         config = with_recipe_defaults(config)
         deadline = None if budget is None or started is None else started + budget - auto.FINISH_SECONDS

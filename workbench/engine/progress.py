@@ -40,6 +40,8 @@ class ProgressPrinter:
             if event.get("stage") == "fine-tune":
                 left = format_duration(event.get("seconds_left"), "words")
                 self._print(f"automatic recipe, phase 2 planned again with {left} of training time left:")
+            elif event.get("budget_s") is None:
+                self._print("recipe:")
             else:
                 self._print(f"automatic recipe (budget {budget}; --recipe fixed or explicit options override it):")
             for line in event.get("decisions") or []:
