@@ -241,6 +241,11 @@ def with_recipe_defaults(config: RunConfig, chosen: dict[str, Any] | None = None
     return with_overrides(config, {**fills, **chosen})
 
 
+def chosen_paths(config: RunConfig) -> set[str]:
+    """The options the automatic recipe chose for `config` (the paths of its `auto_decisions` lines)."""
+    return {line.split(" = ", 1)[0] for line in config.auto_decisions or []}
+
+
 def _get(config: Any, path: str) -> Any:
     for part in path.split("."):
         config = getattr(config, part)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipelines.files import remove_stale_temporaries
-from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig
+from workbench.engine.config import SAMPLE_IMAGE_SIZE, RunConfig, chosen_paths
 from workbench.engine.events import EventWriter, read_events
 from workbench.engine.rundir import (
     CHECKPOINTS_DIR,
@@ -123,7 +123,7 @@ def build_context(
         config, deadline, planned = _choose_recipe(
             config, manifest, batching, writer, started, multi_worker=is_multi_worker(strategy)
         )
-        chosen = {line.split(" = ", 1)[0] for line in config.auto_decisions or []}
+        chosen = chosen_paths(config)
         budgeted |= {n for n, path in ((1, "epochs"), (2, "fine_tune_epochs")) if path in chosen}
     state = _initial_state(config, run_dir, resuming)
     write_labels(run_dir, manifest.classes)
@@ -218,7 +218,7 @@ def replan_fine_tune(ctx: RunContext) -> None:
     if ctx.planned is None or ctx.deadline is None or ctx.state.phase >= 2:
         return
     lines = ctx.config.auto_decisions or []
-    chosen = {line.split(" = ", 1)[0] for line in lines}
+    chosen = chosen_paths(ctx.config)
     if not chosen & set(auto.FINE_TUNE_PATHS):
         return
     given = {p: v for p, v in _flat(ctx.config).items() if p in planned_paths() and p not in chosen}

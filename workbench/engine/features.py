@@ -110,17 +110,10 @@ def cached_features(
     cache = load_cache(path, key)
     if cache is not None:
         return cache
-    extractor = feature_extractor(model)
     progress = _FeaturePassProgress(writer, sizes, global_batch)
-    cache = {}
-    for split in SPLITS:
-        result = extract_features(
-            extractor, datasets.plain(split), on_batch=progress.reporter(split), should_stop=should_stop
-        )
-        if result is None:
-            return None
-        cache[f"{split}_x"], cache[f"{split}_y"] = result
-    save_cache(path, key, cache)
+    cache = _both_splits(feature_extractor(model), datasets, progress, should_stop)
+    if cache is not None:
+        save_cache(path, key, cache)
     return cache
 
 
@@ -131,10 +124,15 @@ def cached_activations(
     for a fine-tuning phase (in memory; a resumed run computes them again). Progress is reported as `batch`
     events of `phase`, epoch 0, `"stage": "trunk"`. None when `should_stop()` turned true."""
     progress = _FeaturePassProgress(writer, sizes, global_batch, phase=phase, stage="trunk")
+    return _both_splits(trunk, datasets, progress, should_stop)
+
+
+def _both_splits(extractor, datasets, progress, should_stop: Callable[[], bool]) -> dict[str, np.ndarray] | None:
+    """One pass of `extractor` over the plain train and val pipelines, reported by `progress`; None on STOP."""
     cache = {}
     for split in SPLITS:
         result = extract_features(
-            trunk, datasets.plain(split), on_batch=progress.reporter(split), should_stop=should_stop
+            extractor, datasets.plain(split), on_batch=progress.reporter(split), should_stop=should_stop
         )
         if result is None:
             return None

@@ -130,15 +130,11 @@ def _trunk_cache_wanted(ctx: RunContext, phase: Phase, unfrozen: list[str]) -> b
         return mode == "on"
     if ctx.config.augment != "none":
         return False
-    first = next(layer for layer in ctx.model.layers if block_of_layer(layer) == unfrozen[0])
-    per_image = math.prod(first.input.shape[1:]) * 4  # float32
-    return per_image * (ctx.sizes["train"] + ctx.sizes["val"]) <= TRUNK_CACHE_MAX_BYTES
-
-
-def block_of_layer(layer) -> str | None:
     from workbench.models.surgery import block_of
 
-    return block_of(layer.name)
+    first = next(layer for layer in ctx.model.layers if block_of(layer.name) == unfrozen[0])
+    per_image = math.prod(first.input.shape[1:]) * 4  # float32
+    return per_image * (ctx.sizes["train"] + ctx.sizes["val"]) <= TRUNK_CACHE_MAX_BYTES
 
 
 def _phase_event(ctx: RunContext, phase: Phase, unfrozen: list[str], trunk: bool) -> None:
