@@ -278,6 +278,7 @@ def render_run(info: runs.RunInfo, events: list[dict]) -> None:
         st.code(jobs.log_tail(info.path) or "(no output)", language=None)
 
     _plan(events)
+    _stages(events)
     frame, phase2_start = curve_frame(config, events)
     if not frame.empty:
         show_phase2 = any(e["type"] == "phase" and e["phase"] == 2 for e in events)
@@ -296,6 +297,15 @@ def _plan(events: list[dict]) -> None:
             st.markdown("\n".join(f"- `{line}`" for line in plans[-1]["decisions"]))
     for note in notes:
         st.info(f"Time budget: {note}", icon=":material/timer:")
+
+
+def _stages(events: list[dict]) -> None:
+    """Progressive learning's stages so far: the image size grows stage by stage (`stage` events)."""
+    # keyed by phase and stage: a resumed run announces the stage it resumes in again
+    stages = list({(e["phase"], e["stage"]): e for e in events if e["type"] == "stage"}.values())
+    if stages:
+        sizes = " → ".join(f"{e['image_size']} px (epochs {e['first_epoch']}–{e['last_epoch']})" for e in stages)
+        st.caption(f"Progressive learning, phase {stages[-1]['phase']}, {stages[-1]['stages']} stages: {sizes}")
 
 
 def live_view(run_dir: Path) -> None:

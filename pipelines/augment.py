@@ -40,7 +40,10 @@ AUGMENT_PRESETS: dict[str, AugmentPreset] = {
 }
 
 
-def get_preset(name: str) -> AugmentPreset:
+def get_preset(name: str | AugmentPreset) -> AugmentPreset:
+    """The preset called `name`; a preset passes through (progressive learning builds its own strengths)."""
+    if isinstance(name, AugmentPreset):
+        return name
     try:
         return AUGMENT_PRESETS[name]
     except KeyError:

@@ -50,7 +50,7 @@ class DatasetConfig:
 
     image_size: int = 224
     batch_size: int = 32
-    augment: str = "light"
+    augment: str | AugmentPreset = "light"  # a preset name, or a preset (progressive learning's stages)
     seed: int = 0
     resize: str = "crop"
     cache: str = "auto"

@@ -199,6 +199,9 @@ class BudgetGuard(keras.callbacks.Callback):
         self._began = time.perf_counter()
         self._first: int | None = None
 
+    def on_train_begin(self, logs=None):
+        self._first = None  # a progressive phase calls `fit` once per stage, and each one traces anew
+
     def on_epoch_begin(self, epoch, logs=None):
         self._began = time.perf_counter()
         if self._first is None:

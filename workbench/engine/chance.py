@@ -70,16 +70,22 @@ def train_warning(
     *,
     train_counts: Sequence[int],
     epochs: int,
-    fine_tune_epochs: int,
+    fine_tune_epochs: int | None,
     image_size: int,
     learning_rate: float,
 ) -> str | None:
-    """A warning naming the likely causes when a run's best validation accuracy is at chance; else None."""
+    """A warning naming the likely causes when a run's best validation accuracy is at chance; else None.
+    `fine_tune_epochs` None: the run trained from scratch, in one phase of `epochs`."""
     if best_val_accuracy is None or sum(val_counts) == 0 or clearly_above_chance(best_val_accuracy, val_counts):
         return None
+    epoch_cause = (
+        f"too few epochs ({epochs} from scratch; raise --epochs)"
+        if fine_tune_epochs is None
+        else f"too few epochs ({epochs} head + {fine_tune_epochs} fine-tune; raise --epochs / --fine-tune-epochs)"
+    )
     causes = [
         f"too few images per class ({min(train_counts)} to {max(train_counts)} for training; tens per class at least)",
-        f"too few epochs ({epochs} head + {fine_tune_epochs} fine-tune; raise --epochs / --fine-tune-epochs)",
+        epoch_cause,
         f"the resolution ({image_size} px; try the variant's own with --image-size)",
         f"the learning rate ({learning_rate:g}; `workbench lr-find DATA` suggests one)",
     ]

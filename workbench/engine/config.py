@@ -83,6 +83,17 @@ class RecipeConfig:
         CACHE_FEATURES,
     )
     dropout: float | None = option(None, "dropout rate before the classifier; empty = the variant's published rate")
+    progressive_stages: int = option(
+        4, "progressive learning: the phase is cut into this many stages of growing image size and regularisation"
+    )
+    progressive_start: float = option(
+        0.5, "progressive learning: the first stage's image size, as a fraction of the target size"
+    )
+    progressive_dropout: bool = option(
+        False,
+        "progressive learning also grows the classifier's dropout, from a third of its rate to its rate; each stage "
+        "then traces the training step again (20-40 s for B0v2 on 2 CPU cores), so it is off unless asked",
+    )
     val_fraction: float | None = option(
         None,
         "fraction of each class held out for validation when the data has no val/ split; empty = the pipelines default",
@@ -113,6 +124,17 @@ class RunConfig(Config):
     epochs: int | None = option(None, "phase 1 epochs (frozen backbone, head only)", fixed=10)
     fine_tune_epochs: int | None = option(None, "phase 2 epochs (top blocks unfrozen); 0 skips phase 2", fixed=3)
     augment: str | None = option(None, "augmentation preset of the training images", AUGMENTS, fixed="none")
+    from_scratch: bool = option(
+        False,
+        "train every layer (BatchNorm too) from random weights in one phase of --epochs, instead of the two-phase "
+        "transfer recipe; needs --weights none",
+    )
+    progressive: bool | None = option(
+        None,
+        "progressive learning (EfficientNetV2): the image size grows from half the target to the target across the "
+        "epochs of phase 2 (or of --from-scratch training), and RandAugment, MixUp and dropout grow with it; "
+        "empty = on for --from-scratch, off for fine-tuning, where benchmarks/bench_progressive.py measured it",
+    )
     recipe_mode: str = option(
         "auto",
         "auto = measure this machine and the data, then choose the resolution, epochs, phase-2 depth and "
@@ -178,6 +200,16 @@ class RunConfig(Config):
             if not 0 <= value < 1:
                 raise ValueError(f"{name}={value} must be in [0, 1)")
         self.budget_seconds()  # a malformed --time-budget is refused here, before any work
+        if r.progressive_stages < 1 or not 0 < r.progressive_start <= 1:
+            raise ValueError(
+                f"recipe.progressive_stages={r.progressive_stages} must be at least 1 and "
+                f"recipe.progressive_start={r.progressive_start} in (0, 1], e.g. 4 and 0.5"
+            )
+        if self.from_scratch and str(self.weights).lower() != "none":
+            raise ValueError(
+                f"from_scratch trains from random weights, but weights={self.weights}: add --weights none, or drop "
+                "--from-scratch to fine-tune these weights with the two-phase recipe"
+            )
         if r.dropout is not None and not 0 <= r.dropout < 1:
             raise ValueError(f"recipe.dropout={r.dropout} must be in [0, 1)")
         if r.val_fraction is not None and not 0 < r.val_fraction < 1:
@@ -186,6 +218,10 @@ class RunConfig(Config):
             raise ValueError(f"recipe.test_fraction={r.test_fraction} must be in [0, 1), e.g. 0.1")
         self._check_inputs()
         return self
+
+    def progressive_on(self) -> bool:
+        """Whether the image-fed training phase learns progressively: as asked, else the measured default."""
+        return self.from_scratch if self.progressive is None else self.progressive
 
     def budget_seconds(self) -> float | None:
         """`time_budget` in seconds (None: no budget given); ValueError naming the option for a malformed one."""

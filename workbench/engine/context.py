@@ -178,6 +178,14 @@ def _choose_recipe(
         config.auto_decisions = [f"recipe_mode = fixed: {reason}"]
         writer.emit("plan", decisions=config.auto_decisions, budget_s=None)
         return config, None, None
+    if config.from_scratch and config.recipe_mode == "auto":
+        # The rules of `auto` plan transfer learning (a head on cached features, then a few blocks), measured on
+        # ImageNet weights: they say nothing about training every layer from random weights.
+        config = with_overrides(config, {"recipe_mode": "fixed"})
+        config.auto_decisions = [
+            "recipe_mode = fixed: training from scratch; the automatic recipe plans transfer learning"
+        ]
+        writer.emit("plan", decisions=config.auto_decisions, budget_s=budget)
     if config.recipe_mode == "fixed":
         config = with_recipe_defaults(config)
         deadline = None if budget is None or started is None else started + budget - auto.FINISH_SECONDS
@@ -315,23 +323,45 @@ def _datasets(config: RunConfig, manifest, image_size: int, batching: Batching, 
 
 def _build_model(config: RunConfig, num_classes: int, image_size: int):
     """The variant with its configured weights and a new head for `num_classes` (zero-initialised
-    when the backbone is ImageNet's or random; a checkpoint's own head is kept)."""
+    when the backbone is ImageNet's or random; a checkpoint's own head is kept). Progressive learning
+    feeds images of several sizes, so its model takes any size (`fixed_size_model` gives the saved one)."""
     from workbench.engine.heads import zero_head
     from workbench.models import build_model
 
     weights = config.weights
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
+    side = None if config.progressive_on() else image_size
     model = build_model(
         config.variant,
         num_classes=num_classes,
         weights=weights,
-        input_shape=(image_size, image_size, 3),
+        input_shape=(side, side, 3),
         dropout=config.recipe.dropout,
     )
     if weights is None or str(weights) == "imagenet":
         zero_head(model)
     return model
+
+
+def fixed_size_model(ctx: RunContext):
+    """The run's model as it is saved and served: at the run's image size. A progressive run trained a model
+    that takes any size; the copy at `ctx.image_size` holds the same weights, so `model.keras` looks the same
+    whichever way it was trained (export and evaluation read its resolution from its input)."""
+    from workbench.models import build_model
+    from workbench.serving.model_files import model_resolution
+
+    if model_resolution(ctx.model) is not None:
+        return ctx.model
+    fixed = build_model(
+        ctx.config.variant,
+        num_classes=len(ctx.manifest.classes),
+        weights=None,
+        input_shape=(ctx.image_size, ctx.image_size, 3),
+        dropout=ctx.config.recipe.dropout,
+    )
+    fixed.set_weights(ctx.model.get_weights())
+    return fixed
 
 
 def _block_drop_rates(model) -> dict[str, float]:

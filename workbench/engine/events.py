@@ -8,6 +8,8 @@ has `"type"` and `"time"` (Unix seconds). Types and their fields:
   `seconds_left` when phase 2 is planned again as it starts (its lines replace the first plan's phase-2 lines)
 * `budget`: `phase`, `epoch`, `message` (the time budget ended this phase after that epoch)
 * `phase`: `phase` (1 or 2), `name`, `epochs` (and `start_epoch`, `resumed` when a run resumes)
+* `stage`: `phase`, `stage`, `stages`, `first_epoch`, `last_epoch`, `image_size`, `rand_augment_factor`,
+  `mixup_alpha`, `dropout` (a progressive-learning stage begins: `workbench.engine.progressive`)
 * `batch`: `phase`, `epoch`, `step`, `steps`, `loss`, `accuracy`, `images_per_s`, `eta_s`
 * `epoch`: `phase`, `epoch`, `loss`, `accuracy`, `val_loss`, `val_accuracy`, `images_per_s`, `eta_s`
   (and `learning_rate`: the optimizer's rate at the epoch's end)
@@ -31,13 +33,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-EVENT_TYPES = ("plan", "budget", "phase", "batch", "epoch", "done", "error", "trial")
+EVENT_TYPES = ("plan", "budget", "phase", "stage", "batch", "epoch", "done", "error", "trial")
 EVENTS_FILE = "events.jsonl"
 
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "plan": ("decisions", "budget_s"),
     "budget": ("phase", "epoch", "message"),
     "phase": ("phase", "name", "epochs"),
+    "stage": ("phase", "stage", "stages", "first_epoch", "last_epoch", "image_size"),
     "batch": ("phase", "epoch", "step", "steps", "loss", "accuracy", "images_per_s", "eta_s"),
     "epoch": ("phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "images_per_s", "eta_s"),
     "done": ("run_dir", "best_val_accuracy", "model_path"),

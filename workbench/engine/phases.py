@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from contextlib import contextmanager
 
 from workbench.engine.context import RunContext
 from workbench.engine.rundir import CHECKPOINTS_DIR, stop_requested
@@ -19,6 +20,10 @@ from workbench.engine.strategy import known_cardinality, strategy_label
 FEATURES_FILE = "features.npz"
 # Phase 2 trains on the frozen blocks' cached output when both splits' activations fit in this much memory.
 TRUNK_CACHE_MAX_BYTES = 2 * 1024**3
+# From scratch, BatchNorm's moving statistics start at 0 and 1. At the builders' 0.99 they lag the network for
+# hundreds of steps, and validation (inference mode) reads them: a small dataset's run would validate on noise.
+# 0.9 settles in a few dozen steps, as in the scaling search's proxy training.
+SCRATCH_BN_MOMENTUM = 0.9
 
 
 class TrainingError(RuntimeError):
@@ -33,7 +38,9 @@ class Phase:
     run count 1, 2, ... in order. `unfreeze_blocks`: None trains the head alone (backbone frozen);
     n trains the head and the top n blocks (BatchNorm stays frozen). `features`: train the head on
     pooled backbone features computed once (only with the backbone frozen). `from_best`: start
-    from the best weights of the earlier phases rather than the last.
+    from the best weights of the earlier phases rather than the last. `scratch`: every layer trains,
+    BatchNorm included (random initial weights). `progressive`: the image size and regularisation
+    grow across the epochs (`workbench.engine.progressive`); only for phases fed with images.
     """
 
     number: int
@@ -43,13 +50,24 @@ class Phase:
     unfreeze_blocks: int | None = None
     features: bool = False
     from_best: bool = False
+    scratch: bool = False
+    progressive: bool = False
 
     def __post_init__(self):
-        if self.features and self.unfreeze_blocks is not None:
+        if self.features and (self.unfreeze_blocks is not None or self.scratch):
             raise ValueError(
                 f"phase {self.number} ({self.name}): cached features need a frozen backbone; "
                 "set unfreeze_blocks=None or features=False"
             )
+        if self.progressive and self.unfreeze_blocks is None and not self.scratch:
+            raise ValueError(
+                f"phase {self.number} ({self.name}): progressive learning grows the images a backbone sees; a "
+                "phase training the head alone has none to grow (set unfreeze_blocks, or scratch=True)"
+            )
+
+    @property
+    def trains_backbone(self) -> bool:
+        return self.scratch or self.unfreeze_blocks is not None
 
 
 def fit_phase(ctx: RunContext, phase: Phase) -> bool:
@@ -97,9 +115,11 @@ def set_trainable(ctx: RunContext, phase: Phase) -> list[str]:
     """Freeze for `phase`; returns the unfrozen blocks. Frozen blocks also stop their stochastic
     depth (a frozen block must compute what the cached features hold: Keras freezes BatchNorm's
     statistics with `trainable=False`, but a frozen Dropout still drops in training mode)."""
-    from workbench.models.surgery import block_of, freeze_backbone, unfreeze_top_blocks
+    from workbench.models.surgery import block_of, freeze_backbone, unfreeze_all, unfreeze_top_blocks
 
-    if phase.unfreeze_blocks is None:
+    if phase.scratch:
+        unfrozen = unfreeze_all(ctx.model, bn_momentum=SCRATCH_BN_MOMENTUM)
+    elif phase.unfreeze_blocks is None:
         freeze_backbone(ctx.model)
         unfrozen: list[str] = []
     else:
@@ -123,8 +143,8 @@ def _trunk_cache_wanted(ctx: RunContext, phase: Phase, unfrozen: list[str]) -> b
     activations; on Lite0 with six blocks unfrozen they are most of the forward pass. `cache_features`
     decides, as for phase 1: on, off, or auto (no augmentation, and the activations of both splits fit in
     TRUNK_CACHE_MAX_BYTES of memory)."""
-    if not unfrozen or phase.unfreeze_blocks is None:
-        return False
+    if not unfrozen or phase.unfreeze_blocks is None or phase.progressive:
+        return False  # the progressive stages feed images of another size each: nothing to compute once
     mode = ctx.config.recipe.cache_features
     if mode != "auto":
         return mode == "on"
@@ -141,9 +161,9 @@ def _phase_event(ctx: RunContext, phase: Phase, unfrozen: list[str], trunk: bool
     state, batching, sizes = ctx.state, ctx.batching, ctx.sizes
     resumed = ctx.resuming and state.phase == phase.number and state.epochs_done > 0
     what = (
-        {"cached_features": phase.features}
-        if phase.unfreeze_blocks is None
-        else {"unfrozen_blocks": unfrozen, "cached_trunk": trunk}
+        {"unfrozen_blocks": unfrozen, "cached_trunk": trunk, "progressive": phase.progressive}
+        if phase.trains_backbone
+        else {"cached_features": phase.features}
     )
     ctx.writer.phase(
         phase=phase.number,
@@ -285,17 +305,20 @@ def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
     if ctx.deadline is not None and phase.number in ctx.budgeted_phases:  # after the checkpoint: the epoch is saved
         guard = BudgetGuard(ctx.deadline, ctx.writer, phase.number, phase.epochs)
         callbacks.append(guard)
-    with keras_fit_fixes(fit_model, ctx.strategy):
-        fit_model.fit(
-            train,
-            validation_data=val,
-            epochs=phase.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=[*callbacks, *ctx.callbacks],
-            class_weight=ctx.class_weight,
-            shuffle=False,
-            verbose=0,
-        )
+    with keras_fit_fixes(fit_model, ctx.strategy), _head_dropout_kept(ctx.model):
+        for first, end, stage_train in _epoch_runs(ctx, phase, fit_model, train, initial_epoch):
+            fit_model.fit(
+                stage_train,
+                validation_data=val,
+                epochs=end,
+                initial_epoch=first,
+                callbacks=[*callbacks, *ctx.callbacks],
+                class_weight=ctx.class_weight,
+                shuffle=False,
+                verbose=0,
+            )
+            if fit_model.stop_training:  # STOP, divergence, early stopping or the budget: not the next stage
+                break
     ctx.best_weights = checkpoint.best_weights
     ctx.budget_spent = ctx.budget_spent or (guard is not None and guard.ended_phase)
     if signals.diverged:
@@ -305,6 +328,92 @@ def _fit(ctx: RunContext, phase: Phase, fit_model, train, val) -> bool:
     state.phase_done = True
     state.save(ctx.run_dir)
     return False
+
+
+def _epoch_runs(ctx: RunContext, phase: Phase, fit_model, train, initial_epoch: int):
+    """`(first epoch, end epoch, train data)` for each `fit` of the phase from `initial_epoch` on: the whole
+    phase at once, or one progressive stage after another (each at its own image size and regularisation).
+
+    One optimizer and its learning-rate schedule span the stages, so the stages continue one cosine decay;
+    validation data stays at the target size."""
+    if not phase.progressive:
+        yield initial_epoch, phase.epochs, train
+        return
+    from pipelines.augment import get_preset
+    from workbench.engine.progressive import schedule
+
+    recipe = ctx.config.recipe
+    head = _head_dropout(ctx.model) if recipe.progressive_dropout else None
+    stages = schedule(
+        phase.epochs,
+        ctx.image_size,
+        get_preset(ctx.config.augment),
+        head.rate if head is not None else 0.0,
+        stages=recipe.progressive_stages,
+        start=recipe.progressive_start,
+    )
+    for stage in stages:
+        if stage.end <= initial_epoch:
+            continue  # a resumed run: done before this process started
+        if head is not None:
+            head.rate = stage.dropout
+            fit_model.train_function = None  # the rate is read when the training step is traced: trace again
+        described = stage.describe() if head is not None else {**stage.describe(), "dropout": None}
+        ctx.writer.emit("stage", phase=phase.number, stages=len(stages), **described)
+        yield max(stage.first, initial_epoch), stage.end, _stage_train_data(ctx, stage)
+
+
+def _stage_train_data(ctx: RunContext, stage):
+    """The training images of a progressive `stage`: its size and augmentation strength, batched as the run's."""
+    from pipelines.augment import get_preset
+    from pipelines.dataset import DatasetConfig, make_dataset
+    from workbench.engine.strategy import shard_policy_name
+
+    batching, n = ctx.batching, ctx.sizes["train"]
+    config = DatasetConfig(
+        image_size=stage.image_size,
+        batch_size=batching.global_batch,
+        augment=stage.preset(get_preset(ctx.config.augment)),
+        seed=ctx.config.seed + stage.index,
+        shard_policy=shard_policy_name(ctx.strategy),
+    )
+    train = batching.even_batches(make_dataset(ctx.manifest, "train", config, training=True), n)
+    return known_cardinality(_any_image_size(train), batching.batches(n))
+
+
+def _any_image_size(dataset):
+    """`dataset` with its images' height and width left unknown in its element spec.
+
+    Keras traces the training step for the spec of the data it is given. Every stage has another image size, so
+    each would trace it again: 20-40 s for B0v2 on 2 CPU cores (benchmarks/bench_progressive.py), more than a
+    small-image stage saves. With the size unknown, the first trace serves every stage at the same speed."""
+    import tensorflow as tf
+
+    def loosen(images, labels):
+        return tf.compat.v1.placeholder_with_default(images, [None, None, None, images.shape[-1]]), labels
+
+    return dataset.map(loosen)
+
+
+def _head_dropout(model):
+    from workbench.models.surgery import HEAD_DROPOUT_LAYER
+
+    try:
+        return model.get_layer(HEAD_DROPOUT_LAYER)
+    except ValueError:  # built with dropout 0: no layer
+        return None
+
+
+@contextmanager
+def _head_dropout_kept(model):
+    """The classifier's dropout rate is restored after the phase (progressive stages change it)."""
+    head = _head_dropout(model)
+    rate = None if head is None else head.rate
+    try:
+        yield
+    finally:
+        if head is not None:
+            head.rate = rate
 
 
 def _compile(ctx: RunContext, phase: Phase, fit_model, steps: int):

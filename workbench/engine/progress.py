@@ -60,6 +60,12 @@ class ProgressPrinter:
                 )
             resumed = f" (resumed at epoch {event.get('start_epoch')})" if event.get("resumed") else ""
             self._print(f"phase {event['phase']}: {event['name']}, {event['epochs']} epochs{resumed}{extra}")
+        elif kind == "stage":
+            self._print(
+                f"  progressive stage {event['stage']}/{event['stages']}: epochs {event['first_epoch']}-"
+                f"{event['last_epoch']} at {event['image_size']} px, RandAugment {_fmt(event.get('rand_augment_factor'), 2)}, "
+                f"MixUp alpha {_fmt(event.get('mixup_alpha'), 2)}, dropout {_fmt(event.get('dropout'), 2)}"
+            )
         elif kind == "batch" and self.live:
             steps = max(int(event.get("steps") or 1), 1)
             filled = int(self.width * min(event["step"], steps) / steps)

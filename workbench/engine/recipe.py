@@ -36,6 +36,7 @@ from workbench.engine.context import (
     RunContext,
     build_context,
     class_weights,
+    fixed_size_model,
     open_run,
     replan_fine_tune,
 )
@@ -128,7 +129,19 @@ def resume(
 
 
 def recipe_phases(config: RunConfig) -> list[Phase]:
-    """The recipe as data: the head on a frozen backbone, then the top blocks at a lower rate."""
+    """The recipe as data: the head on a frozen backbone, then the top blocks at a lower rate; or, from
+    scratch, one phase in which every layer trains."""
+    if config.from_scratch:
+        return [
+            Phase(
+                1,
+                "from scratch (every layer trains)",
+                epochs=config.epochs,
+                learning_rate=config.recipe.learning_rate,
+                scratch=True,
+                progressive=config.progressive_on(),
+            )
+        ]
     mode = config.recipe.cache_features
     phases = [
         Phase(
@@ -148,6 +161,7 @@ def recipe_phases(config: RunConfig) -> list[Phase]:
                 learning_rate=config.recipe.fine_tune_learning_rate,
                 unfreeze_blocks=config.recipe.unfreeze_blocks,
                 from_best=True,
+                progressive=config.progressive_on(),
             )
         )
     return phases
@@ -240,7 +254,7 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         ctx.model.set_weights(ctx.best_weights)
         model_path = ctx.run_dir / MODEL_FILE
         with atomic_path(model_path) as tmp:
-            ctx.model.save(tmp)
+            fixed_size_model(ctx).save(tmp)
     warning = _chance_warning(ctx)
     # What the `done` event says and what the caller gets back: one set of facts.
     outcome = dict(
@@ -278,7 +292,7 @@ def _chance_warning(ctx: RunContext) -> str | None:
         counts("val"),
         train_counts=counts("train"),
         epochs=config.epochs,
-        fine_tune_epochs=config.fine_tune_epochs,
+        fine_tune_epochs=None if config.from_scratch else config.fine_tune_epochs,
         image_size=ctx.image_size,
         learning_rate=config.recipe.learning_rate,
     )

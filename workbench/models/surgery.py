@@ -15,6 +15,7 @@ from workbench.models.builder import HEAD_LAYERS, NORMALIZATION_LAYER
 
 LAST_CONV_LAYER = "top_activation"  # Grad-CAM's target: the last convolutional feature map
 FEATURES_LAYER = "avg_pool"
+HEAD_DROPOUT_LAYER = "top_dropout"
 
 _BLOCK = re.compile(r"^(block\d+[a-z]+)_")
 
@@ -53,6 +54,17 @@ def _set_trainable(model: keras.Model, trainable_blocks: set[str]) -> None:
             layer.trainable = False
         else:
             layer.trainable = block_of(layer.name) in trainable_blocks
+
+
+def unfreeze_all(model: keras.Model, bn_momentum: float | None = None) -> list[str]:
+    """Training from scratch: every layer trains, BatchNorm included (its statistics are still random, so it
+    must learn them, in training mode), with `bn_momentum` when given. Returns every block's name."""
+    model.trainable = True
+    for layer in model.layers:
+        layer.trainable = True
+        if bn_momentum is not None and isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = bn_momentum
+    return block_names(model)
 
 
 def freeze_backbone(model: keras.Model) -> None:
