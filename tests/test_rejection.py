@@ -74,7 +74,7 @@ def test_a_threshold_that_rejects_everything_is_reported_not_applied():
 
 
 def test_a_threshold_that_rejects_nothing_is_reported():
-    logits, labels, _ = known_and_unknown()
+    _, labels, _ = known_and_unknown()
     easy = np.eye(4)[labels] * 10  # every image right: accuracy:0.95 holds with all accepted
     auto = choose_threshold(easy, labels, 1.0, kind="max_softmax", reject="auto", target="accuracy:0.95")
     assert auto.value is None
