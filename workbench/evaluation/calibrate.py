@@ -164,7 +164,7 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
             "auroc": {
                 kind: auroc(score(logits, temperature, kind), score(unknown, temperature, kind))
                 for kind in ("max_softmax", "energy")
-            },  # fmt: skip
+            },
         }
     atomic_write_json(run.path / CALIBRATION_FILE, record)
     EventWriter(run.path / "events.jsonl").emit(
