@@ -178,3 +178,57 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
         **({"warning": threshold.warning} if threshold.warning else {}),
     )
     return record
+
+
+def settings_for(run_dir: str | Path, overrides: dict | None = None):
+    """The run's own rejection options (its config.yaml) with `overrides` by option name applied, validated."""
+    import yaml
+
+    from workbench.engine.config import RejectConfig, with_overrides
+
+    path = Path(run_dir) / "config.yaml"
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    own = RejectConfig.from_dict((saved or {}).get("rejection") or {}) if isinstance(saved, dict) else RejectConfig()
+    return with_overrides(own, overrides or {}).validate()
+
+
+def summary_lines(record: dict | None) -> tuple[list[str], str | None]:
+    """What the commands print after calibrating: the lines, and the warning (for stderr) if any."""
+    if record is None:
+        return ["calibration: skipped (the run has no validation images); exports stay uncalibrated"], None
+    lines = [
+        f"calibration: temperature {record['temperature']:.3f} on {record['num_images']} validation images, "
+        f"ECE {record['ece_before']:.4f} before, {record['ece_after']:.4f} after"
+    ]
+    rejection = record["rejection"]
+    if rejection["value"] is not None:
+        accuracy = rejection["accuracy_accepted"]
+        lines.append(
+            f"rejection ({rejection['target']}): {rejection['score']} >= {rejection['value']:.4g} accepts "
+            f"{rejection['accepted']:.1%} of validation images, accuracy on them "
+            f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}; below it the answer is 'unknown' (index -1)"
+        )
+    if record.get("unknown"):
+        aurocs = ", ".join(f"{k} {v:.4f}" for k, v in record["unknown"]["auroc"].items())
+        lines.append(f"unknown images ({record['unknown']['num_images']}): AUROC known vs unknown {aurocs}")
+    return lines, rejection.get("warning")
+
+
+def calibration_beside(model_path: str | Path) -> Calibration | None:
+    """The calibration that belongs to a model file: its run's `calibration.json` (a run directory's
+    model.keras), else the `calibration` of the model card beside it (an export). None: uncalibrated."""
+    import json
+
+    folder = Path(model_path).parent
+    if (folder / CALIBRATION_FILE).is_file():
+        return read_calibration(folder)
+    card = folder / "model_card.json"
+    if not card.is_file():
+        return None
+    try:
+        entry = json.loads(card.read_text(encoding="utf-8")).get("calibration")
+        if not entry:
+            return None
+        return Calibration(float(entry["temperature"]), entry["score"], entry["threshold"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{card}: its calibration entry is unreadable ({error}); export the run again") from None
