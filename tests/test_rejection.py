@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,68 @@ def test_reject_values():
     for bad in ("1.5", "0", "maybe"):
         with pytest.raises(ValueError, match="--reject"):
             parse_reject(bad)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def rejecting_run(tmp_path_factory):
+    """The shared tiny run, copied, with a threshold that accepts half of its validation images (so some
+    images are surely below it), and a grey image that shows no class colour."""
+    import shutil
+
+    from PIL import Image
+
+    from tests.helpers_tiny_run import split_images, tiny_run
+    from workbench.engine.config import RejectConfig
+    from workbench.evaluation.calibrate import calibrate_run
+
+    base = tmp_path_factory.mktemp("rejecting")
+    run_dir = base / "run"
+    shutil.copytree(tiny_run(tmp_path_factory), run_dir)
+    record = calibrate_run(run_dir, RejectConfig(reject="auto", reject_target="coverage:0.5"))
+    grey = base / "grey.png"
+    Image.new("RGB", (40, 40), (90, 90, 90)).save(grey)
+    return run_dir, record, [*split_images(tmp_path_factory), str(grey)]
+
+
+def test_savedmodel_answers_unknown_below_the_threshold_and_agrees_with_predict(rejecting_run, tmp_path):
+    import tensorflow as tf
+
+    from workbench.serving.export import export, read_card
+    from workbench.serving.predict import predict
+
+    run_dir, record, images = rejecting_run
+    threshold = record["rejection"]["value"]
+    assert threshold is not None and record["rejection"]["accepted"] == pytest.approx(0.5, abs=0.1)
+    saved = export(run_dir, "savedmodel", out=tmp_path / "export")
+    card = read_card(saved)["calibration"]
+    assert card["threshold"] == threshold and card["temperature"] == record["temperature"] and card["in_graph"]
+
+    outputs = tf.saved_model.load(str(saved)).signatures["serving_default"](
+        image_bytes=tf.constant([Path(p).read_bytes() for p in images])
+    )
+    index = outputs["class_index"].numpy()
+    names = [n.decode() for n in outputs["class_name"].numpy()]
+    top = outputs["probabilities"].numpy().max(axis=1)
+    assert (index == -1).any() and (index >= 0).any()
+    assert all((name == "unknown") == (i == -1) for name, i in zip(names, index, strict=True))
+    assert ((top >= threshold) == (index >= 0)).all()  # max_softmax: the calibrated top probability
+
+    # `workbench predict` gives the same answers from the SavedModel and from the run directory (Keras).
+    from_saved = predict(saved, images, top_k=1)
+    from_run = predict(run_dir, images, top_k=1)
+    assert [r["class_index"] for r in from_saved] == index.tolist()
+    assert [r["class_name"] for r in from_saved] == names
+    assert [r["class_index"] for r in from_run] == index.tolist()
+    np.testing.assert_allclose([r["predictions"][0]["probability"] for r in from_run], top, atol=1e-4)
+
+
+def test_float_tflite_carries_the_threshold_too(rejecting_run, tmp_path):
+    from workbench.serving.export import export
+    from workbench.serving.predict import predict
+
+    run_dir, _, images = rejecting_run
+    tflite = export(run_dir, "tflite", out=tmp_path / "export")
+    assert [r["class_index"] for r in predict(tflite, images, top_k=1)] == [
+        r["class_index"] for r in predict(run_dir, images, top_k=1)
+    ]
