@@ -158,7 +158,10 @@ def rejecting_run(tmp_path_factory):
 def test_savedmodel_answers_unknown_below_the_threshold_and_agrees_with_predict(rejecting_run, tmp_path):
     import tensorflow as tf
 
+    from workbench.engine.heads import logits_model
     from workbench.serving.export import export, read_card
+    from workbench.serving.imaging import load_files
+    from workbench.serving.model_files import open_run
     from workbench.serving.predict import predict
 
     run_dir, record, images = rejecting_run
@@ -176,7 +179,12 @@ def test_savedmodel_answers_unknown_below_the_threshold_and_agrees_with_predict(
     top = outputs["probabilities"].numpy().max(axis=1)
     assert (index == -1).any() and (index >= 0).any()
     assert all((name == "unknown") == (i == -1) for name, i in zip(names, index, strict=True))
-    assert ((top >= threshold) == (index >= 0)).all()  # max_softmax: the calibrated top probability
+    # The default score is energy, T * logsumexp(logits / T), on the model's own logits.
+    run = open_run(run_dir)
+    logits = logits_model(run.model).predict(load_files(images, run.resolution), verbose=0)
+    energy = score(logits, record["temperature"], "energy")
+    assert record["rejection"]["score"] == card["score"] == "energy"
+    assert ((energy >= threshold) == (index >= 0)).all()
 
     # `workbench predict` gives the same answers from the SavedModel and from the run directory (Keras).
     from_saved = predict(saved, images, top_k=1)
@@ -196,3 +204,31 @@ def test_float_tflite_carries_the_threshold_too(rejecting_run, tmp_path):
     assert [r["class_index"] for r in predict(tflite, images, top_k=1)] == [
         r["class_index"] for r in predict(run_dir, images, top_k=1)
     ]
+
+
+def test_evaluate_command_fits_again_with_the_options_given(rejecting_run, capsys):
+    import json
+
+    from workbench.cli import main
+
+    run_dir, _, _ = rejecting_run
+    code = main(["evaluate", str(run_dir), "--split", "val", "--reject", "auto", "--reject-target", "coverage:0.75"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "rejection (coverage:0.75)" in out and "ECE" in out
+    saved = json.loads((run_dir / "calibration.json").read_text())
+    assert saved["rejection"]["target"] == "coverage:0.75"
+    assert saved["rejection"]["accepted"] == pytest.approx(0.75, abs=0.1)
+    report = json.loads((run_dir / "eval" / "val" / "report.json").read_text())
+    assert report["rejection"]["threshold"] == saved["rejection"]["value"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--reject", "1.5"], "--reject '1.5'"), (["--reject-target", "recall:0.9"], "--reject-target 'recall:0.9'")],
+)
+def test_bad_rejection_options_are_refused_before_any_work(flags, message, tmp_path, capsys):
+    from workbench.cli import main
+
+    assert main(["train", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err

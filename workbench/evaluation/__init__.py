@@ -105,7 +105,8 @@ def evaluate(
     eval_dir.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(run, data, eval_dir)
     records, used = _split_records(manifest, split, data or run.manifest_path)
-    if unknown_dir is None and (record := _calibration_record(run.path)) and record.get("unknown"):
+    record = _calibration_record(run.path) if unknown_dir is None else None
+    if record and record.get("unknown") and Path(record["unknown"]["dir"]).is_dir():
         unknown_dir = record["unknown"]["dir"]  # the images the threshold was set on, as calibration.json says
     report = _score(run, manifest, records, used, batch_size=batch_size, top_k=top_k, tta=tta, unknown_dir=unknown_dir)
     report.update(
