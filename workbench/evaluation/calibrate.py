@@ -65,8 +65,10 @@ def read_calibration(run_dir: str | Path) -> Calibration | None:
     try:
         return Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path}: not a calibration record ({error}); fit it again with `workbench evaluate RUN "
-                         "--reject off` (or the --reject you want)") from None  # fmt: skip
+        raise ValueError(
+            f"{path}: not a calibration record ({error}); fit it again with `workbench evaluate RUN --reject off` "
+            "(or the --reject you want)"
+        ) from None
 
 
 def image_files(folder: str | Path) -> list[Path]:

@@ -85,8 +85,8 @@ def reliability(probabilities: np.ndarray, labels: Sequence[int] | np.ndarray, b
             ece += count / len(labels) * abs(mean_confidence - accuracy)
         else:
             mean_confidence = accuracy = None
-        rows.append({"low": b / bins, "high": (b + 1) / bins, "count": count, "confidence": mean_confidence,
-                     "accuracy": accuracy})  # fmt: skip
+        row = {"low": b / bins, "high": (b + 1) / bins, "count": count}
+        rows.append({**row, "confidence": mean_confidence, "accuracy": accuracy})
     return {"bins": rows, "ece": float(ece)}
 
 

@@ -68,7 +68,7 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
     runtime, labels = open_model(location)
     if tta is None:
         probabilities, indices = runtime.classify_bytes(encoded)
-    else:  # the views' mean probabilities; rejection is not applied to them (see README, left out)
+    else:  # the views' mean (calibrated) probabilities; not rejected (README, "Calibration and rejection")
         probabilities = _tta_probabilities(runtime, encoded, location, tta)
         indices = probabilities.argmax(axis=1)
     if probabilities.shape[1] != len(labels):
