@@ -170,6 +170,7 @@ def test_savedmodel_answers_unknown_below_the_threshold_and_agrees_with_predict(
     saved = export(run_dir, "savedmodel", out=tmp_path / "export")
     card = read_card(saved)["calibration"]
     assert card["threshold"] == threshold and card["temperature"] == record["temperature"] and card["in_graph"]
+    assert "below it the class is `unknown`, index -1" in (saved / "model_card.md").read_text()
 
     outputs = tf.saved_model.load(str(saved)).signatures["serving_default"](
         image_bytes=tf.constant([Path(p).read_bytes() for p in images])
