@@ -87,6 +87,7 @@ def test_savedmodel_allowlist_holds_every_op_of_our_exports(real_models, tmp_pat
     depend on the architecture, and writing them for every model would make this test half as long again."""
     from tensorflow.core.protobuf import saved_model_pb2
 
+    from workbench.evaluation.calibrate import Calibration
     from workbench.serving.formats.savedmodel import (
         RESTORE_OPS,
         SAVE_OPS,
@@ -96,9 +97,13 @@ def test_savedmodel_allowlist_holds_every_op_of_our_exports(real_models, tmp_pat
         write_saved_model,
     )
 
+    # Calibrated exports (temperature and threshold in the graph) of both rejection scores are collected too.
+    calibrations = {"b": Calibration(1.5, "max_softmax", 0.5), "lite": Calibration(0.8, "energy", 1.0)}
     for name, model in real_models.items():
         tta = name == "mixed"
-        directory = write_saved_model(model, ["a", "b", "c"], RESOLUTION, tmp_path / name, tta=tta)
+        directory = write_saved_model(
+            model, ["a", "b", "c"], RESOLUTION, tmp_path / name, tta=tta, calibration=calibrations.get(name)
+        )
         saved_model = saved_model_pb2.SavedModel()
         saved_model.ParseFromString((directory / "saved_model.pb").read_bytes())
         graph = saved_model.meta_graphs[0]

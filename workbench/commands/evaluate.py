@@ -1,4 +1,4 @@
-"""`workbench evaluate RUN`: confusion matrix, per-class report, top-k and worst mistakes of a trained run."""
+"""`workbench evaluate RUN`: confusion matrix, per-class report, top-k, worst mistakes, calibration and rejection."""
 
 from __future__ import annotations
 
@@ -22,6 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per prediction batch (default 32)")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON instead of the table")
     add_tta_argument(parser)
+    from workbench.config_fields import add_arguments as add_config_arguments
+    from workbench.engine.config import RejectConfig
+
+    group = parser.add_argument_group(
+        "calibration and rejection: any of these fits calibration.json again on the validation split (the "
+        "run's own options fill the others) before evaluating; --unknown-dir alone also scores those images"
+    )
+    add_config_arguments(group, RejectConfig)
 
 
 def add_tta_argument(parser: argparse.ArgumentParser) -> None:
@@ -41,15 +49,32 @@ def add_tta_argument(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
+    from workbench.config_fields import overrides_from_args
+    from workbench.engine.config import RejectConfig
     from workbench.evaluation import evaluate, summary_table, tta_summary
+    from workbench.evaluation.calibrate import calibrate_run, settings_for, summary_lines
     from workbench.terminal import printable, printable_lines
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be at least 1, got {args.top_k}")
+    overrides = overrides_from_args(args, RejectConfig)
+    if overrides:
+        record = calibrate_run(args.run_dir, settings_for(args.run_dir, overrides), batch_size=args.batch_size)
+        lines, warning = summary_lines(record)
+        print("\n".join(lines), file=sys.stderr if args.json else sys.stdout)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     report = evaluate(
-        args.run_dir, data=args.data, split=args.split, top_k=args.top_k, batch_size=args.batch_size, tta=args.tta
+        args.run_dir,
+        data=args.data,
+        split=args.split,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        unknown_dir=overrides.get("unknown_dir") or None,
     )
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))

@@ -74,10 +74,28 @@ def run(args: argparse.Namespace) -> int:
         return 143  # 128 + SIGTERM, the shell's convention: the job did not complete
     if result.model_path is None:
         return 0
+    if (code := _calibrate(result.run_dir, None if config is None else config.rejection)) != 0:
+        return code
     if not args.no_evaluate and (code := _evaluate(result.run_dir)) != 0:
         return code
     if not args.no_export:
         return _export(result.run_dir, args.export_format)
+    return 0
+
+
+def _calibrate(run_dir, settings) -> int:
+    """Fit the temperature and the rejection threshold on the validation split (`calibration.json`)."""
+    from workbench.evaluation.calibrate import calibrate_run, summary_lines
+
+    try:
+        record = calibrate_run(run_dir, settings)
+    except ValueError as exc:
+        print(f"workbench train: calibration failed: {exc}", file=sys.stderr)
+        return 1
+    lines, warning = summary_lines(record)
+    print("\n".join(lines))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from workbench import config_fields
@@ -20,6 +21,7 @@ from workbench.config_fields import Config, check_choices, option, with_override
 
 __all__ = [
     "RecipeConfig",
+    "RejectConfig",
     "RunConfig",
     "auto_paths",
     "iter_fields",
@@ -105,6 +107,56 @@ class RecipeConfig:
     )
 
 
+# How images of no class are told apart (`workbench.evaluation.rejection.SCORES`). energy won on
+# benchmarks/bench_rejection.py (AUROC 0.777 against 0.746 for max_softmax, and more known images kept at the same
+# false-accept rate; README, "Calibration and rejection"); max_softmax is reported beside it.
+REJECT_SCORES = ("max_softmax", "energy")
+DEFAULT_REJECT_SCORE = "energy"
+
+
+@dataclass
+class RejectConfig(Config):
+    """Calibration and rejection, fitted on the validation split after training (`workbench.evaluation.calibrate`).
+
+    The temperature is always fitted when the run has a validation split; rejection is opt-in, because it
+    changes what the model answers."""
+
+    reject: str = option(
+        "off",
+        "answer 'unknown' (index -1) below a threshold: auto = chosen on validation for --reject-target, "
+        "off = never, or a probability in (0, 1) that the calibrated top probability must reach",
+        metavar="auto|off|PROB",
+    )
+    reject_target: str = option(
+        "accuracy:0.95",
+        "what --reject auto aims for on validation: accuracy:A (accuracy on accepted images), coverage:C "
+        "(share of images accepted) or false-accept:F (share of --unknown-dir images accepted)",
+        metavar="KIND:VALUE",
+    )
+    reject_score: str = option(
+        DEFAULT_REJECT_SCORE,
+        "score --reject auto thresholds: max_softmax (calibrated top probability) or energy "
+        "(T * logsumexp(logits / T))",
+        REJECT_SCORES,
+    )
+    unknown_dir: str | None = option(
+        None, "folder of images that belong to no class: false-accept targets and the AUROC of known vs unknown"
+    )
+
+    def validate(self) -> RejectConfig:
+        """Raise `ValueError` naming the option and the fix; return self."""
+        from workbench.evaluation.rejection import parse_reject, parse_target
+
+        check_choices(self)
+        parse_reject(self.reject)
+        parse_target(self.reject_target)
+        if self.unknown_dir not in (None, "") and not Path(self.unknown_dir).is_dir():
+            raise ValueError(
+                f"unknown_dir={self.unknown_dir!r} is not a folder; pass a folder of images that belong to no class"
+            )
+        return self
+
+
 @dataclass
 class RunConfig(Config):
     """One training run: data, model, hardware and the recipe."""
@@ -167,6 +219,7 @@ class RunConfig(Config):
     )
     # option turns a dataclass default into a default_factory, so no instance is shared.
     recipe: RecipeConfig = option(RecipeConfig(), "two-phase recipe hyper-parameters")  # noqa: RUF009
+    rejection: RejectConfig = option(RejectConfig(), "calibration and rejection of images of no class")  # noqa: RUF009
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> RunConfig:
@@ -216,6 +269,7 @@ class RunConfig(Config):
             raise ValueError(f"recipe.val_fraction={r.val_fraction} must be in (0, 1), e.g. 0.2")
         if r.test_fraction is not None and not 0 <= r.test_fraction < 1:
             raise ValueError(f"recipe.test_fraction={r.test_fraction} must be in [0, 1), e.g. 0.1")
+        self.rejection.validate()
         self._check_inputs()
         return self
 

@@ -17,6 +17,9 @@ has `"type"` and `"time"` (Unix seconds). Types and their fields:
   `warning` when the best validation accuracy is not clearly above chance: `workbench.engine.chance`)
 * `error`: `message`
 * `trial`: written by hyper-parameter search
+* `calibration`: `temperature`, `ece_before`, `ece_after`, `score`, `threshold` (null: no rejection), `accepted`
+  (share of validation images over it), and `warning` when a threshold was refused
+  (`workbench.evaluation.calibrate`, after training)
 
 `epoch` and `step` count from 1. Writers may add fields; readers ignore what they do not know.
 The reader is tolerant: a torn last line (a writer killed mid-write) or a garbled line is
@@ -33,7 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-EVENT_TYPES = ("plan", "budget", "phase", "stage", "batch", "epoch", "done", "error", "trial")
+EVENT_TYPES = ("plan", "budget", "phase", "stage", "batch", "epoch", "done", "error", "trial", "calibration")
 EVENTS_FILE = "events.jsonl"
 
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -46,6 +49,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "done": ("run_dir", "best_val_accuracy", "model_path"),
     "error": ("message",),
     "trial": (),
+    "calibration": ("temperature", "score", "threshold"),
 }
 
 

@@ -17,3 +17,20 @@ def zero_head(model, layer: str = HEAD_LAYER) -> None:
     """Set every weight of `model`'s classifier layer (`predictions`) to zero, in place."""
     for variable in model.get_layer(layer).weights:
         variable.assign(np.zeros(variable.shape, variable.dtype))
+
+
+def logits_model(model):
+    """A Keras model sharing `model`'s weights that outputs the classifier's logits instead of its softmax.
+
+    The `predictions` layer is a Dense layer with a softmax; this is the same Dense layer's affine part applied
+    to the same features, so softmax(logits) is `model`'s output. Energy scores need the logits themselves
+    (log of the probabilities loses their per-image scale). Computed in float32 like the head.
+    """
+    import keras
+
+    head = model.get_layer(layer_name := HEAD_LAYER)
+    features = head.input
+    linear = keras.layers.Dense(head.units, activation=None, dtype="float32", name=f"{layer_name}_logits")
+    logits = linear(features)
+    linear.set_weights(head.get_weights())
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")

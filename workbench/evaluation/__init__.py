@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from workbench.evaluation.metrics import compute_report, summary_table
+from workbench.evaluation.metrics import calibration_report, compute_report, summary_table, unknown_report
 
 __all__ = ["EVAL_SPLITS", "compute_report", "evaluate", "summary_table", "tta_summary"]
 
@@ -66,6 +66,7 @@ def evaluate(
     batch_size: int = 32,
     plots: bool = True,
     tta: str | None = None,
+    unknown_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate the run at `run_dir`; write `report.json` and PNG plots under `eval/`; return the report.
 
@@ -83,11 +84,16 @@ def evaluate(
         tta: None, or a test-time augmentation mode of `workbench.evaluation.tta` (`flip`, `crops`): the
             report's `tta` then holds the accuracy with and without it and the seconds each took; the
             other metrics stay those of the plain model (what an export serves).
+        unknown_dir: a folder of images of no class: the report's `unknown` holds the AUROC of known against
+            unknown for both scores and the share of them rejected. Default: the `--unknown-dir` the run's
+            calibration.json was fitted with, if any (then the same images set the threshold and score it).
 
     Returns:
         The report dict: num_examples, accuracy, top_k_accuracy, confusion_matrix (raw and
         normalised), per_class precision/recall/f1/support, macro/weighted averages, most_confused
-        pairs, misclassified (highest loss first, with file paths), plus run, split and files written.
+        pairs, misclassified (highest loss first, with file paths), plus run, split and files written;
+        `calibration` (temperature, ECE before and after, reliability bins), `rejection` (threshold, share
+        accepted, accuracy on accepted images; None without a threshold) and `unknown` (see `unknown_dir`).
     """
     from pipelines.files import atomic_write_text
     from workbench.serving.model_files import open_run
@@ -99,7 +105,10 @@ def evaluate(
     eval_dir.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(run, data, eval_dir)
     records, used = _split_records(manifest, split, data or run.manifest_path)
-    report = _score(run, manifest, records, used, batch_size=batch_size, top_k=top_k, tta=tta)
+    record = _calibration_record(run.path) if unknown_dir is None else None
+    if record and record.get("unknown") and Path(record["unknown"]["dir"]).is_dir():
+        unknown_dir = record["unknown"]["dir"]  # the images the threshold was set on, as calibration.json says
+    report = _score(run, manifest, records, used, batch_size=batch_size, top_k=top_k, tta=tta, unknown_dir=unknown_dir)
     report.update(
         {
             "run": str(run.path.resolve()),
@@ -130,34 +139,55 @@ def _split_records(manifest, split: str, source) -> tuple[list, list[str]]:
     return records, [s for s in splits if manifest.split_records(s)]
 
 
-def _score(run, manifest, records: list, used: list[str], *, batch_size: int, top_k: int, tta: str | None) -> dict:
-    """Predict the records' images with the run's model and build the report (with its `tta` part if asked)."""
-    import numpy as np
-
+def _score(
+    run, manifest, records: list, used: list[str], *, batch_size: int, top_k: int, tta: str | None, unknown_dir=None
+) -> dict:
+    """Predict the records' images with the run's model and build the report (with its `tta` part if asked,
+    and its `unknown` part for images of no class under `unknown_dir`)."""
     from pipelines import make_datasets
+    from workbench.evaluation.calibrate import folder_logits, read_calibration, split_logits
+    from workbench.evaluation.calibration import softmax
 
     datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
     started = time.perf_counter()
-    # The plain datasets keep manifest order, so row i of the predictions is records[i].
-    probabilities = np.concatenate([run.model.predict(datasets.plain(s), verbose=0) for s in used], axis=0)
+    # The plain datasets keep manifest order, so row i of the predictions is records[i]. The logits (the same
+    # pass: softmax(logits) is the model's output) also give the calibration and rejection sections.
+    logits = split_logits(run, manifest, used, batch_size)
+    probabilities = softmax(logits)
     seconds = time.perf_counter() - started
     index = {name: i for i, name in enumerate(run.class_names)}
     y_true = [index[r.label] for r in records]
     report = compute_report(y_true, probabilities, run.class_names, [r.path for r in records], top_k=top_k)
+    report.update(calibration_report(logits, y_true, read_calibration(run.path)))
+    if unknown_dir is not None:
+        report["unknown"] = unknown_report(logits, folder_logits(run, unknown_dir, batch_size), unknown_dir, report)
     if tta is not None:
         report["tta"] = _tta_report(run.model, [datasets.plain(s) for s in used], tta, y_true, report, seconds)
     return report
 
 
+def _calibration_record(run_dir: Path) -> dict | None:
+    from workbench.evaluation.calibrate import CALIBRATION_FILE
+
+    path = run_dir / CALIBRATION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def _write_plots(report: dict, eval_dir: Path, run_dir: Path, *, own_test: bool) -> dict[str, str]:
     """Write the three report plots into `eval_dir`; for the run's own test split also log the confusion
     matrix to TensorBoard. Returns the files written, by name."""
-    from workbench.evaluation.plots import plot_confusion_matrix, plot_misclassified, plot_per_class
+    from workbench.evaluation.plots import (
+        plot_confusion_matrix,
+        plot_misclassified,
+        plot_per_class,
+        plot_reliability,
+    )
 
     files = {
         "confusion_matrix": str(plot_confusion_matrix(report, eval_dir / "confusion_matrix.png")),
         "per_class": str(plot_per_class(report, eval_dir / "per_class.png")),
         "misclassified": str(plot_misclassified(report, eval_dir / "misclassified.png")),
+        "reliability": str(plot_reliability(report["calibration"], eval_dir / "reliability.png")),
     }
     if own_test:  # the run's own verdict closes its TensorBoard record
         files["tensorboard"] = str(_log_confusion_matrix(run_dir, Path(files["confusion_matrix"])))

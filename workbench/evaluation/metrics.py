@@ -75,6 +75,66 @@ def compute_report(
     }
 
 
+def calibration_report(logits: np.ndarray, y_true: Sequence[int] | np.ndarray, calibration) -> dict:
+    """The report's `calibration` and `rejection` parts for `logits` (N, C) with true labels `y_true`.
+
+    `calibration` is the run's fitted `workbench.evaluation.calibrate.Calibration`, or None (temperature 1 and
+    no rejection: what an uncalibrated export serves). ECE before is at temperature 1, after at the fitted one;
+    the reliability bins of both feed the diagram.
+    """
+    from workbench.evaluation.calibration import ECE_BINS, reliability, softmax
+    from workbench.evaluation.rejection import score
+
+    y_true = np.asarray(y_true, dtype=np.int64)
+    temperature = 1.0 if calibration is None else calibration.temperature
+    before = reliability(softmax(logits), y_true)
+    after = reliability(softmax(logits, temperature), y_true)
+    parts: dict = {
+        "calibration": {
+            "fitted": calibration is not None,
+            "temperature": temperature,
+            "bins": ECE_BINS,
+            "ece_before": before["ece"],
+            "ece_after": after["ece"],
+            "reliability_before": before["bins"],
+            "reliability_after": after["bins"],
+        },
+        "rejection": None,
+    }
+    if calibration is not None and calibration.threshold is not None:
+        accept = score(logits, temperature, calibration.score) >= calibration.threshold
+        correct = np.asarray(logits).argmax(axis=1) == y_true
+        parts["rejection"] = {
+            "score": calibration.score,
+            "threshold": calibration.threshold,
+            "accepted": float(accept.mean()),
+            "accuracy_accepted": float(correct[accept].mean()) if accept.any() else None,
+            "accuracy_all": float(correct.mean()),
+        }
+    return parts
+
+
+def unknown_report(logits: np.ndarray, unknown_logits: np.ndarray, folder, report: dict) -> dict:
+    """The report's `unknown` part: AUROC of the known images (`logits`) against images of no class
+    (`unknown_logits`) for both scores, and, under the report's threshold, the share of unknown ones rejected."""
+    from workbench.evaluation.rejection import SCORES, auroc, score
+
+    temperature = report["calibration"]["temperature"]
+    part: dict = {
+        "dir": str(folder),
+        "num_images": len(unknown_logits),
+        "auroc": {
+            kind: auroc(score(logits, temperature, kind), score(unknown_logits, temperature, kind)) for kind in SCORES
+        },
+        "rejected": None,
+    }
+    rejection = report.get("rejection")
+    if rejection is not None:
+        unknown = score(unknown_logits, temperature, rejection["score"])
+        part["rejected"] = float((unknown < rejection["threshold"]).mean())
+    return part
+
+
 def _checked_arrays(y_true, probabilities, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The labels as int64 and the probabilities as float64, or a ValueError naming what is wrong."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -193,7 +253,36 @@ def summary_table(report: dict) -> str:
         f"top-1 accuracy {report['accuracy']:.4f}   top-{report['top_k']} accuracy {report['top_k_accuracy']:.4f}   "
         f"mean loss {report['mean_loss']:.4f}   images {report['num_examples']}"
     )
+    lines.extend(_calibration_lines(report))
     if report["most_confused"]:
         confused = ", ".join(f"{p['true']}→{p['predicted']} ({p['count']})" for p in report["most_confused"][:5])
         lines.append(f"most confused: {confused}")
     return "\n".join(lines)
+
+
+def _calibration_lines(report: dict) -> list[str]:
+    """ECE before and after temperature scaling, the rejection threshold's effect and the AUROC on unknown images."""
+    calibration = report.get("calibration")
+    if not calibration:
+        return []
+    if calibration["fitted"]:
+        line = (
+            f"calibration: temperature {calibration['temperature']:.3f}, ECE {calibration['ece_before']:.4f} "
+            f"before, {calibration['ece_after']:.4f} after"
+        )
+    else:
+        line = f"calibration: not fitted (no calibration.json), ECE {calibration['ece_before']:.4f}"
+    lines = [line]
+    rejection = report.get("rejection")
+    if rejection:
+        accuracy = rejection["accuracy_accepted"]
+        lines.append(
+            f"rejection: {rejection['score']} >= {rejection['threshold']:.4g} accepts {rejection['accepted']:.1%} "
+            f"of these images, accuracy on them {'n/a' if accuracy is None else f'{accuracy:.4f}'}"
+        )
+    unknown = report.get("unknown")
+    if unknown:
+        aurocs = ", ".join(f"{kind} {value:.4f}" for kind, value in unknown["auroc"].items())
+        rejected = "" if unknown["rejected"] is None else f", {unknown['rejected']:.1%} of them rejected"
+        lines.append(f"unknown images: {unknown['num_images']}, AUROC known vs unknown {aurocs}{rejected}")
+    return lines

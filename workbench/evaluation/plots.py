@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation report: confusion heatmap, per-class bars, misclassified gallery.
+"""PNG plots of an evaluation report: confusion heatmap, per-class bars, misclassified gallery, reliability.
 
 Figures are built with the object-oriented matplotlib API on an explicit Agg canvas (never pyplot),
 so plotting changes no global backend state and works on headless machines.
@@ -105,5 +105,38 @@ def plot_misclassified(report: dict, path: Path, columns: int = 4) -> Path:
             fontsize=9,
         )
     figure.suptitle("Highest-loss misclassified images")
+    figure.savefig(path)
+    return path
+
+
+def plot_reliability(calibration: dict, path: Path) -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, before and after temperature
+    scaling, over the diagonal of perfect calibration; the bars below show how many images each bin holds."""
+    figure = _new_figure(6, 6.5)
+    axes, counts = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    curves = [("reliability_before", "before", "#c44e52", calibration["ece_before"])]
+    if calibration["fitted"]:
+        label = f"after (T = {calibration['temperature']:.2f})"
+        curves.append(("reliability_after", label, "#4c72b0", calibration["ece_after"]))
+    for key, label, colour, ece in curves:
+        bins = [b for b in calibration[key] if b["count"]]
+        axes.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            color=colour,
+            label=f"{label}: ECE {ece:.3f}",
+        )
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"Reliability ({calibration['bins']} bins)")
+    axes.legend(loc="upper left")
+    shown = calibration["reliability_after" if calibration["fitted"] else "reliability_before"]
+    width = 1 / len(shown)
+    counts.bar([b["low"] + width / 2 for b in shown], [b["count"] for b in shown], width=width * 0.9, color="#999")
+    counts.set_xlabel("confidence (top-1 probability)")
+    counts.set_ylabel("images")
     figure.savefig(path)
     return path

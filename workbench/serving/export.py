@@ -107,9 +107,16 @@ def _replace_folder(directory: Path, write) -> None:
 def _write(fmt, run, directory: Path, name: str) -> None:
     """The model files, then labels.txt and the model card beside them (into a staging folder)."""
     from pipelines.files import atomic_write_text
+    from workbench.evaluation.calibrate import read_calibration
     from workbench.serving.model_card import build_card, write_card
 
     extra = fmt.write(run, directory)
+    calibration = read_calibration(run.path)
+    # One entry for every format: what the graph applies, or (.keras, int8) what `workbench predict` applies.
+    if calibration is not None:
+        extra = {**extra, "calibration": {**calibration.to_card(), "in_graph": fmt.calibrated_graph}}
+    else:
+        extra = {**extra, "calibration": None}
     atomic_write_text(directory / "labels.txt", "\n".join(run.class_names) + "\n")
     card = build_card(
         run,

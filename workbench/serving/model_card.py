@@ -138,10 +138,34 @@ def _markdown(card: dict) -> str:
         lines += ["", "## Quantization", ""] + [f"* {k}: {v}" for k, v in quantization.items()]
     if card.get("signatures"):
         lines += ["", "## Signatures", ""] + [f"* `{k}`: {v}" for k, v in card["signatures"].items()]
+    lines += ["", "## Calibration and rejection", "", *_calibration_lines(card.get("calibration"), card["format"])]
     if "tta" in card:  # formats with signatures say whether test-time augmentation ones are among them
         lines += ["", "## Test-time augmentation", "", _tta_line(card["tta"])]
     lines += ["", "## Versions", ""] + [f"* {k} {v}" for k, v in card["versions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_lines(calibration: dict | None, format: str) -> list[str]:
+    if not calibration:
+        return ["* None: the probabilities are the model's own softmax and every image gets a class."]
+    if calibration.get("in_graph"):
+        where = "constants of the graph"
+    elif format == "keras":
+        where = "not in this file (the trainable model): `workbench predict` applies them from this card"
+    else:
+        where = (
+            "NOT applied by this model (its outputs are quantised, uncalibrated probabilities); export "
+            "`tflite`, `tflite-fp16` or `savedmodel` for calibrated outputs and rejection"
+        )
+    lines = [f"* Temperature {calibration['temperature']:.4f} (probabilities are softmax(logits / T)); {where}."]
+    if calibration["threshold"] is None:
+        lines.append("* No rejection threshold: every image gets a class.")
+    else:
+        lines.append(
+            f"* Rejection: {calibration['score']} >= {calibration['threshold']:.6g} accepts; below it the class is "
+            "`unknown`, index -1."
+        )
+    return lines
 
 
 def _tta_line(tta: dict | None) -> str:

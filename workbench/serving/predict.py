@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workbench.evaluation.rejection import UNKNOWN_INDEX, UNKNOWN_NAME
 from workbench.serving.model_files import ModelFileError, ModelLocation, locate_model, read_labels
 
 if TYPE_CHECKING:
@@ -54,8 +55,10 @@ def open_model(location: ModelLocation) -> tuple[Runtime, list[str]]:
 def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5, tta: str | None = None) -> list[dict]:
     """Top-k classes of each image file.
 
-    Returns one dict per image, in order: `{"image": path, "predictions": [{"class", "index",
-    "probability"}, ...]}` with the k most probable classes first. `tta` (`flip` or `crops`, see
+    Returns one dict per image, in order: `{"image": path, "class_name", "class_index", "predictions":
+    [{"class", "index", "probability"}, ...]}` with the k most probable classes first. `class_name` is the
+    answer: the top class, or "unknown" (`class_index` -1) when a calibrated model rejects the image; the
+    probabilities are then the calibrated ones (`workbench.evaluation.calibrate`). `tta` (`flip` or `crops`, see
     `workbench.evaluation.tta`) averages the probabilities over augmented views of each image.
     """
     if top_k < 1:
@@ -63,20 +66,25 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
     location = locate_model(model_path)  # a wrong model path fails before the images are read
     encoded = _read_images(images)
     runtime, labels = open_model(location)
-    probabilities = (
-        runtime.predict_bytes(encoded) if tta is None else _tta_probabilities(runtime, encoded, location, tta)
-    )
+    if tta is None:
+        probabilities, indices = runtime.classify_bytes(encoded)
+    else:  # the views' mean (calibrated) probabilities; not rejected (README, "Calibration and rejection")
+        probabilities = _tta_probabilities(runtime, encoded, location, tta)
+        indices = probabilities.argmax(axis=1)
     if probabilities.shape[1] != len(labels):
         raise ModelFileError(
             f"{location.labels_path}: lists {len(labels)} classes but the model predicts {probabilities.shape[1]}; "
             "the labels.txt does not belong to this model"
         )
     results = []
-    for path, row in zip(images, probabilities, strict=True):
+    for path, row, index in zip(images, probabilities, indices, strict=True):
         order = np.argsort(-row, kind="stable")[:top_k]
+        index = int(index)
         results.append(
             {
                 "image": str(path),
+                "class_name": UNKNOWN_NAME if index == UNKNOWN_INDEX else labels[index],
+                "class_index": index,
                 "predictions": [{"class": labels[i], "index": int(i), "probability": float(row[i])} for i in order],
             }
         )
@@ -119,7 +127,10 @@ def format_table(results: list[dict]) -> str:
 
     lines = []
     for result in results:
-        lines.append(printable(result["image"]))
+        rejected = result.get("class_index") == UNKNOWN_INDEX
+        lines.append(
+            printable(result["image"]) + (f"  → {UNKNOWN_NAME} (below the rejection threshold)" if rejected else "")
+        )
         names = [printable(p["class"]) for p in result["predictions"]]
         width = max(len(name) for name in names)
         for rank, (name, p) in enumerate(zip(names, result["predictions"], strict=True), 1):

@@ -23,7 +23,8 @@ FLOAT_INPUT = "float32 RGB (B, {size}, {size}, 3) in [0, 255], centre-cropped an
 
 
 class Runtime(abc.ABC):
-    """A loaded model: float32 RGB batches or encoded image bytes → probabilities (N, C) float32.
+    """A loaded model: float32 RGB batches or encoded image bytes → probabilities (N, C) float32 (calibrated
+    when the export is: `workbench.serving.calibrated`), and with `classify_*` the class index too.
 
     `resolution` is the square input size (pixels) the runtime resizes files to, or None when the model
     resizes inside its graph (SavedModel).
@@ -37,11 +38,21 @@ class Runtime(abc.ABC):
 
     def predict_bytes(self, encoded: list[bytes]) -> np.ndarray:
         """Probabilities (N, C) for encoded JPEG/PNG/GIF/BMP images, decoded by `workbench.serving.imaging`."""
+        return self.classify_bytes(encoded)[0]
+
+    def classify_images(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, C), class index (N,)) for float32 RGB images; the index is -1 ("unknown") where a
+        calibrated model rejects the image. This default has no rejection: the index is the argmax."""
+        probabilities = self.predict_images(images, batch_size)
+        return probabilities, probabilities.argmax(axis=1)
+
+    def classify_bytes(self, encoded: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """`classify_images` of encoded JPEG/PNG/GIF/BMP images, decoded by `workbench.serving.imaging`."""
         import tensorflow as tf
 
         from workbench.serving.imaging import decode_batch
 
-        return self.predict_images(decode_batch(tf.constant(encoded), self.resolution).numpy())
+        return self.classify_images(decode_batch(tf.constant(encoded), self.resolution).numpy())
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class ExportFormat(abc.ABC):
         input: the model card's description of the input, `{size}` standing for the resolution in pixels.
         versioned: the export is a numbered, immutable folder (`<out>/<version>/`, TF Serving's layout)
             written whole into a staging folder and renamed, instead of a file replaced in `<out>/<name>/`.
+        calibrated_graph: the run's `calibration.json` (temperature, rejection threshold) is written into the
+            graph as constants; otherwise only into the model card.
     """
 
     name: str
@@ -66,6 +79,9 @@ class ExportFormat(abc.ABC):
     files: tuple[str, ...]
     input: str = FLOAT_INPUT
     versioned: bool = False
+    # The run's calibration (temperature, rejection threshold) is inside the written graph; a format without
+    # it (.keras, int8 TFLite) still records it in the model card, and `workbench predict` applies it.
+    calibrated_graph: bool = False
 
     def destination(self, base: Path, version: int | None) -> Path:
         """The folder this export goes into under `base`. Checked before the run's model is loaded, so

@@ -16,18 +16,43 @@ from workbench.serving.model_files import ModelFileError, inspect_keras_archive,
 
 
 class KerasRuntime(Runtime):
-    """A vetted Keras model at its fixed input resolution."""
+    """A vetted Keras model at its fixed input resolution.
+
+    A `.keras` file is the trainable model, without the calibration in it: the run's (or the export's model
+    card's) temperature and threshold are applied here, to the model's logits, as the other formats' graphs do."""
 
     def __init__(self, path: Path):
+        from workbench.evaluation.calibrate import calibration_beside
+
         self.model = load_keras_model(path)  # vetted before anything else is read
         self.resolution = model_resolution(self.model)
         if self.resolution is None:
             raise ModelFileError(
                 f"{path}: the model takes images of any size; workbench models have a fixed resolution"
             )
+        self.calibration = calibration_beside(path)
+        self._logits = None
+        if self.calibration is not None:
+            from workbench.engine.heads import logits_model
+
+            self._logits = logits_model(self.model)
 
     def predict_images(self, images, batch_size: int = 32):
-        return self.model.predict(images, batch_size=batch_size, verbose=0)
+        return self.classify_images(images, batch_size)[0]
+
+    def classify_images(self, images, batch_size: int = 32):
+        import numpy as np
+
+        if self.calibration is None:
+            probabilities = self.model.predict(images, batch_size=batch_size, verbose=0)
+            return probabilities, probabilities.argmax(axis=1)
+        from workbench.evaluation.calibration import softmax
+        from workbench.evaluation.rejection import decide
+
+        c = self.calibration
+        logits = self._logits.predict(images, batch_size=batch_size, verbose=0)
+        probabilities = softmax(logits, c.temperature).astype(np.float32)
+        return probabilities, decide(logits, c.temperature, c.score, c.threshold)
 
 
 @dataclass(frozen=True)

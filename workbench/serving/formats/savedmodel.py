@@ -11,13 +11,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.serving.formats.base import ExportFormat, Runtime
 from workbench.serving.model_files import ModelFileError
 
+if TYPE_CHECKING:
+    from workbench.evaluation.calibrate import Calibration
+
 SIGNATURES = {
     "serving_default": "image_bytes: string (B,) of encoded JPEG/PNG/GIF/BMP → probabilities float32 (B, C), "
-    "class_index int32 (B,), class_name string (B,); decoded and resized inside the graph",
+    "class_index int32 (B,), class_name string (B,); decoded and resized inside the graph; with calibration "
+    "(model card) the probabilities are temperature-scaled and class_index is -1, class_name 'unknown', below "
+    "the rejection threshold",
     "serving_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], any H and W → the same outputs; "
     "resized inside the graph",
 }
@@ -41,16 +47,19 @@ TTA_SIGNATURES = {
 # builder change brings a type not listed here. Add a type only after that test names it.
 # The TTA signatures (`TTA_SIGNATURES`) need no type of their own: their mirror is ReverseV2 (already here for
 # the EXIF orientation flips of the image-bytes path), then ConcatV2, StridedSlice, AddV2 and Mul; the same test
-# re-collects them from TTA exports.
+# re-collects them from TTA exports. A calibrated export (`workbench.serving.calibrated`: temperature, rejection
+# threshold) adds Max (the top probability), and Exp and Log (the energy score's logsumexp); the same test
+# re-collects them from calibrated exports of both scores.
 SERVING_OPS = frozenset(
     {
         "Abs", "AddV2", "Any", "ArgMax", "Assert", "AssignVariableOp", "BiasAdd", "Cast", "ConcatV2", "Const",
         "Conv2D", "DecodeAndCropJpeg", "DecodeGif", "DecodeImage", "DecodePaddedRaw", "DecodePng", "DecodeWebP",
-        "DepthwiseConv2dNative", "Equal", "ExpandDims", "ExtractJpegShape", "Fill", "FloorDiv", "FloorMod",
-        "GatherV2", "GreaterEqual", "Identity", "IdentityN", "If", "Less", "LessEqual", "LogicalAnd", "LogicalNot",
-        "LogicalOr", "MatMul", "Maximum", "Mean", "Minimum", "Mul", "NoOp", "NotEqual", "Pack", "Pad", "Placeholder",
-        "Pow", "Range", "ReadVariableOp", "RealDiv", "ReduceJoin", "Relu6", "Reshape", "ResizeBilinear", "ReverseV2",
-        "Round", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt", "Square", "Squeeze",
+        "DepthwiseConv2dNative", "Equal", "Exp", "ExpandDims", "ExtractJpegShape", "Fill", "FloorDiv", "FloorMod",
+        "GatherV2", "GreaterEqual", "Identity", "IdentityN", "If", "Less", "LessEqual", "Log", "LogicalAnd",
+        "LogicalNot", "LogicalOr", "MatMul", "Max", "Maximum", "Mean", "Minimum", "Mul", "NoOp", "NotEqual", "Pack",
+        "Pad", "Placeholder", "Pow", "Range", "ReadVariableOp", "RealDiv", "ReduceJoin", "Relu6", "Reshape",
+        "ResizeBilinear", "ReverseV2", "Round", "Rsqrt", "SelectV2", "Shape", "Sigmoid", "Softmax", "Sqrt", "Square",
+        "Squeeze",
         "StatefulPartitionedCall", "StatelessCase", "StatelessIf", "StatelessWhile", "StridedSlice", "StringLength",
         "Sub", "Substr", "Sum", "TensorListFromTensor", "TensorListGetItem", "TensorListReserve", "TensorListSetItem",
         "TensorListStack", "Transpose", "VarHandleOp", "VarIsInitializedOp", "While",
@@ -74,24 +83,31 @@ RESTORE_OPS = frozenset({"RestoreV2"})
 _DT_STRING = 7  # tensorflow.core.framework.types_pb2.DT_STRING
 
 
-def _classify_fn(probabilities_of, class_names: list[str]):
-    """The signatures' outputs from `probabilities_of` (resized float images (B, R, R, 3) → (B, C))."""
+def _classify_fn(outputs_of, class_names: list[str], calibration: Calibration | None = None):
+    """The signatures' outputs from `outputs_of` (resized float images (B, R, R, 3) → (B, C)): the model's
+    probabilities, or with `calibration` its logits, scaled and thresholded (`workbench.serving.calibrated`)."""
     import tensorflow as tf
 
+    from workbench.serving.calibrated import calibrated_outputs, class_names_of
+
     def classify(images):
-        probabilities = probabilities_of(images)
-        index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        names = tf.constant(class_names)
-        return {"probabilities": probabilities, "class_index": index, "class_name": tf.gather(names, index)}
+        if calibration is None:  # as before calibration existed: the model's own softmax, its argmax
+            probabilities = outputs_of(images)
+            index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            names = tf.constant(class_names)
+            return {"probabilities": probabilities, "class_index": index, "class_name": tf.gather(names, index)}
+        probabilities, index = calibrated_outputs(outputs_of(images), calibration)
+        return {"probabilities": probabilities, "class_index": index, "class_name": class_names_of(index, class_names)}
 
     return classify
 
 
 def _flip_averaged(model):
-    """Resized float images → the mean of `model`'s probabilities on them and on their horizontal mirrors.
+    """Resized float images → the mean of `model`'s outputs on them and on their horizontal mirrors.
 
     One forward pass over the image and mirror batches stacked (2B images), then the halves averaged: the
     mirror is made after decoding and resizing, as `workbench.evaluation.tta.flip` mirrors evaluation pixels.
+    (With calibration, `model` gives logits: the mean logits are then scaled and thresholded.)
     """
     import tensorflow as tf
 
@@ -104,9 +120,21 @@ def _flip_averaged(model):
     return probabilities_of
 
 
-def write_saved_model(model, class_names: list[str], resolution: int, directory: Path, *, tta: bool = False) -> Path:
+def write_saved_model(
+    model,
+    class_names: list[str],
+    resolution: int,
+    directory: Path,
+    *,
+    tta: bool = False,
+    calibration: Calibration | None = None,
+) -> Path:
     """Write a SavedModel with the two serving signatures of `SIGNATURES` into `directory`, and with `tta`
     the two of `TTA_SIGNATURES` besides them (`serving_default` stays the default either way).
+
+    With `calibration` (`workbench.evaluation.calibrate.Calibration`) the probabilities are the temperature-scaled
+    ones and, under its threshold, `class_index` is -1 and `class_name` "unknown"; the temperature and threshold
+    are constants of the graph. Without it the outputs are the model's own, as before.
 
     The input name `image_bytes` ends in `_bytes` on purpose: TF Serving's REST API then accepts
     `{"b64": "..."}` JSON values for it.
@@ -114,14 +142,19 @@ def write_saved_model(model, class_names: list[str], resolution: int, directory:
     import tensorflow as tf
     from keras.export import ExportArchive
 
+    from workbench.engine.heads import logits_model
     from workbench.serving.imaging import decode_batch, resize_images
 
     archive = ExportArchive()
     archive.track(model)
+    network = model
+    if calibration is not None:
+        network = logits_model(model)  # shares the model's weights; its extra Dense holds the head's copy
+        archive.track(network)
 
-    def add_pair(bytes_name: str, images_name: str, probabilities_of) -> None:
+    def add_pair(bytes_name: str, images_name: str, outputs_of) -> None:
         # A function per pair: the endpoints' traced signatures must take their one input and nothing else.
-        classify = _classify_fn(probabilities_of, class_names)
+        classify = _classify_fn(outputs_of, class_names, calibration)
         archive.add_endpoint(
             bytes_name,
             lambda image_bytes: classify(decode_batch(image_bytes, resolution)),
@@ -133,9 +166,9 @@ def write_saved_model(model, class_names: list[str], resolution: int, directory:
             input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32, name="images")],
         )
 
-    add_pair("serving_default", "serving_rgb", lambda images: model(images, training=False))
+    add_pair("serving_default", "serving_rgb", lambda images: network(images, training=False))
     if tta:
-        add_pair("serving_tta", "serving_tta_rgb", _flip_averaged(model))
+        add_pair("serving_tta", "serving_tta_rgb", _flip_averaged(network))
     archive.write_out(str(directory), verbose=False)
     return directory
 
@@ -250,17 +283,28 @@ class SavedModelRuntime(Runtime):
         self.signatures = tf.saved_model.load(str(directory)).signatures
 
     def predict_images(self, images, batch_size: int = 32):
+        return self.classify_images(images, batch_size)[0]
+
+    def classify_images(self, images, batch_size: int = 32):
+        """The graph's own probabilities and class index (-1 where a calibrated export rejects the image)."""
         import numpy as np
         import tensorflow as tf
 
         serve = self.signatures["serving_rgb"]
         batches = [serve(images=tf.constant(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
-        return np.concatenate([b["probabilities"].numpy() for b in batches], axis=0)
+        return (
+            np.concatenate([b["probabilities"].numpy() for b in batches], axis=0),
+            np.concatenate([b["class_index"].numpy() for b in batches], axis=0),
+        )
 
     def predict_bytes(self, encoded: list[bytes]):
+        return self.classify_bytes(encoded)[0]
+
+    def classify_bytes(self, encoded: list[bytes]):
         import tensorflow as tf
 
-        return self.signatures["serving_default"](image_bytes=tf.constant(encoded))["probabilities"].numpy()
+        outputs = self.signatures["serving_default"](image_bytes=tf.constant(encoded))
+        return outputs["probabilities"].numpy(), outputs["class_index"].numpy()
 
 
 @dataclass(frozen=True)
@@ -281,8 +325,13 @@ class SavedModelFormat(ExportFormat):
             raise FileExistsError(f"{target} already exists; TF Serving versions are immutable, pick another --version")
         return target
 
+    calibrated_graph: bool = True
+
     def write(self, run, directory: Path) -> dict:
-        write_saved_model(run.model, run.class_names, run.resolution, directory, tta=self.tta)
+        from workbench.evaluation.calibrate import read_calibration
+
+        calibration = read_calibration(run.path)
+        write_saved_model(run.model, run.class_names, run.resolution, directory, tta=self.tta, calibration=calibration)
         if not self.tta:
             return {"signatures": SIGNATURES, "tta": None}
         tta = {"mode": TTA_MODE, "views": 2, "signatures": list(TTA_SIGNATURES)}

@@ -22,9 +22,13 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.serving.formats.base import ExportFormat, Runtime
 from workbench.serving.model_files import ModelFileError, Run, split_files
+
+if TYPE_CHECKING:
+    from workbench.evaluation.calibrate import Calibration
 
 TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier of every .tflite model, at byte offset 4
 # Images of the training split used to calibrate int8 ranges; a few hundred is the TFLite guidance.
@@ -60,16 +64,33 @@ else:
 """
 
 
-def _float_graph(model, resolution: int, directory: Path) -> Path:
-    """A plain SavedModel (float32 images at the model's resolution → probabilities) for the TFLite converter."""
+def _float_graph(model, resolution: int, directory: Path, calibration: Calibration | None = None) -> Path:
+    """A plain SavedModel (float32 images at the model's resolution → probabilities) for the TFLite converter.
+
+    With `calibration`, two outputs: the temperature-scaled probabilities and the class index, -1 below the
+    rejection threshold (`workbench.serving.calibrated`); TFLite has no strings, so the name "unknown" is the
+    runtime's (`TFLiteClassifier`) to give."""
     import tensorflow as tf
     from keras.export import ExportArchive
 
+    from workbench.engine.heads import logits_model
+    from workbench.serving.calibrated import calibrated_outputs
+
     archive = ExportArchive()
     archive.track(model)
+    if calibration is None:
+        serve = lambda images: model(images, training=False)  # noqa: E731
+    else:
+        network = logits_model(model)
+        archive.track(network)
+
+        def serve(images):
+            probabilities, index = calibrated_outputs(network(images, training=False), calibration)
+            return {"probabilities": probabilities, "class_index": index}
+
     archive.add_endpoint(
         "serving_default",
-        lambda images: model(images, training=False),
+        serve,
         input_signature=[tf.TensorSpec((None, resolution, resolution, 3), tf.float32, name="images")],
     )
     archive.write_out(str(directory), verbose=False)
@@ -113,16 +134,22 @@ def _calibrate_int8(converter, calibration) -> None:
     converter.inference_output_type = tf.uint8
 
 
-def convert_tflite(model, resolution: int, mode: str, calibration=None) -> bytes:
+def convert_tflite(
+    model, resolution: int, mode: str, calibration=None, *, calibrated: Calibration | None = None
+) -> bytes:
     """Convert to a TFLite flatbuffer. `mode`: float32 | float16 | int8 (needs `calibration` images).
 
     int8 is full-integer: every op, the input (uint8 pixels, which RGB in [0, 255] maps onto exactly)
-    and the output (uint8 probabilities) are quantised, as integer-only accelerators require.
+    and the output (uint8 probabilities) are quantised, as integer-only accelerators require. `calibrated`: the
+    run's temperature and rejection threshold, in the graph (float modes only; see `_float_graph`).
     """
     import tensorflow as tf
 
+    if calibrated is not None and mode == "int8":
+        raise ValueError("an int8 TFLite model has no room for the temperature and threshold: convert it uncalibrated")
     with tempfile.TemporaryDirectory() as tmp:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(_float_graph(model, resolution, Path(tmp) / "float")))
+        graph = _float_graph(model, resolution, Path(tmp) / "float", calibrated)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(graph))
         if mode == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -167,7 +194,11 @@ class TFLiteClassifier(Runtime):
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             self.interpreter = interpreter(**source, num_threads=num_threads)
         self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        outputs = self.interpreter.get_output_details()
+        # A calibrated export has two outputs, in an order the converter picks: the probabilities (B, C) and the
+        # class index (B,), -1 for "unknown"; an uncalibrated one only the probabilities.
+        self._output = next(o for o in outputs if len(o["shape"]) == 2)
+        self._index_output = next((o for o in outputs if len(o["shape"]) == 1), None)
         self.resolution = int(self._input["shape"][1])
         self.input_dtype = np.dtype(self._input["dtype"])
         self._dynamic_batch = int(self._input["shape_signature"][0]) == -1
@@ -199,17 +230,29 @@ class TFLiteClassifier(Runtime):
 
     def invoke(self, images):
         """One interpreter call on a batch already at the model's resolution (the batch size sticks)."""
+        return self._invoke(images)[0]
+
+    def _invoke(self, images):
+        """(probabilities, class index) of one interpreter call; the index is the argmax when the model has none."""
         self._set_batch(len(images))
         self.interpreter.set_tensor(self._input["index"], self._quantise(images))
         self.interpreter.invoke()
-        return self._dequantise(self.interpreter.get_tensor(self._output["index"]))
+        probabilities = self._dequantise(self.interpreter.get_tensor(self._output["index"]))
+        if self._index_output is None:
+            return probabilities, probabilities.argmax(axis=1)
+        return probabilities, self.interpreter.get_tensor(self._index_output["index"]).copy()
 
     def predict_images(self, images, batch_size: int = 32):
         """Probabilities (N, C) for float32 RGB images (N, R, R, 3) in [0, 255]."""
+        return self.classify_images(images, batch_size)[0]
+
+    def classify_images(self, images, batch_size: int = 32):
+        """(probabilities (N, C), class index (N,), -1 where a calibrated model rejects the image)."""
         import numpy as np
 
         step = batch_size if self._dynamic_batch else self._batch
-        return np.concatenate([self.invoke(images[i : i + step]) for i in range(0, len(images), step)], axis=0)
+        parts = [self._invoke(images[i : i + step]) for i in range(0, len(images), step)]
+        return np.concatenate([p for p, _ in parts], axis=0), np.concatenate([i for _, i in parts], axis=0)
 
 
 def quantization_report(run: Run, int8_path: Path, float_path: Path | None = None) -> dict:
@@ -307,10 +350,12 @@ class TFLiteFormat(ExportFormat):
 
     def write(self, run, directory: Path) -> dict:
         from pipelines.files import atomic_write_bytes
+        from workbench.evaluation.calibrate import read_calibration
 
         calibration = representative_images(run) if self.mode == "int8" else None
+        calibrated = read_calibration(run.path) if self.calibrated_graph else None
         model_path = directory / self.files[0]
-        data = convert_tflite(run.model, run.resolution, self.mode, calibration)
+        data = convert_tflite(run.model, run.resolution, self.mode, calibration, calibrated=calibrated)
         atomic_write_bytes(model_path, data)
         extra: dict = {"tflite": {"mode": self.mode, "bytes": len(data)}}
         if calibration is not None:
@@ -335,9 +380,16 @@ class TFLiteFormat(ExportFormat):
         return TFLiteClassifier(path, model_content=data)
 
 
-TFLITE = TFLiteFormat(name="tflite", label="TFLite (float32)", kind="tflite", files=("model.tflite",))
+TFLITE = TFLiteFormat(
+    name="tflite", label="TFLite (float32)", kind="tflite", files=("model.tflite",), calibrated_graph=True
+)
 TFLITE_FP16 = TFLiteFormat(
-    name="tflite-fp16", label="TFLite (float16 weights)", kind="tflite", files=("model.tflite",), mode="float16"
+    name="tflite-fp16",
+    label="TFLite (float16 weights)",
+    kind="tflite",
+    files=("model.tflite",),
+    mode="float16",
+    calibrated_graph=True,
 )
 TFLITE_INT8 = TFLiteFormat(
     name="tflite-int8",

@@ -1,0 +1,188 @@
+"""Calibration and rejection on CIFAR-10: train on 5 classes, treat the other 5 as images of no class.
+
+Lite0 (ImageNet weights) is trained by `fine_tune` with the default recipe (`--recipe auto`) on the 5 known classes
+(airplane, automobile, bird, cat, deer), under `--time-budget` (default 5m, so the whole benchmark stays near 10
+minutes of CPU). The 5 unknown classes (dog, frog, horse, ship, truck) are split in two halves per class: the
+first half is the `--unknown-dir` a false-accept threshold is set on, the second is only ever scored.
+
+Then the logits of the run's validation and test splits and of both unknown halves are computed once, and the same
+functions `workbench.evaluation.calibrate` and `evaluate` use give the figures:
+
+* the temperature fitted on validation, and the test split's ECE (15 bins) before and after it;
+* AUROC of known test images against unknown (second half), for max-softmax and for the energy score;
+* per score and per target (accuracy:0.95, accuracy:0.99 and coverage:0.9 from validation alone; false-accept:0.05
+  from the first unknown half),
+  the threshold, and on the test split: the share of known images accepted, the accuracy on them, and the share
+  of unknown images rejected.
+
+    python benchmarks/bench_rejection.py --data ../shared/data/cifar10-train-subset --json /tmp/rejection.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from _machine import CIFAR_SUBSET
+
+KNOWN = ("airplane", "automobile", "bird", "cat", "deer")
+UNKNOWN = ("dog", "frog", "horse", "ship", "truck")
+TARGETS = ("accuracy:0.95", "accuracy:0.99", "coverage:0.9", "false-accept:0.05")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def link_classes(data: Path, dest: Path) -> tuple[Path, Path, Path]:
+    """`dest/known/<class>/`, and the unknown classes' images halved into `dest/unknown-fit` and `dest/unknown-test`
+    (links, sorted file order, so every run of the benchmark uses the same halves)."""
+    for name in KNOWN + UNKNOWN:
+        files = sorted(p for p in (data / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SystemExit(f"{data / name}: no images; pass --data with the CIFAR-10 class folders")
+        parts = {"known": files} if name in KNOWN else {"unknown-fit": files[::2], "unknown-test": files[1::2]}
+        for part, chosen in parts.items():
+            (dest / part / name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                os.symlink(f.resolve(), dest / part / name / f.name)
+    return dest / "known", dest / "unknown-fit", dest / "unknown-test"
+
+
+def figures(val, test, unknown_fit, unknown_test) -> dict:
+    """Every figure from the logits: (logits, labels) of val and test, logits of the two unknown halves."""
+    from workbench.evaluation.calibration import expected_calibration_error, fit_temperature, softmax
+    from workbench.evaluation.rejection import SCORES, auroc, choose_threshold, score
+
+    (val_logits, val_labels), (test_logits, test_labels) = val, test
+    temperature = fit_temperature(val_logits, val_labels)
+    correct = test_logits.argmax(1) == test_labels
+    report = {
+        "temperature": temperature,
+        "test_accuracy": float(correct.mean()),
+        "ece_test_before": expected_calibration_error(softmax(test_logits), test_labels),
+        "ece_test_after": expected_calibration_error(softmax(test_logits, temperature), test_labels),
+        "ece_val_before": expected_calibration_error(softmax(val_logits), val_labels),
+        "ece_val_after": expected_calibration_error(softmax(val_logits, temperature), val_labels),
+        "auroc": {},
+        "thresholds": [],
+    }
+    # For reference: the energy score at T = 1 (the raw logits' logsumexp), what Liu et al. use.
+    report["auroc_energy_t1"] = auroc(score(test_logits, 1.0, "energy"), score(unknown_test, 1.0, "energy"))
+    for kind in SCORES:
+        known_scores, unknown_scores = score(test_logits, temperature, kind), score(unknown_test, temperature, kind)
+        report["auroc"][kind] = auroc(known_scores, unknown_scores)
+        for target in TARGETS:
+            chosen = choose_threshold(
+                val_logits, val_labels, temperature, kind=kind, reject="auto", target=target, unknown_logits=unknown_fit
+            )
+            row = {"score": kind, "target": target, "threshold": chosen.value, "warning": chosen.warning}
+            if chosen.value is not None:
+                accept = known_scores >= chosen.value
+                row.update(
+                    accepted_known=float(accept.mean()),
+                    accuracy_accepted=float(correct[accept].mean()) if accept.any() else None,
+                    rejected_unknown=float((unknown_scores < chosen.value).mean()),
+                )
+            report["thresholds"].append(row)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=CIFAR_SUBSET, help="CIFAR-10 class folders")
+    parser.add_argument("--time-budget", default="5m", help="the training run's --time-budget (default 5m)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    from bench_step_throughput import machine
+
+    from pipelines import Manifest
+    from workbench.engine import RunConfig, fine_tune
+    from workbench.evaluation.calibrate import folder_logits, split_logits
+    from workbench.serving.model_files import open_run
+
+    work = Path(tempfile.mkdtemp(prefix="bench-rejection-"))
+    started = time.perf_counter()
+    try:
+        known, unknown_fit, unknown_test = link_classes(args.data, work)
+
+        def listen(event):
+            if event["type"] == "epoch":
+                print(f"  phase {event['phase']} epoch {event['epoch']:2d}  val_acc {event['val_accuracy']:.4f}")
+            elif event["type"] == "plan":
+                print("\n".join(f"  auto: {line}" for line in event["decisions"]), flush=True)
+
+        config = RunConfig(data=str(known), variant="lite0", out=str(work / "runs"), time_budget=args.time_budget)
+        result = fine_tune(config, listeners=[listen])
+        train_seconds = time.perf_counter() - started
+        run = open_run(result.run_dir)
+        manifest = Manifest.load(run.manifest_path)
+        index = {name: i for i, name in enumerate(run.class_names)}
+
+        def split(name):
+            labels = [index[r.label] for r in manifest.split_records(name)]
+            return split_logits(run, manifest, [name]), np.asarray(labels)
+
+        report = figures(split("val"), split("test"), folder_logits(run, unknown_fit), folder_logits(run, unknown_test))
+        report.update(
+            {
+                "benchmark": "rejection",
+                "machine": machine(),
+                "data": str(args.data),
+                "known": list(KNOWN),
+                "unknown": list(UNKNOWN),
+                "resolution": run.resolution,
+                "split_sizes": manifest.split_sizes(),
+                "unknown_images": {
+                    "fit": len(list(unknown_fit.rglob("*.*"))),
+                    "test": len(list(unknown_test.rglob("*.*"))),
+                },
+                "best_val_accuracy": result.best_val_accuracy,
+                "time_budget": args.time_budget,
+                "train_seconds": train_seconds,
+                "total_seconds": time.perf_counter() - started,
+            }
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    m = report["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, load average {m['load_average'][0]:.1f}")
+    print(
+        f"lite0 at {report['resolution']} px, {report['train_seconds']:.0f} s training, "
+        f"{report['total_seconds']:.0f} s in all; test accuracy {report['test_accuracy']:.4f}"
+    )
+    print(
+        f"temperature {report['temperature']:.3f}: test ECE {report['ece_test_before']:.4f} before, "
+        f"{report['ece_test_after']:.4f} after (val {report['ece_val_before']:.4f} -> {report['ece_val_after']:.4f})"
+    )
+    print(
+        "AUROC known vs unknown: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in report["auroc"].items())
+        + f" (energy at T = 1: {report['auroc_energy_t1']:.4f})"
+    )
+    print(f"{'score':12s} {'target':18s} {'threshold':>10s} {'known kept':>10s} {'acc kept':>9s} {'unk rejected':>12s}")
+    for row in report["thresholds"]:
+        if row["threshold"] is None:
+            print(f"{row['score']:12s} {row['target']:18s} not applied: {row['warning']}")
+            continue
+        accuracy = row["accuracy_accepted"]
+        print(
+            f"{row['score']:12s} {row['target']:18s} {row['threshold']:10.4g} {row['accepted_known']:10.1%} "
+            f"{'-' if accuracy is None else f'{accuracy:.4f}':>9s} {row['rejected_unknown']:12.1%}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

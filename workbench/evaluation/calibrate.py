@@ -1,0 +1,236 @@
+"""The step after training that fits calibration and rejection on the validation split: `calibration.json`.
+
+```python
+from workbench.evaluation.calibrate import calibrate_run, read_calibration
+record = calibrate_run("runs/r1")             # the run's own --reject options (config.yaml), or RejectConfig()
+calibration = read_calibration("runs/r1")     # what exports and `workbench predict` apply; None before
+```
+
+`calibration.json` is the one record of the fitted temperature and threshold: evaluation reads it, every export
+puts its numbers into the graph and the model card, and a run without it exports as before (temperature 1, no
+rejection). It is also announced as a `calibration` event in the run's events.jsonl.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_FILE = "calibration.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What serving applies: probabilities softmax(logits / temperature); `UNKNOWN_INDEX` where the `score` is
+    below `threshold` (None: no rejection)."""
+
+    temperature: float = 1.0
+    score: str = "max_softmax"
+    threshold: float | None = None
+
+    def to_card(self) -> dict:
+        """The model card's `calibration` entry."""
+        from workbench.evaluation.rejection import UNKNOWN_INDEX, UNKNOWN_NAME
+
+        return {
+            "temperature": self.temperature,
+            "score": self.score,
+            "threshold": self.threshold,
+            "unknown": {"class_name": UNKNOWN_NAME, "class_index": UNKNOWN_INDEX}
+            if self.threshold is not None
+            else None,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Calibration:
+        rejection = values.get("rejection") or {}
+        return cls(
+            temperature=float(values["temperature"]),
+            score=rejection.get("score") or "max_softmax",
+            threshold=None if rejection.get("value") is None else float(rejection["value"]),
+        )
+
+
+def read_calibration(run_dir: str | Path) -> Calibration | None:
+    """The run's fitted calibration, or None when it has no `calibration.json` (runs from before, or no val split)."""
+    import json
+
+    path = Path(run_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: not a calibration record ({error}); fit it again with `workbench evaluate RUN --reject off` "
+            "(or the --reject you want)"
+        ) from None
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files under `folder` (recursively), sorted, or ValueError when there are none."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--unknown-dir {folder}: no image files (JPEG, PNG, GIF, BMP or WebP) under it")
+    return files
+
+
+def split_logits(run, manifest, splits: list[str], batch_size: int = 32) -> np.ndarray:
+    """The logits (N, C) of the records of `splits` in manifest order, through the evaluation pixels."""
+    from pipelines import make_datasets
+    from workbench.engine.heads import logits_model
+
+    datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
+    model = logits_model(run.model)
+    return np.concatenate([model.predict(datasets.plain(s), verbose=0) for s in splits], axis=0).astype(np.float64)
+
+
+def folder_logits(run, folder: str | Path, batch_size: int = 32) -> np.ndarray:
+    """The logits of every image under `folder`, decoded and resized as `workbench predict` does."""
+    from workbench.engine.heads import logits_model
+    from workbench.serving.imaging import load_files
+
+    images = load_files([str(p) for p in image_files(folder)], run.resolution)
+    return logits_model(run.model).predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
+
+
+def run_settings(run) -> object:
+    """The run's own rejection options (config.yaml's `rejection`), or the defaults."""
+    from workbench.engine.config import RejectConfig
+
+    return RejectConfig.from_dict(run.config.get("rejection") or {})
+
+
+def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -> dict | None:
+    """Fit the temperature on the run's validation split, then the rejection threshold `settings` ask for
+    (`RejectConfig`; default the run's own options); write `calibration.json` and a `calibration` event.
+
+    Returns the record, or None when the run has no validation images (nothing is written then: exports
+    stay uncalibrated). A threshold that would reject every validation image, or none, is not applied; the
+    record's `warning` (also in the event) says so.
+    """
+    from pipelines import Manifest
+    from pipelines.files import atomic_write_json
+    from workbench.engine.events import EventWriter
+    from workbench.evaluation.calibration import ECE_BINS, expected_calibration_error, fit_temperature, softmax
+    from workbench.evaluation.rejection import UNKNOWN_NAME, auroc, choose_threshold, parse_reject, score
+    from workbench.serving.model_files import open_run
+
+    run = open_run(run_dir)
+    settings = (settings or run_settings(run)).validate()
+    reject = parse_reject(settings.reject)
+    if reject != "off" and UNKNOWN_NAME in run.class_names:
+        raise ValueError(
+            f"{run.path}: a class is named {UNKNOWN_NAME!r}, which rejection answers for images of no class; "
+            "rename that class folder, or train with --reject off"
+        )
+    if run.manifest_path is None:
+        return None
+    manifest = Manifest.load(run.manifest_path)
+    if not manifest.split_records("val"):
+        return None
+    index = {name: i for i, name in enumerate(run.class_names)}
+    labels = np.asarray([index[r.label] for r in manifest.split_records("val")])
+    logits = split_logits(run, manifest, ["val"], batch_size)
+    temperature = fit_temperature(logits, labels)
+    unknown = folder_logits(run, settings.unknown_dir, batch_size) if settings.unknown_dir else None
+    threshold = choose_threshold(
+        logits,
+        labels,
+        temperature,
+        kind=settings.reject_score,
+        reject=reject,
+        target=settings.reject_target,
+        unknown_logits=unknown,
+    )
+    record = {
+        "temperature": temperature,
+        "split": "val",
+        "num_images": len(labels),
+        "bins": ECE_BINS,
+        "ece_before": expected_calibration_error(softmax(logits), labels),
+        "ece_after": expected_calibration_error(softmax(logits, temperature), labels),
+        "rejection": {**threshold.to_dict(), "reject": settings.reject},
+        "unknown": None,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    if unknown is not None:
+        record["unknown"] = {
+            "dir": str(settings.unknown_dir),
+            "num_images": len(unknown),
+            "auroc": {
+                kind: auroc(score(logits, temperature, kind), score(unknown, temperature, kind))
+                for kind in ("max_softmax", "energy")
+            },
+        }
+    atomic_write_json(run.path / CALIBRATION_FILE, record)
+    EventWriter(run.path / "events.jsonl").emit(
+        "calibration",
+        temperature=temperature,
+        ece_before=record["ece_before"],
+        ece_after=record["ece_after"],
+        score=threshold.score,
+        threshold=threshold.value,
+        accepted=threshold.accepted,
+        **({"warning": threshold.warning} if threshold.warning else {}),
+    )
+    return record
+
+
+def settings_for(run_dir: str | Path, overrides: dict | None = None):
+    """The run's own rejection options (its config.yaml) with `overrides` by option name applied, validated."""
+    import yaml
+
+    from workbench.engine.config import RejectConfig, with_overrides
+
+    path = Path(run_dir) / "config.yaml"
+    saved = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    own = RejectConfig.from_dict((saved or {}).get("rejection") or {}) if isinstance(saved, dict) else RejectConfig()
+    return with_overrides(own, overrides or {}).validate()
+
+
+def summary_lines(record: dict | None) -> tuple[list[str], str | None]:
+    """What the commands print after calibrating: the lines, and the warning (for stderr) if any."""
+    if record is None:
+        return ["calibration: skipped (the run has no validation images); exports stay uncalibrated"], None
+    lines = [
+        f"calibration: temperature {record['temperature']:.3f} on {record['num_images']} validation images, "
+        f"ECE {record['ece_before']:.4f} before, {record['ece_after']:.4f} after"
+    ]
+    rejection = record["rejection"]
+    if rejection["value"] is not None:
+        accuracy = rejection["accuracy_accepted"]
+        lines.append(
+            f"rejection ({rejection['target']}): {rejection['score']} >= {rejection['value']:.4g} accepts "
+            f"{rejection['accepted']:.1%} of validation images, accuracy on them "
+            f"{'n/a' if accuracy is None else f'{accuracy:.4f}'}; below it the answer is 'unknown' (index -1)"
+        )
+    if record.get("unknown"):
+        aurocs = ", ".join(f"{k} {v:.4f}" for k, v in record["unknown"]["auroc"].items())
+        lines.append(f"unknown images ({record['unknown']['num_images']}): AUROC known vs unknown {aurocs}")
+    return lines, rejection.get("warning")
+
+
+def calibration_beside(model_path: str | Path) -> Calibration | None:
+    """The calibration that belongs to a model file: its run's `calibration.json` (a run directory's
+    model.keras), else the `calibration` of the model card beside it (an export). None: uncalibrated."""
+    import json
+
+    folder = Path(model_path).parent
+    if (folder / CALIBRATION_FILE).is_file():
+        return read_calibration(folder)
+    card = folder / "model_card.json"
+    if not card.is_file():
+        return None
+    try:
+        entry = json.loads(card.read_text(encoding="utf-8")).get("calibration")
+        if not entry:
+            return None
+        return Calibration(float(entry["temperature"]), entry["score"], entry["threshold"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{card}: its calibration entry is unreadable ({error}); export the run again") from None
