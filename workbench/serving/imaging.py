@@ -443,6 +443,12 @@ def decode_batch(encoded, size: int):
     return _decode_batch_graph(encoded, size)  # inside a graph being traced (the SavedModel): inline ops
 
 
+def undecodable(source: str) -> ValueError:
+    """The error for bytes that are not an image TensorFlow decodes: another format, or a corrupt or truncated
+    file whose header looked right. One message for `predict`, the header check and `workbench serve`."""
+    return ValueError(f"{source}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files")
+
+
 def check_image_bytes(data: bytes, source: str) -> tuple[int, int]:
     """(height, width) of encoded image bytes, read from the header; raises ValueError naming `source` when
     the format is not one TensorFlow decodes or the image is over `MAX_PIXELS` (before any decoding)."""
@@ -453,7 +459,7 @@ def check_image_bytes(data: bytes, source: str) -> tuple[int, int]:
     except tf.errors.InvalidArgumentError:
         height = width = 0
     if height * width == 0:
-        raise ValueError(f"{source}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files")
+        raise undecodable(source)
     if height * width > MAX_PIXELS:
         raise ValueError(
             f"{source}: image of {width}x{height} = {width * height:,} pixels is over the limit of {MAX_PIXELS:,} "

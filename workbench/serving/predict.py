@@ -27,7 +27,7 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
     """
     import tensorflow as tf
 
-    from workbench.serving.imaging import decode_rgb, read_image_file
+    from workbench.serving.imaging import decode_rgb, read_image_file, undecodable
 
     if not paths:
         raise ValueError("no images given; pass one or more image files (JPEG, PNG, GIF, BMP or WebP)")
@@ -37,9 +37,7 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
         try:
             decode_rgb(tf.constant(data))
         except (tf.errors.InvalidArgumentError, ValueError):
-            raise ValueError(
-                f"{path}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files"
-            ) from None
+            raise undecodable(str(path)) from None
         encoded.append(data)
     return encoded
 
@@ -66,21 +64,27 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
     probabilities = (
         runtime.predict_bytes(encoded) if tta is None else _tta_probabilities(runtime, encoded, location, tta)
     )
-    if probabilities.shape[1] != len(labels):
+    check_labels(probabilities.shape[1], labels, location)
+    return [
+        {"image": str(path), "predictions": top_k_predictions(row, labels, top_k)}
+        for path, row in zip(images, probabilities, strict=True)
+    ]
+
+
+def check_labels(num_outputs: int, labels: list[str], location: ModelLocation) -> None:
+    """Refuse a labels.txt that does not match the model's output width (`ModelFileError`)."""
+    if num_outputs != len(labels):
         raise ModelFileError(
-            f"{location.labels_path}: lists {len(labels)} classes but the model predicts {probabilities.shape[1]}; "
+            f"{location.labels_path}: lists {len(labels)} classes but the model predicts {num_outputs}; "
             "the labels.txt does not belong to this model"
         )
-    results = []
-    for path, row in zip(images, probabilities, strict=True):
-        order = np.argsort(-row, kind="stable")[:top_k]
-        results.append(
-            {
-                "image": str(path),
-                "predictions": [{"class": labels[i], "index": int(i), "probability": float(row[i])} for i in order],
-            }
-        )
-    return results
+
+
+def top_k_predictions(row: np.ndarray, labels: Sequence[str], top_k: int) -> list[dict]:
+    """The `top_k` most probable classes of one probability row, most probable first (ties: lower index first):
+    `[{"class", "index", "probability"}, ...]`, the entries of `predict`'s results and of `workbench serve`."""
+    order = np.argsort(-row, kind="stable")[:top_k]
+    return [{"class": labels[i], "index": int(i), "probability": float(row[i])} for i in order]
 
 
 def _tta_probabilities(runtime: Runtime, encoded: list[bytes], location: ModelLocation, mode: str) -> np.ndarray:
