@@ -98,23 +98,36 @@ def bind(host: str, port: int):
     return sock
 
 
+def exposure_warning(host: str) -> str | None:
+    """The warning printed when `host` is reachable from other machines; None for a loopback address."""
+    from apps.serving import is_loopback
+
+    if is_loopback(host):
+        return None
+    return (
+        f"workbench serve: warning: listening on {host}, reachable from other machines; the server has no "
+        "authentication or TLS: put it behind a reverse proxy that has them, or bind 127.0.0.1"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from apps.serving import is_loopback
     from workbench.serving.server.app import create_app
     from workbench.serving.server.model import ServedModel
 
     check_arguments(args)
-    model = ServedModel.load(args.model, name=args.name)
+    # Bound before the (slow) model load: a taken port fails at once. A client that connects while the model
+    # loads waits in the listen backlog and is answered once the server starts.
     sock = bind(args.host, args.port)
+    try:
+        model = ServedModel.load(args.model, name=args.name)
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
-    if not is_loopback(args.host):
-        print(
-            f"workbench serve: warning: listening on {args.host}, reachable from other machines; the server has no "
-            "authentication or TLS: put it behind a reverse proxy that has them, or bind 127.0.0.1",
-            file=sys.stderr,
-        )
+    if warning := exposure_warning(args.host):
+        print(warning, file=sys.stderr)
     app = create_app(
         model,
         max_body_bytes=int(args.max_body_mb * 2**20),
