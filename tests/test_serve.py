@@ -277,6 +277,11 @@ BAD_INPUTS = {
         400,
         "instances[1]: not an image",
     ),
+    "a JPEG signature and nothing else, beside a good image": (
+        lambda s, img: s.tf_predict({"instances": [b64(Path(img).read_bytes()), b64(b"\xff\xd8\xff")]}),
+        400,
+        "instances[1]: not an image",
+    ),
     "decompression bomb": (
         lambda s, img: s.tf_predict({"instances": [b64(png_header(20000, 20000))]}),
         400,

@@ -97,9 +97,7 @@ class ServedModel:
 
         Runs in the batcher's worker thread; an unexpected failure of the model raises for the whole batch.
         """
-        import tensorflow as tf
-
-        from workbench.serving.imaging import check_image_bytes, undecodable
+        from workbench.serving.imaging import check_image_bytes, decode_errors, undecodable
 
         results: list[np.ndarray | ValueError | None] = [None] * len(images)
         valid = []
@@ -112,12 +110,12 @@ class ServedModel:
         if valid:
             try:
                 rows = list(self.predict([images[i].data for i in valid]))
-            except tf.errors.InvalidArgumentError:  # one of them does not decode: find it, answer the others
+            except decode_errors():  # one of them does not decode: find it, answer the others
                 rows = []
                 for i in valid:
                     try:
                         rows.append(self.predict([images[i].data])[0])
-                    except tf.errors.InvalidArgumentError:
+                    except decode_errors():
                         rows.append(undecodable(images[i].source))
             for i, row in zip(valid, rows, strict=True):
                 results[i] = row
