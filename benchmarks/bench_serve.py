@@ -15,7 +15,8 @@ What it does:
    batcher off (`--max-batch 1`) at the highest client count: what batching buys.
 
 Reported: images/s, p50 and p99 latency (ms) per configuration, each throughput as a ratio to the in-process
-baseline, and the machine. The clients run in this process and share its CPUs with the server, as a sidecar
+baseline, the batcher's mean batch, the in-process throughput in batches of the highest client count (what
+batching can give at most on this machine, without HTTP), and the machine. The clients run in this process and share its CPUs with the server, as a sidecar
 client would.
 """
 
@@ -90,6 +91,15 @@ def in_process(runtime, jpegs: list[bytes], count: int) -> dict:
     return summary(latencies, time.perf_counter() - started)
 
 
+def in_process_batched(runtime, jpegs: list[bytes], count: int, batch: int) -> dict:
+    """What batching alone gives in this process: `count` images in calls of `batch` (throughput only)."""
+    runtime.predict_bytes(jpegs[:batch])
+    started = time.perf_counter()
+    for i in range(0, count, batch):
+        runtime.predict_bytes([jpegs[(i + j) % len(jpegs)] for j in range(batch)])
+    return {"images_per_s": round(count / (time.perf_counter() - started), 2), "batch": batch}
+
+
 def start_server(model_dir: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str, int]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "workbench", "serve", str(model_dir), "--port", "0", "--name", NAME, *extra]
@@ -147,13 +157,14 @@ def over_http(host: str, port: int, jpegs: list[bytes], clients: int, total: int
     return summary([x for client_latencies in latencies for x in client_latencies], wall)
 
 
-def batch_sizes(host: str, port: int) -> dict:
+def batch_totals(host: str, port: int) -> tuple[float, float]:
+    """(model calls, images) of the server's batch-size histogram so far, from /metrics."""
     connection = http.client.HTTPConnection(host, port, timeout=30)
     connection.request("GET", "/metrics")
     text = connection.getresponse().read().decode()
     count = float(re.search(r"^workbench_serve_batch_size_count (\S+)$", text, re.M).group(1))
     total = float(re.search(r"^workbench_serve_batch_size_sum (\S+)$", text, re.M).group(1))
-    return {"model_calls": int(count), "images": int(total), "mean_batch": round(total / max(count, 1), 2)}
+    return count, total
 
 
 def main() -> int:
@@ -188,21 +199,24 @@ def main() -> int:
     runtime, _ = open_model(locate_model(model_dir))
     results: dict[str, dict] = {"in_process_before": in_process(runtime, jpegs, args.requests)}
     print("in-process:", results["in_process_before"], flush=True)
-    batching: dict[str, dict] = {}
     for label, extra in (("batched", ()), ("unbatched", ("--max-batch", "1"))):
         process, host, port = start_server(model_dir, work / f"server-{label}.log", *extra)
         try:
             counts = args.clients if label == "batched" else [max(args.clients)]
             for clients in counts:
                 key = f"http_{label}_{clients}_clients"
+                calls, images = batch_totals(host, port)
                 results[key] = over_http(host, port, jpegs, clients, args.requests)
+                calls_after, images_after = batch_totals(host, port)  # includes the one warm-up request
+                results[key]["mean_batch"] = round((images_after - images) / max(calls_after - calls, 1), 2)
                 print(f"{key}:", results[key], flush=True)
-            batching[label] = batch_sizes(host, port)
         finally:
             process.terminate()
             process.wait(timeout=60)
     results["in_process_after"] = in_process(runtime, jpegs, args.requests)
     print("in-process again:", results["in_process_after"], flush=True)
+    ceiling = in_process_batched(runtime, jpegs, args.requests, max(args.clients))
+    print("in-process, batched:", ceiling, flush=True)
 
     baseline = statistics.mean(results[k]["images_per_s"] for k in ("in_process_before", "in_process_after"))
     report = {
@@ -215,9 +229,10 @@ def main() -> int:
         "model": {"variant": args.variant, "resolution": resolution, "format": "savedmodel", "classes": CLASSES},
         "images": "JPEG q90, 320-640 px a side, one per request",
         "results": results,
-        "batcher": batching,
+        "in_process_batched": ceiling,
         "throughput_ratio_vs_in_process": {
-            key: round(r["images_per_s"] / baseline, 2) for key, r in results.items() if key.startswith("http_")
+            **{key: round(r["images_per_s"] / baseline, 2) for key, r in results.items() if key.startswith("http_")},
+            f"in_process_batch_{ceiling['batch']}": round(ceiling["images_per_s"] / baseline, 2),
         },
         "wall_s": round(time.time() - started, 1),
     }
