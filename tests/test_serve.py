@@ -168,7 +168,7 @@ def assert_serving(server: Server, image: str, expected: dict) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the API
-def test_status_and_health(server):
+def test_status_and_health(server, model_dir):
     status, body, content_type = server.request("GET", f"/v1/models/{NAME}")
     assert status == 200 and content_type.startswith("application/json")
     assert body == {
@@ -181,6 +181,29 @@ def test_status_and_health(server):
     assert status == 404 and "version '7'" in body["error"]
     status, body, _ = server.request("GET", "/healthz")
     assert status == 200 and body["status"] == "ok" and body["name"] == NAME and body["format"] == "savedmodel"
+    status, body, _ = server.request("GET", f"/v1/models/{NAME}/metadata")
+    assert status == 200 and body["model_spec"] == {"name": NAME, "signature_name": "", "version": "1"}
+    signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert _dtypes_and_shapes(signature) == _dtypes_and_shapes(_saved_signature(model_dir))
+    status, body, _ = server.request("GET", "/")
+    assert status == 200 and body["model"]["name"] == NAME and f"/v1/models/{NAME}:predict" in json.dumps(body)
+
+
+def _saved_signature(model_dir: Path) -> dict:
+    """The SavedModel's own serving_default SignatureDef, as TF Serving writes it in JSON."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((model_dir / "saved_model.pb").read_bytes())
+    return MessageToDict(saved.meta_graphs[0].signature_def["serving_default"], preserving_proto_field_name=True)
+
+
+def _dtypes_and_shapes(signature: dict) -> dict:
+    return {
+        side: {key: (t["dtype"], [d["size"] for d in t["tensor_shape"]["dim"]]) for key, t in signature[side].items()}
+        for side in ("inputs", "outputs")
+    } | {"method_name": signature["method_name"]}
 
 
 def test_tf_serving_predict_is_workbench_predict(server, images, reference):

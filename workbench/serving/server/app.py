@@ -4,6 +4,7 @@
     GET  /healthz                                200 {"status": "ok", ...} once the model is loaded
     GET  /metrics                                Prometheus text (`metrics`)
     GET  /v1/models/<name>[/versions/<v>]        TF Serving's model status
+    GET  /v1/models/<name>[/versions/<v>]/metadata  TF Serving's model metadata (the served signature)
     POST /v1/models/<name>[/versions/<v>]:predict  TF Serving's predict (`tfserving`)
     POST /predict[?top_k=5]                      multipart field `file`, or the raw image as the body; answers
                                                  `workbench predict --json`'s entry for the image
@@ -80,6 +81,7 @@ def create_app(
                 "endpoints": {
                     "predict (TF Serving)": f"POST /v1/models/{model.name}:predict {tfserving.EXAMPLE}",
                     "status (TF Serving)": f"GET /v1/models/{model.name}",
+                    "metadata (TF Serving)": f"GET /v1/models/{model.name}/metadata",
                     "predict (upload)": "POST /predict?top_k=5 with the image as multipart field 'file'",
                     "health": "GET /healthz",
                     "metrics": "GET /metrics",
@@ -96,6 +98,10 @@ def create_app(
     async def status(request: Request) -> Response:
         check_model(request)
         return JSONResponse(tfserving.status_response(model.version))
+
+    async def metadata(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse(tfserving.metadata_response(model.name, model.version, len(model.labels)))
 
     async def tf_predict(request: Request) -> Response:
         check_model(request)
@@ -174,6 +180,8 @@ def create_app(
         Route("/predict", upload_predict, methods=["POST"]),
         Route("/v1/models/{name}:predict", tf_predict, methods=["POST"]),
         Route("/v1/models/{name}/versions/{version}:predict", tf_predict, methods=["POST"]),
+        Route("/v1/models/{name}/metadata", metadata, methods=["GET"]),
+        Route("/v1/models/{name}/versions/{version}/metadata", metadata, methods=["GET"]),
         Route("/v1/models/{name}", status, methods=["GET"]),
         Route("/v1/models/{name}/versions/{version}", status, methods=["GET"]),
     ]

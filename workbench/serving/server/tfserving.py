@@ -9,6 +9,7 @@ and has three outputs: `probabilities` (C floats), `class_index` (int) and `clas
   instance because the signature has several outputs;
 * columnar format: `{"inputs": [{"b64": ...}, ...]}` (or `{"inputs": {"image_bytes": [...]}}`) is answered
   `{"outputs": {"probabilities": [[...], ...], "class_index": [...], "class_name": [...]}}`;
+* `GET /v1/models/<name>` is the model status, `GET /v1/models/<name>/metadata` the served signature;
 * errors are `{"error": "..."}`, as TF Serving's.
 
 Every served format answers with these outputs (a `.tflite` or `.keras` model's class index and name come from its
@@ -132,6 +133,30 @@ def status_response(version: int) -> dict:
         "model_version_status": [
             {"version": str(version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
         ]
+    }
+
+
+def metadata_response(name: str, version: int, classes: int) -> dict:
+    """TF Serving's GetModelMetadata answer: the signature this server serves, in TF Serving's JSON form of a
+    SignatureDef (dtypes, shapes with -1 for the batch, the predict method), whatever the model file's format."""
+
+    def tensor(dtype: str, *dims: int) -> dict:
+        shape = {"dim": [{"size": str(d), "name": ""} for d in dims], "unknown_rank": False}
+        return {"dtype": dtype, "tensor_shape": shape}
+
+    signature = {
+        "inputs": {INPUT: tensor("DT_STRING", -1)},
+        "outputs": {
+            "probabilities": tensor("DT_FLOAT", -1, classes),
+            "class_index": tensor("DT_INT32", -1),
+            "class_name": tensor("DT_STRING", -1),
+        },
+        "method_name": "tensorflow/serving/predict",
+        "defaults": {},
+    }
+    return {
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": {"signature_def": {SIGNATURE: signature}}},
     }
 
 
