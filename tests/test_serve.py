@@ -464,3 +464,50 @@ def test_tflite_is_served_with_the_same_api(tmp_path_factory, images):
         uv.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+# ------------------------------------------------------------------------------------------- the batcher
+def _batched(run_batch, items, max_batch: int, max_latency: float = 0.05) -> list:
+    """Submit `items` at once to a `DynamicBatcher` over `run_batch`; each item's result or exception."""
+    import asyncio
+
+    from workbench.serving.server.batcher import DynamicBatcher
+
+    async def main():
+        batcher = DynamicBatcher(run_batch, max_batch=max_batch, max_latency=max_latency)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(item) for item in items), return_exceptions=True)
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_batcher_fills_batches_up_to_max_batch_and_keeps_order():
+    sizes: list[int] = []
+
+    def square(items):
+        sizes.append(len(items))
+        return [x * x for x in items]
+
+    assert _batched(square, list(range(10)), max_batch=4) == [x * x for x in range(10)]
+    assert sizes == [4, 4, 2]  # all ten queued within the first batch's wait
+
+
+def test_batcher_fails_only_the_items_refused_and_survives_a_failed_batch():
+    def odd_refused(items):
+        return [ValueError(f"item {x} refused") if x % 2 else x for x in items]
+
+    results = _batched(odd_refused, list(range(6)), max_batch=8)
+    assert results[0::2] == [0, 2, 4] and all(isinstance(r, ValueError) for r in results[1::2])
+    calls = []
+
+    def fails_once(items):
+        calls.append(len(items))
+        if len(calls) == 1:
+            raise RuntimeError("out of memory")
+        return items
+
+    results = _batched(fails_once, [1, 2, 3], max_batch=2)  # batches [1, 2] (failed) and [3]
+    assert [type(r) for r in results[:2]] == [RuntimeError, RuntimeError] and results[2] == 3
