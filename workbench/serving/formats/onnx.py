@@ -143,16 +143,20 @@ def inspect_onnx(path: Path, data: bytes) -> None:
     onnx = _require("onnx")
     try:
         model = onnx.load_model_from_string(data)
-        onnx.checker.check_model(model)
-    except Exception as error:  # DecodeError, ValidationError: not a model we can vouch for
-        raise ModelFileError(f"{path}: not a valid ONNX model ({str(error).splitlines()[0][:200]})") from None
+    except Exception as error:  # DecodeError: not a protobuf of a model
+        raise ModelFileError(f"{path}: not a valid ONNX model ({_first_line(error)})") from None
     graph = model.graph
+    # Before the checker, which would stat the external files itself.
     external = [t.name for t in _tensors(graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise ModelFileError(
             f"{path}: refusing to load this ONNX model: it reads tensors from external files ({external[0]}, ...), "
             "which can name any file on disk; a workbench export keeps every weight inside model.onnx"
         )
+    try:
+        onnx.checker.check_model(model)
+    except Exception as error:  # ValidationError: a graph onnxruntime should not be handed
+        raise ModelFileError(f"{path}: not a valid ONNX model ({_first_line(error)})") from None
     domains = {node.domain for node in _nodes(graph, model.functions)} - ALLOWED_DOMAINS
     if domains:
         raise ModelFileError(
@@ -169,6 +173,11 @@ def inspect_onnx(path: Path, data: bytes) -> None:
             f"{path}: not a workbench classifier (expected one float32 input of shape (B, R, R, 3) and one output); "
             "export the run with `workbench export --format onnx`"
         )
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0][:200]
 
 
 def _nodes(graph, functions=()):
