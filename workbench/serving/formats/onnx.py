@@ -72,18 +72,21 @@ def _rename(graph, names: dict[str, str]) -> None:
         node.output[:] = [names.get(n, n) for n in node.output]
 
 
-def _session(data: bytes):
+def _session(data: bytes, num_threads: int | None = None):
     ort = _require("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: the graph optimiser's notes are not the user's business
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
     return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 class OnnxClassifier(Runtime):
     """An ONNX classifier in onnxruntime: float32 RGB [0, 255] at `resolution` in, probabilities out."""
 
-    def __init__(self, data: bytes):
-        self.session = _session(data)
+    def __init__(self, data: bytes, num_threads: int | None = None):
+        """`data`: the bytes of a model `inspect_onnx` accepted (or that this process just converted)."""
+        self.session = _session(data, num_threads)
         self._input = self.session.get_inputs()[0].name
         self.resolution = int(self.session.get_inputs()[0].shape[1])
 
