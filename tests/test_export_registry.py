@@ -9,17 +9,17 @@ from workbench.serving.registry import DEFAULT_FORMAT, EXPORT_FORMATS, families,
 
 
 def test_formats_are_unique_and_unknown_names_list_the_known_ones():
-    assert format_names() == ("savedmodel", "keras", "tflite", "tflite-fp16", "tflite-int8")
+    assert format_names() == ("savedmodel", "keras", "tflite", "tflite-fp16", "tflite-int8", "onnx")
     assert len({fmt.label for fmt in EXPORT_FORMATS}) == len(EXPORT_FORMATS) and DEFAULT_FORMAT == "savedmodel"
-    assert [fmt.kind for fmt in families()] == ["savedmodel", "keras", "tflite"]
+    assert [fmt.kind for fmt in families()] == ["savedmodel", "keras", "tflite", "onnx"]
     assert get_format("tflite-int8").describe_input(32).startswith("uint8 RGB (B, 32, 32, 3)")
-    with pytest.raises(ValueError, match=r"unknown export format 'onnx'; use one of savedmodel, keras, tflite, "):
-        get_format("onnx")
+    with pytest.raises(ValueError, match=r"unknown export format 'tfjs'; use one of savedmodel, keras, tflite, "):
+        get_format("tfjs")
 
 
 @pytest.mark.parametrize(
     "argv, flag",
-    [(["export", "runs/none", "--format", "onnx"], "--format"), (["train", "--export-format", "tflite8"], "--export")],
+    [(["export", "runs/none", "--format", "tfjs"], "--format"), (["train", "--export-format", "tflite8"], "--export")],
 )
 def test_cli_refuses_an_unknown_format_before_any_work(argv, flag, capsys, tmp_path, monkeypatch):
     from workbench.cli import main

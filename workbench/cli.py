@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("explain", "explain", "Grad-CAM overlay of an image for the predicted or a chosen class"),
     ("export", "export", "export a run as SavedModel (TF Serving), .keras or TFLite (float32, float16, int8)"),
     ("predict", "predict", "top-k classes of images with a run, SavedModel, .keras or .tflite model"),
+    ("serve", "serve", "serve a model over HTTP: TF Serving's REST API, multipart /predict, /healthz, /metrics"),
     ("train", "train", "fine-tune a variant on DATA (none: the embedded sample), then evaluate and export"),
     ("lr-find", "lr_find", "sweep the head's learning rate on cached features; plot loss vs rate and suggest one"),
     ("runs", "runs", "table of the runs under runs/: data, variant, settings, val/test accuracy, time, status"),

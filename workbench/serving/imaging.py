@@ -443,17 +443,40 @@ def decode_batch(encoded, size: int):
     return _decode_batch_graph(encoded, size)  # inside a graph being traced (the SavedModel): inline ops
 
 
+@functools.cache
+def _compiled_image_shape():
+    """`image_shape` as a graph: eagerly, its header reads are a few dozen ops run one by one (about 2 ms an
+    image, which `workbench serve` pays per request); traced once, a tenth of that."""
+    import tensorflow as tf
+
+    return tf.function(image_shape, input_signature=[tf.TensorSpec((), tf.string)], autograph=False)
+
+
+def decode_errors() -> tuple[type[Exception], ...]:
+    """How TensorFlow fails on bytes that are not an image: InvalidArgumentError, or UnicodeDecodeError when the
+    error message it builds quotes the bytes (a 3-byte JPEG signature does that)."""
+    import tensorflow as tf
+
+    return (tf.errors.InvalidArgumentError, UnicodeDecodeError)
+
+
+def undecodable(source: str) -> ValueError:
+    """The error for bytes that are not an image TensorFlow decodes: another format, or a corrupt or truncated
+    file whose header looked right. One message for `predict`, the header check and `workbench serve`."""
+    return ValueError(f"{source}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files")
+
+
 def check_image_bytes(data: bytes, source: str) -> tuple[int, int]:
     """(height, width) of encoded image bytes, read from the header; raises ValueError naming `source` when
     the format is not one TensorFlow decodes or the image is over `MAX_PIXELS` (before any decoding)."""
     import tensorflow as tf
 
     try:
-        height, width = (int(v) for v in image_shape(tf.constant(data)))
-    except tf.errors.InvalidArgumentError:
+        height, width = (int(v) for v in _compiled_image_shape()(tf.constant(data)))
+    except decode_errors():
         height = width = 0
     if height * width == 0:
-        raise ValueError(f"{source}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files")
+        raise undecodable(source)
     if height * width > MAX_PIXELS:
         raise ValueError(
             f"{source}: image of {width}x{height} = {width * height:,} pixels is over the limit of {MAX_PIXELS:,} "

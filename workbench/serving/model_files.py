@@ -103,7 +103,7 @@ def locate_model(path: str | Path) -> ModelLocation:
     path = Path(path)
     expected = (
         "expected a run directory (runs/<id>/), a SavedModel directory (saved_models/<name>/ or "
-        "saved_models/<name>/<version>/), a .keras file or a .tflite file written by `workbench export`"
+        "saved_models/<name>/<version>/), a .keras, .tflite or .onnx file written by `workbench export`"
     )
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or directory; {expected}")
@@ -117,8 +117,8 @@ def locate_model(path: str | Path) -> ModelLocation:
     if path.is_dir():
         raise ModelFileError(f"{path}: directory holds no model.keras, saved_model.pb or numeric version; {expected}")
     raise ModelFileError(
-        f"{path}: not a model file workbench can load (its content is neither a Keras v3 archive nor "
-        f"TFLite; pickles and HDF5 files are never loaded because loading them can run code); {expected}"
+        f"{path}: not a model file workbench can load (its content is neither a Keras v3 archive, TFLite nor "
+        f"ONNX; pickles and HDF5 files are never loaded because loading them can run code); {expected}"
     )
 
 

@@ -28,7 +28,7 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
     """
     import tensorflow as tf
 
-    from workbench.serving.imaging import decode_rgb, read_image_file
+    from workbench.serving.imaging import decode_rgb, read_image_file, undecodable
 
     if not paths:
         raise ValueError("no images given; pass one or more image files (JPEG, PNG, GIF, BMP or WebP)")
@@ -38,9 +38,7 @@ def _read_images(paths: Sequence[str | Path]) -> list[bytes]:
         try:
             decode_rgb(tf.constant(data))
         except (tf.errors.InvalidArgumentError, ValueError):
-            raise ValueError(
-                f"{path}: not an image TensorFlow can decode; use JPEG, PNG, GIF, BMP or WebP files"
-            ) from None
+            raise undecodable(str(path)) from None
         encoded.append(data)
     return encoded
 
@@ -71,24 +69,32 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
     else:  # the views' mean (calibrated) probabilities; not rejected (README, "Calibration and rejection")
         probabilities = _tta_probabilities(runtime, encoded, location, tta)
         indices = probabilities.argmax(axis=1)
-    if probabilities.shape[1] != len(labels):
+    check_labels(probabilities.shape[1], labels, location)
+    return [
+        {**answer(int(index), labels), "image": str(path), "predictions": top_k_predictions(row, labels, top_k)}
+        for path, row, index in zip(images, probabilities, indices, strict=True)
+    ]
+
+
+def check_labels(num_outputs: int, labels: list[str], location: ModelLocation) -> None:
+    """Refuse a labels.txt that does not match the model's output width (`ModelFileError`)."""
+    if num_outputs != len(labels):
         raise ModelFileError(
-            f"{location.labels_path}: lists {len(labels)} classes but the model predicts {probabilities.shape[1]}; "
+            f"{location.labels_path}: lists {len(labels)} classes but the model predicts {num_outputs}; "
             "the labels.txt does not belong to this model"
         )
-    results = []
-    for path, row, index in zip(images, probabilities, indices, strict=True):
-        order = np.argsort(-row, kind="stable")[:top_k]
-        index = int(index)
-        results.append(
-            {
-                "image": str(path),
-                "class_name": UNKNOWN_NAME if index == UNKNOWN_INDEX else labels[index],
-                "class_index": index,
-                "predictions": [{"class": labels[i], "index": int(i), "probability": float(row[i])} for i in order],
-            }
-        )
-    return results
+
+
+def answer(index: int, labels: Sequence[str]) -> dict:
+    """`{"class_name", "class_index"}` of a model's answer: a class, or "unknown" (-1) when it rejected the image."""
+    return {"class_name": UNKNOWN_NAME if index == UNKNOWN_INDEX else labels[index], "class_index": index}
+
+
+def top_k_predictions(row: np.ndarray, labels: Sequence[str], top_k: int) -> list[dict]:
+    """The `top_k` most probable classes of one probability row, most probable first (ties: lower index first):
+    `[{"class", "index", "probability"}, ...]`, the entries of `predict`'s results and of `workbench serve`."""
+    order = np.argsort(-row, kind="stable")[:top_k]
+    return [{"class": labels[i], "index": int(i), "probability": float(row[i])} for i in order]
 
 
 def _tta_probabilities(runtime: Runtime, encoded: list[bytes], location: ModelLocation, mode: str) -> np.ndarray:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from workbench.serving.formats.base import ExportFormat
 from workbench.serving.formats.keras_file import KERAS
+from workbench.serving.formats.onnx import ONNX
 from workbench.serving.formats.savedmodel import SAVEDMODEL
 from workbench.serving.formats.tflite import TFLITE, TFLITE_FP16, TFLITE_INT8
 
 # In the order the CLI, its errors and the app list them. Within a family (same `kind`) the first one
 # opens the family's files for `predict`.
-EXPORT_FORMATS: tuple[ExportFormat, ...] = (SAVEDMODEL, KERAS, TFLITE, TFLITE_FP16, TFLITE_INT8)
+EXPORT_FORMATS: tuple[ExportFormat, ...] = (SAVEDMODEL, KERAS, TFLITE, TFLITE_FP16, TFLITE_INT8, ONNX)
 DEFAULT_FORMAT = SAVEDMODEL.name
 
 
