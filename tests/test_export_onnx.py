@@ -101,6 +101,8 @@ def test_serve_runs_it(tmp_path_factory, onnx_path):
     image = split_images(tmp_path_factory)[0]
     served = ServedModel.load(onnx_path)
     assert served.format == "onnx" and served.name == "tiny"
-    (row,) = served.classify([ImageInput("image", Path(image).read_bytes())])
-    expected = predict(onnx_path, [image], top_k=3)[0]["predictions"]
-    assert [row[p["index"]] for p in expected] == pytest.approx([p["probability"] for p in expected], abs=1e-6)
+    (answer,) = served.classify([ImageInput("image", Path(image).read_bytes())])
+    expected = predict(onnx_path, [image], top_k=3)[0]
+    assert answer.index == expected["class_index"]
+    row, top = answer.probabilities, expected["predictions"]
+    assert [row[p["index"]] for p in top] == pytest.approx([p["probability"] for p in top], abs=1e-6)

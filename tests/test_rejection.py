@@ -196,15 +196,17 @@ def test_savedmodel_answers_unknown_below_the_threshold_and_agrees_with_predict(
     np.testing.assert_allclose([r["predictions"][0]["probability"] for r in from_run], top, atol=1e-4)
 
 
-def test_float_tflite_carries_the_threshold_too(rejecting_run, tmp_path):
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_float_tflite_and_onnx_carry_the_threshold_too(rejecting_run, tmp_path, fmt):
     from workbench.serving.export import export
     from workbench.serving.predict import predict
 
     run_dir, _, images = rejecting_run
-    tflite = export(run_dir, "tflite", out=tmp_path / "export")
-    assert [r["class_index"] for r in predict(tflite, images, top_k=1)] == [
-        r["class_index"] for r in predict(run_dir, images, top_k=1)
-    ]
+    exported = export(run_dir, fmt, out=tmp_path / "export")
+    answers = predict(exported, images, top_k=1)
+    expected = predict(run_dir, images, top_k=1)
+    assert [r["class_index"] for r in answers] == [r["class_index"] for r in expected]
+    assert -1 in [r["class_index"] for r in answers]  # the threshold rejects some of them in the graph
 
 
 def test_evaluate_command_fits_again_with_the_options_given(rejecting_run, capsys):

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.serving.formats.base import ExportFormat, Runtime
 from workbench.serving.model_files import ModelFileError, Run, split_files
 
+if TYPE_CHECKING:
+    from workbench.evaluation.calibrate import Calibration
+
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+INDEX_NAME = "class_index"  # the second output of a calibrated run's export: -1 where it rejects the image
 # Keras against onnxruntime on the same pixels: the float32 graph reorders a few sums, nothing more.
 MAX_PROBABILITY_DIFFERENCE = 1e-4
 # The operator domains a converted classifier uses: the default ONNX domain (tf2onnx also declares ai.onnx.ml).
@@ -44,14 +49,27 @@ def _require(module: str):
         ) from None
 
 
-def convert_onnx(model, resolution: int) -> bytes:
-    """The model's inference function as an ONNX model: `images` (B, R, R, 3) float32 → `probabilities` (B, C)."""
+def convert_onnx(model, resolution: int, calibration: Calibration | None = None) -> bytes:
+    """The model's inference function as an ONNX model: `images` (B, R, R, 3) float32 → `probabilities` (B, C).
+
+    With the run's `calibration`, the probabilities are temperature-scaled and a second output, `class_index`
+    (int32, -1 below the rejection threshold), is the graph's answer, as in the SavedModel and TFLite exports
+    (`workbench.serving.calibrated`: the energy score needs the logits, which the probabilities no longer hold)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     tf2onnx = _require("tf2onnx")
     spec = tf.TensorSpec((None, resolution, resolution, 3), tf.float32, name=INPUT_NAME)
-    function = tf.function(lambda images: model(images, training=False), input_signature=[spec])
+    if calibration is None:
+        function = tf.function(lambda images: model(images, training=False), input_signature=[spec])
+    else:
+        from workbench.engine.heads import logits_model
+        from workbench.serving.calibrated import calibrated_outputs
+
+        network = logits_model(model)
+        function = tf.function(
+            lambda images: calibrated_outputs(network(images, training=False), calibration), input_signature=[spec]
+        )
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     proto, _ = tf2onnx.convert.from_graph_def(
         frozen.graph.as_graph_def(),
@@ -59,7 +77,10 @@ def convert_onnx(model, resolution: int) -> bytes:
         output_names=[t.name for t in frozen.outputs],
         opset=OPSET,
     )
-    _rename(proto.graph, {frozen.inputs[0].name: INPUT_NAME, frozen.outputs[0].name: OUTPUT_NAME})
+    names = {frozen.inputs[0].name: INPUT_NAME, frozen.outputs[0].name: OUTPUT_NAME}
+    if calibration is not None:
+        names[frozen.outputs[1].name] = INDEX_NAME
+    _rename(proto.graph, names)
     return proto.SerializeToString()
 
 
@@ -91,14 +112,21 @@ class OnnxClassifier(Runtime):
         self.resolution = int(self.session.get_inputs()[0].shape[1])
 
     def predict_images(self, images, batch_size: int = 32):
+        return self.classify_images(images, batch_size)[0]
+
+    def classify_images(self, images, batch_size: int = 32):
+        """(probabilities, class index): the graph's own index when it has one (a calibrated export), else the
+        argmax."""
         import numpy as np
 
         images = np.asarray(images, dtype=np.float32)
-        batches = [
-            self.session.run(None, {self._input: images[i : i + batch_size]})[0]
-            for i in range(0, len(images), batch_size)
+        runs = [
+            self.session.run(None, {self._input: images[i : i + batch_size]}) for i in range(0, len(images), batch_size)
         ]
-        return np.concatenate(batches, axis=0).astype(np.float32)
+        probabilities = np.concatenate([run[0] for run in runs], axis=0).astype(np.float32)
+        if len(runs[0]) > 1:
+            return probabilities, np.concatenate([run[1] for run in runs], axis=0).astype(np.int64)
+        return probabilities, probabilities.argmax(axis=1)
 
 
 def verification_report(run: Run, data: bytes) -> dict:
@@ -117,9 +145,9 @@ def verification_report(run: Run, data: bytes) -> dict:
     else:
         return {"note": "no test or val split in the run's manifest; not verified"}
     images = load_files(paths, run.resolution)
-    reference = run.model.predict(images, batch_size=32, verbose=0)
-    converted = OnnxClassifier(data).predict_images(images)
-    agreement = float((reference.argmax(1) == converted.argmax(1)).mean())
+    reference, expected = _keras_answers(run, images)
+    converted, indices = OnnxClassifier(data).classify_images(images)
+    agreement = float((expected == indices).mean())
     difference = float(np.abs(reference - converted).max())
     report = {
         "runtime": f"onnxruntime {importlib.metadata.version('onnxruntime')}",
@@ -137,6 +165,23 @@ def verification_report(run: Run, data: bytes) -> dict:
             f"{report['converter']}, {report['runtime']}"
         )
     return report
+
+
+def _keras_answers(run: Run, images):
+    """Keras' (probabilities, class index) for `images`, calibrated as the export is (`calibration.json`)."""
+    from workbench.evaluation.calibrate import read_calibration
+
+    calibration = read_calibration(run.path)
+    if calibration is None:
+        reference = run.model.predict(images, batch_size=32, verbose=0)
+        return reference, reference.argmax(1)
+    from workbench.engine.heads import logits_model
+    from workbench.evaluation.calibration import softmax
+    from workbench.evaluation.rejection import decide
+
+    c = calibration
+    logits = logits_model(run.model).predict(images, batch_size=32, verbose=0)
+    return softmax(logits, c.temperature), decide(logits, c.temperature, c.score, c.threshold)
 
 
 def inspect_onnx(path: Path, data: bytes) -> None:
@@ -171,10 +216,12 @@ def inspect_onnx(path: Path, data: bytes) -> None:
     inputs = [i for i in graph.input if i.name not in initializers]
     dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim] if len(inputs) == 1 else []
     float32 = len(inputs) == 1 and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    if not (float32 and len(dims) == 4 and dims[3] == 3 and dims[1] and dims[1] == dims[2] and len(graph.output) == 1):
+    outputs = [o.name for o in graph.output]
+    known_outputs = outputs in ([OUTPUT_NAME], [OUTPUT_NAME, INDEX_NAME]) or len(outputs) == 1
+    if not (float32 and len(dims) == 4 and dims[3] == 3 and dims[1] and dims[1] == dims[2] and known_outputs):
         raise ModelFileError(
-            f"{path}: not a workbench classifier (expected one float32 input of shape (B, R, R, 3) and one output); "
-            "export the run with `workbench export --format onnx`"
+            f"{path}: not a workbench classifier (expected one float32 input of shape (B, R, R, 3) and the outputs "
+            f"{OUTPUT_NAME}, and {INDEX_NAME} when calibrated); export the run with `workbench export --format onnx`"
         )
 
 
@@ -216,8 +263,9 @@ def _is_onnx(path: Path) -> bool:
 class OnnxFormat(ExportFormat):
     def write(self, run, directory: Path) -> dict:
         from pipelines.files import atomic_write_bytes
+        from workbench.evaluation.calibrate import read_calibration
 
-        data = convert_onnx(run.model, run.resolution)
+        data = convert_onnx(run.model, run.resolution, read_calibration(run.path))
         report = verification_report(run, data)  # refuses before anything is written
         atomic_write_bytes(directory / self.files[0], data)
         return {
@@ -237,4 +285,4 @@ class OnnxFormat(ExportFormat):
         return OnnxClassifier(data)
 
 
-ONNX = OnnxFormat(name="onnx", label="ONNX (onnxruntime)", kind="onnx", files=("model.onnx",))
+ONNX = OnnxFormat(name="onnx", label="ONNX (onnxruntime)", kind="onnx", files=("model.onnx",), calibrated_graph=True)
