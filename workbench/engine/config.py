@@ -181,11 +181,11 @@ class RunConfig(Config):
         "train every layer (BatchNorm too) from random weights in one phase of --epochs, instead of the two-phase "
         "transfer recipe; needs --weights none",
     )
-    progressive: bool | None = option(
-        None,
+    progressive: bool = option(
+        False,
         "progressive learning (EfficientNetV2): the image size grows from half the target to the target across the "
-        "epochs of phase 2 (or of --from-scratch training), and RandAugment, MixUp and dropout grow with it; "
-        "empty = on for --from-scratch, off for fine-tuning, where benchmarks/bench_progressive.py measured it",
+        "epochs of phase 2 (or of --from-scratch training), and RandAugment and MixUp grow with it; off by default: "
+        "on 2 CPU cores it was not faster to the same accuracy (README, benchmarks/bench_progressive.py)",
     )
     recipe_mode: str = option(
         "auto",
@@ -272,10 +272,6 @@ class RunConfig(Config):
         self.rejection.validate()
         self._check_inputs()
         return self
-
-    def progressive_on(self) -> bool:
-        """Whether the image-fed training phase learns progressively: as asked, else the measured default."""
-        return self.from_scratch if self.progressive is None else self.progressive
 
     def budget_seconds(self) -> float | None:
         """`time_budget` in seconds (None: no budget given); ValueError naming the option for a malformed one."""

@@ -331,7 +331,7 @@ def _build_model(config: RunConfig, num_classes: int, image_size: int):
     weights = config.weights
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
-    side = None if config.progressive_on() else image_size
+    side = None if config.progressive else image_size
     model = build_model(
         config.variant,
         num_classes=num_classes,

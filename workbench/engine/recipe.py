@@ -139,7 +139,7 @@ def recipe_phases(config: RunConfig) -> list[Phase]:
                 epochs=config.epochs,
                 learning_rate=config.recipe.learning_rate,
                 scratch=True,
-                progressive=config.progressive_on(),
+                progressive=config.progressive,
             )
         ]
     mode = config.recipe.cache_features
@@ -161,7 +161,7 @@ def recipe_phases(config: RunConfig) -> list[Phase]:
                 learning_rate=config.recipe.fine_tune_learning_rate,
                 unfreeze_blocks=config.recipe.unfreeze_blocks,
                 from_best=True,
-                progressive=config.progressive_on(),
+                progressive=config.progressive,
             )
         )
     return phases
