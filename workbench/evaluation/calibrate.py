@@ -90,6 +90,17 @@ def split_logits(run, manifest, splits: list[str], batch_size: int = 32) -> np.n
     return np.concatenate([model.predict(datasets.plain(s), verbose=0) for s in splits], axis=0).astype(np.float64)
 
 
+def split_logits_features(run, manifest, splits: list[str], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """`split_logits`, and the pooled features (N, D) of the same images from the same forward pass."""
+    from pipelines import make_datasets
+    from workbench.engine.heads import logits_and_features_model
+
+    datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
+    model = logits_and_features_model(run.model)
+    parts = [model.predict(datasets.plain(s), verbose=0) for s in splits]
+    return tuple(np.concatenate([p[i] for p in parts], axis=0).astype(np.float64) for i in (0, 1))
+
+
 def folder_logits(run, folder: str | Path, batch_size: int = 32) -> np.ndarray:
     """The logits of every image under `folder`, decoded and resized as `workbench predict` does."""
     from workbench.engine.heads import logits_model
@@ -97,6 +108,16 @@ def folder_logits(run, folder: str | Path, batch_size: int = 32) -> np.ndarray:
 
     images = load_files([str(p) for p in image_files(folder)], run.resolution)
     return logits_model(run.model).predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
+
+
+def folder_logits_features(run, folder: str | Path, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """`folder_logits`, and the pooled features of the same images from the same forward pass."""
+    from workbench.engine.heads import logits_and_features_model
+    from workbench.serving.imaging import load_files
+
+    images = load_files([str(p) for p in image_files(folder)], run.resolution)
+    logits, features = logits_and_features_model(run.model).predict(images, batch_size=batch_size, verbose=0)
+    return logits.astype(np.float64), features.astype(np.float64)
 
 
 def run_settings(run) -> object:
