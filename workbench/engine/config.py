@@ -110,7 +110,7 @@ class RecipeConfig:
 # How images of no class are told apart (`workbench.evaluation.rejection.SCORES`). energy won on
 # benchmarks/bench_rejection.py (AUROC 0.777 against 0.746 for max_softmax, and more known images kept at the same
 # false-accept rate; README, "Calibration and rejection"); max_softmax is reported beside it.
-REJECT_SCORES = ("max_softmax", "energy")
+REJECT_SCORES = ("max_softmax", "energy", "mahalanobis", "relative_mahalanobis")
 DEFAULT_REJECT_SCORE = "energy"
 
 
@@ -135,8 +135,9 @@ class RejectConfig(Config):
     )
     reject_score: str = option(
         DEFAULT_REJECT_SCORE,
-        "score --reject auto thresholds: max_softmax (calibrated top probability) or energy "
-        "(T * logsumexp(logits / T))",
+        "score --reject auto thresholds: max_softmax (calibrated top probability), energy "
+        "(T * logsumexp(logits / T)), mahalanobis (minus the distance of the pooled features to the nearest "
+        "class, fitted on the train split) or relative_mahalanobis (the same minus the distance to all of them)",
         REJECT_SCORES,
     )
     unknown_dir: str | None = option(

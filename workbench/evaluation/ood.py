@@ -13,7 +13,8 @@ higher = more known, as `workbench.evaluation.rejection`'s:
 
 The distances are computed as expanded quadratic forms around mu_0 (`FeatureGaussians.score`), the formula the
 exported graphs use (`workbench.serving.calibrated`), so NumPy and the graphs agree to float32 rounding.
-The statistics are `ood.npz` in the run directory (`save`/`load`), beside `calibration.json`.
+The statistics are `ood.npz` in the run directory (`save`/`load`; `workbench.evaluation.calibrate.OOD_FILE`),
+beside `calibration.json`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 FEATURE_SCORES = ("mahalanobis", "relative_mahalanobis")
-OOD_FILE = "ood.npz"
 _ARRAYS = ("means", "precision", "background_mean", "background_precision")
 
 
@@ -87,7 +87,7 @@ def fit_gaussians(features: np.ndarray, labels: np.ndarray, num_classes: int) ->
 
 
 def save(path: str | Path, gaussians: FeatureGaussians) -> None:
-    """Write the statistics to `path` (`OOD_FILE` in a run) atomically."""
+    """Write the statistics to `path` (`calibrate.OOD_FILE` in a run) atomically."""
     from pipelines.files import atomic_path
 
     with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:

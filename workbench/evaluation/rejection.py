@@ -164,6 +164,11 @@ def threshold_from_scores(
 ) -> Threshold:
     """`choose_threshold` from scores already computed: `scores` of the validation images (any score, `kind`
     names it), whether each was classified `correct`ly, and the scores of images of no class, if any."""
+    if isinstance(reject, float) and kind != "max_softmax":
+        raise ValueError(
+            f"--reject {reject:g} is a probability, a threshold on max_softmax, not on {kind}; pass --reject auto "
+            f"to choose a {kind} threshold on validation"
+        )
     scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
     unknown = None if unknown_scores is None or len(unknown_scores) == 0 else np.asarray(unknown_scores)
     if reject == "off":
