@@ -74,7 +74,7 @@ def figures(val, test, unknown_fit, unknown_test, train) -> dict:
     """Every figure from the outputs: (logits, labels, features) of val, test and train, (logits, features) of the
     two unknown halves. The feature Gaussians are fitted on the train split's features."""
     from workbench.evaluation.calibration import expected_calibration_error, fit_temperature, softmax
-    from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians
+    from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians, normalised_for
     from workbench.evaluation.rejection import LOGIT_SCORES, auroc, score, threshold_from_scores
 
     (val_logits, val_labels, _), (test_logits, test_labels, test_features) = val, test
@@ -93,13 +93,14 @@ def figures(val, test, unknown_fit, unknown_test, train) -> dict:
     }
     # For reference: the energy score at T = 1 (the raw logits' logsumexp), what Liu et al. use.
     report["auroc_energy_t1"] = auroc(score(test_logits, 1.0, "energy"), score(unknown_test[0], 1.0, "energy"))
-    gaussians = fit_gaussians(train[2], train[1], test_logits.shape[1])
+    fitted = {n: fit_gaussians(train[2], train[1], test_logits.shape[1], normalised=n) for n in (False, True)}
     # (val, test, unknown fit, unknown test) scores of each score
     scored = {
         kind: [score(part[0], temperature, kind) for part in (val, test, unknown_fit, unknown_test)]
         for kind in LOGIT_SCORES
     }
     for kind in FEATURE_SCORES:
+        gaussians = fitted[normalised_for(kind)]
         scored[kind] = [gaussians.score(part[-1], kind) for part in (val, test, unknown_fit, unknown_test)]
     report["auroc_knn_reference"] = auroc(knn_score(train[2], test_features), knn_score(train[2], unknown_test[1]))
     for kind, (val_scores, known_scores, fit_scores, unknown_scores) in scored.items():

@@ -196,7 +196,7 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
     from pipelines.files import atomic_write_json
     from workbench.engine.events import EventWriter
     from workbench.evaluation.calibration import ECE_BINS, expected_calibration_error, fit_temperature, softmax
-    from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians
+    from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians, normalised_for
     from workbench.evaluation.ood import save as save_gaussians
     from workbench.evaluation.rejection import SCORES, UNKNOWN_NAME, auroc, parse_reject, score, threshold_from_scores
     from workbench.serving.model_files import open_run
@@ -221,13 +221,16 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
     # pass over it, with the final model: phase 1's cached features are the frozen backbone's). With images of
     # no class they are computed whatever the score, so the AUROC of every score is reported.
     with_features = (kind in FEATURE_SCORES and reject != "off") or bool(settings.unknown_dir)
-    gaussians = features = unknown_features = None
+    fitted: dict[bool, FeatureGaussians] = {}  # by `normalised`: the two fits the feature scores use
+    features = unknown_features = None
     if with_features:
         logits, features = split_logits_features(run, manifest, ["val"], batch_size)
         train_labels = np.asarray([index[r.label] for r in manifest.split_records("train")])
-        gaussians = fit_gaussians(
-            split_logits_features(run, manifest, ["train"], batch_size)[1], train_labels, len(run.class_names)
-        )
+        train_features = split_logits_features(run, manifest, ["train"], batch_size)[1]
+        for normalised in (False, True):
+            fitted[normalised] = fit_gaussians(
+                train_features, train_labels, len(run.class_names), normalised=normalised
+            )
     else:
         logits = split_logits(run, manifest, ["val"], batch_size)
     temperature = fit_temperature(logits, labels)
@@ -237,12 +240,12 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
 
     def scores_of(kind: str, logits: np.ndarray, features: np.ndarray | None) -> np.ndarray:
         if kind in FEATURE_SCORES:
-            return gaussians.score(features, kind)
+            return fitted[normalised_for(kind)].score(features, kind)
         return score(logits, temperature, kind)
 
     threshold = threshold_from_scores(
         # (rejection off with a feature score and no images of no class: nothing is fitted, the scores are unused)
-        scores_of(kind, logits, features) if gaussians or kind not in FEATURE_SCORES else np.zeros(len(labels)),
+        scores_of(kind, logits, features) if fitted or kind not in FEATURE_SCORES else np.zeros(len(labels)),
         logits.argmax(axis=1) == labels,
         kind=kind,
         reject=reject,
@@ -272,7 +275,7 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
     # The statistics first: a calibration.json naming a feature score always has its ood.npz beside it.
     ood_path = run.path / OOD_FILE
     if threshold.value is not None and kind in FEATURE_SCORES:
-        save_gaussians(ood_path, gaussians)
+        save_gaussians(ood_path, fitted[normalised_for(kind)])
     elif ood_path.exists():
         ood_path.unlink()  # a stale one from an earlier fit: no record names it any more
     atomic_write_json(run.path / CALIBRATION_FILE, record)

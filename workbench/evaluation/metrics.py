@@ -127,10 +127,10 @@ def unknown_report(
     unknown_features: np.ndarray | None = None,
 ) -> dict:
     """The report's `unknown` part: AUROC of the known images (`logits`) against images of no class
-    (`unknown_logits`) for the logit scores, and for the feature scores too when `calibration` holds the
-    feature statistics (`gaussians`) and the pooled `features` of both are given; and, under the report's
+    (`unknown_logits`) for the logit scores, and for the feature scores of its fit too when `calibration` holds
+    the feature statistics (`gaussians`) and the pooled `features` of both are given; and, under the report's
     threshold, the share of unknown images rejected."""
-    from workbench.evaluation.ood import FEATURE_SCORES
+    from workbench.evaluation.ood import FEATURE_SCORES, normalised_for
     from workbench.evaluation.rejection import LOGIT_SCORES, auroc, score
 
     temperature = report["calibration"]["temperature"]
@@ -139,7 +139,7 @@ def unknown_report(
     }
     gaussians = None if calibration is None else calibration.gaussians
     if gaussians is not None and features is not None and unknown_features is not None:
-        for kind in FEATURE_SCORES:
+        for kind in (k for k in FEATURE_SCORES if normalised_for(k) == gaussians.normalised):
             aurocs[kind] = auroc(gaussians.score(features, kind), gaussians.score(unknown_features, kind))
     part: dict = {"dir": str(folder), "num_images": len(unknown_logits), "auroc": aurocs, "rejected": None}
     rejection = report.get("rejection")

@@ -9,7 +9,10 @@ higher = more known, as `workbench.evaluation.rejection`'s:
   inverse P is fitted with Ledoit-Wolf shrinkage (D is about the number of training images, so the plain sample
   covariance is singular or nearly);
 * `relative_mahalanobis` (Ren et al. 2021): the same minus the distance to one Gaussian fitted to all training
-  features, (x - mu_0)' P_0 (x - mu_0), which cancels the part of the distance every class shares.
+  features, (x - mu_0)' P_0 (x - mu_0), which cancels the part of the distance every class shares;
+* `mahalanobis_l2` (Mueller & Hein 2025, "Mahalanobis++"): `mahalanobis` on features scaled to unit L2 norm
+  first (for the fit and for scoring): the pooled features' norms vary a lot and break the shared-covariance
+  assumption.
 
 The distances are computed as expanded quadratic forms around mu_0 (`FeatureGaussians.score`), the formula the
 exported graphs use (`workbench.serving.calibrated`), so NumPy and the graphs agree to float32 rounding.
@@ -24,19 +27,22 @@ from pathlib import Path
 
 import numpy as np
 
-FEATURE_SCORES = ("mahalanobis", "relative_mahalanobis")
-_ARRAYS = ("means", "precision", "background_mean", "background_precision")
+FEATURE_SCORES = ("mahalanobis", "relative_mahalanobis", "mahalanobis_l2")
+_NORMALISED = ("mahalanobis_l2",)  # the scores whose Gaussians are fitted on (and score) unit-norm features
+_ARRAYS = ("means", "precision", "background_mean", "background_precision", "normalised")
 
 
 @dataclass(frozen=True)
 class FeatureGaussians:
     """Class means (K, D), their shared precision matrix (D, D), and the background Gaussian's mean (D,) and
-    precision (D, D), all float64."""
+    precision (D, D), all float64; `normalised`: fitted on unit-norm features (`normalised_for`), which are then
+    what is scored."""
 
     means: np.ndarray
     precision: np.ndarray
     background_mean: np.ndarray
     background_precision: np.ndarray
+    normalised: bool = False
 
     def terms(self) -> dict[str, np.ndarray]:
         """The constants of the expanded distances, around the background mean mu_0 (z = x - mu_0):
@@ -50,12 +56,16 @@ class FeatureGaussians:
         """The score `kind` (`FEATURE_SCORES`) of each row of `features` (N, D); higher = more known."""
         if kind not in FEATURE_SCORES:
             raise ValueError(f"unknown feature score {kind!r}; use one of {', '.join(FEATURE_SCORES)}")
+        if normalised_for(kind) != self.normalised:
+            raise ValueError(f"the {kind} score needs Gaussians fitted with normalised={normalised_for(kind)}")
         features = np.asarray(features, dtype=np.float64)
         if features.ndim != 2 or features.shape[1] != self.means.shape[1]:
             raise ValueError(
                 f"features of shape {features.shape} do not match the fitted Gaussians' {self.means.shape[1]} "
                 "dimensions; compute them with the run's own model (its avg_pool output)"
             )
+        if self.normalised:
+            features = unit_norm(features)
         terms = self.terms()
         z = features - self.background_mean
         quadratic = np.einsum("nd,nd->n", z @ self.precision, z)
@@ -66,12 +76,30 @@ class FeatureGaussians:
         return value
 
 
-def fit_gaussians(features: np.ndarray, labels: np.ndarray, num_classes: int) -> FeatureGaussians:
+def normalised_for(kind: str) -> bool:
+    """Whether the score `kind` works on unit-norm features."""
+    return kind in _NORMALISED
+
+
+def unit_norm(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to L2 norm 1 (a zero row stays zero)."""
+    return features / np.sqrt(np.maximum((features * features).sum(axis=1, keepdims=True), NORM_FLOOR))
+
+
+NORM_FLOOR = 1e-12  # squared norm below which a row is not scaled up (the graph uses the same floor)
+
+
+def fit_gaussians(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, *, normalised: bool = False
+) -> FeatureGaussians:
     """Class means and Ledoit-Wolf shrunk tied precision of `features` (N, D) with integer `labels` (N,), and
-    the background Gaussian of all of them. Every class needs at least one image."""
+    the background Gaussian of all of them, on unit-norm features when `normalised`. Every class needs at least
+    one image."""
     from sklearn.covariance import LedoitWolf
 
     features = np.asarray(features, dtype=np.float64)
+    if normalised:
+        features = unit_norm(features)
     labels = np.asarray(labels).astype(int)
     counts = np.bincount(labels, minlength=num_classes)
     if len(features) != len(labels) or (counts == 0).any():
@@ -83,7 +111,7 @@ def fit_gaussians(features: np.ndarray, labels: np.ndarray, num_classes: int) ->
     means = np.stack([features[labels == k].mean(axis=0) for k in range(num_classes)])
     tied = LedoitWolf(assume_centered=True).fit(features - means[labels])
     background = LedoitWolf().fit(features)
-    return FeatureGaussians(means, tied.precision_, background.location_, background.precision_)
+    return FeatureGaussians(means, tied.precision_, background.location_, background.precision_, normalised)
 
 
 def save(path: str | Path, gaussians: FeatureGaussians) -> None:
@@ -99,13 +127,14 @@ def load(path: str | Path) -> FeatureGaussians:
     path = Path(path)
     try:
         with np.load(path) as data:
-            arrays = {name: np.asarray(data[name], dtype=np.float64) for name in _ARRAYS}
+            arrays = {name: np.asarray(data[name], dtype=np.float64) for name in _ARRAYS[:-1]}
+            arrays["normalised"] = bool(data["normalised"])
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
             f"{path}: not the feature statistics of a feature rejection score ({error}); fit them again with "
             "`workbench evaluate RUN --reject auto --reject-score mahalanobis`"
         ) from None
-    k, d = arrays["means"].shape
+    k, d = arrays["means"].shape if arrays["means"].ndim == 2 else (0, 0)
     if arrays["precision"].shape != (d, d) or arrays["background_precision"].shape != (d, d) or k < 1:
         raise ValueError(f"{path}: inconsistent shapes {[a.shape for a in arrays.values()]}; fit them again")
     return FeatureGaussians(**arrays)

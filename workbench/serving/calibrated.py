@@ -8,7 +8,8 @@ Max, Exp, Sum and Log rather than `tf.reduce_logsumexp`, which adds IsFinite and
 A feature score (`workbench.evaluation.ood`: Mahalanobis distances) takes the pooled features as well: its
 statistics are graph constants too (`ood_background_mean` (D,), `ood_precision` (D, D), `ood_cross` (D, K),
 `ood_offset` (K,), and for the relative score `ood_background_precision` (D, D)), and the graph computes the same expanded
-quadratic forms as `FeatureGaussians.score`, with MatMul, Mul, Sum, Sub and Max only.
+quadratic forms as `FeatureGaussians.score`, with MatMul, Mul, Sum, Sub and Max (and for unit-norm features
+Square, Maximum and Rsqrt) only.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ def feature_score(features, calibration: Calibration):
     """The feature score of `calibration` (its `gaussians`) of each row of `features` (B, D), float32."""
     import tensorflow as tf
 
+    from workbench.evaluation.ood import NORM_FLOOR
+
     gaussians = calibration.gaussians
     terms = gaussians.terms()
-    z = tf.cast(features, tf.float32) - tf.constant(gaussians.background_mean, tf.float32, name="ood_background_mean")
+    features = tf.cast(features, tf.float32)
+    if gaussians.normalised:  # unit L2 norm, as `workbench.evaluation.ood.unit_norm`
+        squared = tf.maximum(tf.reduce_sum(tf.square(features), axis=-1, keepdims=True), NORM_FLOOR)
+        features = features * tf.math.rsqrt(squared)
+    z = features - tf.constant(gaussians.background_mean, tf.float32, name="ood_background_mean")
     precision = tf.constant(gaussians.precision, tf.float32, name="ood_precision")
     quadratic = tf.reduce_sum(tf.matmul(z, precision) * z, axis=-1)
     cross = tf.matmul(z, tf.constant(terms["cross"], tf.float32, name="ood_cross"))
