@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians, load, save
+from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians, load, normalised_for, save, unit_norm
 from workbench.evaluation.rejection import auroc, threshold_from_scores
 
 DIMENSIONS = 32
@@ -31,7 +31,7 @@ def clusters(seed: int = 0, per_class: int = 200, num_known: int = 4, num_unknow
 @pytest.mark.parametrize("kind", FEATURE_SCORES)
 def test_clusters_far_from_the_known_ones_score_lower(kind):
     train, labels, known, unknown = clusters()
-    gaussians = fit_gaussians(train, labels, 4)
+    gaussians = fit_gaussians(train, labels, 4, normalised=normalised_for(kind))
     known_scores, unknown_scores = gaussians.score(known, kind), gaussians.score(unknown, kind)
     assert np.median(unknown_scores) < np.percentile(known_scores, 1)
     assert auroc(known_scores, unknown_scores) > 0.99
@@ -50,6 +50,14 @@ def test_mahalanobis_is_minus_the_distance_to_the_nearest_class_mean():
     background = np.array([distance(a, gaussians.background_mean, gaussians.background_precision) for a in x])
     np.testing.assert_allclose(gaussians.score(x, "mahalanobis"), -nearest, rtol=1e-8)
     np.testing.assert_allclose(gaussians.score(x, "relative_mahalanobis"), background - nearest, rtol=1e-6)
+    # mahalanobis_l2: the same on unit-norm features, fitted on unit-norm features.
+    l2 = fit_gaussians(train, labels, 4, normalised=True)
+    unit = unit_norm(x)
+    nearest_l2 = np.array([min(distance(a, m, l2.precision) for m in l2.means) for a in unit])
+    np.testing.assert_allclose(l2.score(x, "mahalanobis_l2"), -nearest_l2, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(l2.means, axis=1), 1, atol=0.05)  # means of unit vectors
+    with pytest.raises(ValueError, match="normalised=True"):
+        gaussians.score(x, "mahalanobis_l2")
     # The tied precision inverts the shrunk covariance of the features around their class means.
     np.testing.assert_allclose(gaussians.means, [train[labels == k].mean(axis=0) for k in range(4)])
 
@@ -92,7 +100,7 @@ def test_the_graph_computes_the_same_score(kind):
     from workbench.serving.calibrated import feature_score
 
     train, labels, known, unknown = clusters(seed=5)
-    calibration = Calibration(1.0, kind, 0.0, fit_gaussians(train, labels, 4))
+    calibration = Calibration(1.0, kind, 0.0, fit_gaussians(train, labels, 4, normalised=normalised_for(kind)))
     x = np.concatenate([known, unknown]).astype(np.float32)
     expected = calibration.gaussians.score(x, kind)
     np.testing.assert_allclose(

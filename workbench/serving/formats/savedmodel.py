@@ -49,7 +49,10 @@ TTA_SIGNATURES = {
 # the EXIF orientation flips of the image-bytes path), then ConcatV2, StridedSlice, AddV2 and Mul; the same test
 # re-collects them from TTA exports. A calibrated export (`workbench.serving.calibrated`: temperature, rejection
 # threshold) adds Max (the top probability), and Exp and Log (the energy score's logsumexp); the same test
-# re-collects them from calibrated exports of both scores.
+# re-collects them from calibrated exports of both scores. The feature scores (`workbench.evaluation.ood`:
+# Mahalanobis distances on the pooled features, a second output of the same forward pass) need no type of
+# their own (MatMul, Mul, Sum, Sub, AddV2, Max; Square, Maximum and Rsqrt for unit-norm features): the same test
+# re-collects them from a mixed-precision TTA export with `mahalanobis_l2`.
 SERVING_OPS = frozenset(
     {
         "Abs", "AddV2", "Any", "ArgMax", "Assert", "AssignVariableOp", "BiasAdd", "Cast", "ConcatV2", "Const",
