@@ -62,6 +62,13 @@ def test_mahalanobis_is_minus_the_distance_to_the_nearest_class_mean():
     np.testing.assert_allclose(gaussians.means, [train[labels == k].mean(axis=0) for k in range(4)])
 
 
+def test_every_score_is_an_option():
+    from workbench.engine.config import REJECT_SCORES
+    from workbench.evaluation.rejection import SCORES
+
+    assert REJECT_SCORES == SCORES
+
+
 def test_the_threshold_rule_works_on_feature_scores():
     train, labels, known, unknown = clusters(seed=3, spread=0.7)  # overlapping: no threshold separates them all
     gaussians = fit_gaussians(train, labels, 4)
@@ -197,3 +204,22 @@ def test_float_tflite_carries_the_feature_score(mahalanobis_run, tmp_path):
     answers = [r["class_index"] for r in predict(tflite, images, top_k=1)]
     assert -1 in answers
     assert answers == [r["class_index"] for r in predict(run_dir, images, top_k=1)]
+
+
+def test_evaluate_fits_another_feature_score_and_reports_it(mahalanobis_run, capsys):
+    """(Last: it refits the shared run's calibration.)"""
+    import json
+
+    from workbench.cli import main
+
+    run_dir, _, images = mahalanobis_run
+    unknown_dir = str(Path(images[-1]).parent)
+    flags = ["--reject", "auto", "--reject-score", "mahalanobis_l2", "--reject-target", "coverage:0.75"]
+    code = main(["evaluate", str(run_dir), "--split", "val", *flags, "--unknown-dir", unknown_dir])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "rejection (coverage:0.75): mahalanobis_l2 >=" in out
+    report = json.loads((run_dir / "eval" / "val" / "report.json").read_text())
+    assert report["rejection"]["score"] == "mahalanobis_l2"
+    assert report["rejection"]["accepted"] == pytest.approx(0.75, abs=0.1)
+    assert {"energy", "mahalanobis_l2"} <= set(report["unknown"]["auroc"]) and report["unknown"]["rejected"] >= 0

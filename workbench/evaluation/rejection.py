@@ -19,9 +19,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from workbench.evaluation.ood import FEATURE_SCORES
+
 LOGIT_SCORES = ("max_softmax", "energy")
-# The feature-space scores of `workbench.evaluation.ood` (Mahalanobis distances on the pooled features).
-SCORES = (*LOGIT_SCORES, "mahalanobis", "relative_mahalanobis")
+# With the feature-space scores of `workbench.evaluation.ood` (Mahalanobis distances on the pooled features).
+SCORES = (*LOGIT_SCORES, *FEATURE_SCORES)
 TARGETS = ("accuracy", "coverage", "false-accept")
 UNKNOWN_NAME = "unknown"
 UNKNOWN_INDEX = -1
