@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians, load, normalised_for, save, unit_norm
-from workbench.evaluation.rejection import auroc, threshold_from_scores
+from workbench.evaluation.rejection import SCORES, auroc, threshold_from_scores
 
 DIMENSIONS = 32
 
@@ -149,7 +149,7 @@ def test_calibration_fits_and_stores_the_feature_statistics(mahalanobis_run):
 
     run_dir, record, _ = mahalanobis_run
     assert record["rejection"]["score"] == "mahalanobis" and record["rejection"]["value"] is not None
-    assert set(record["unknown"]["auroc"]) == {"max_softmax", "energy", "mahalanobis", "relative_mahalanobis"}
+    assert set(record["unknown"]["auroc"]) == set(SCORES)  # every score, for images of no class
     calibration = read_calibration(run_dir)
     assert calibration.needs_features and (run_dir / "ood.npz").is_file()
     assert calibration.gaussians.means.shape[0] == 3
@@ -195,6 +195,7 @@ def test_savedmodel_rejects_with_the_score_in_its_graph_and_agrees_with_predict(
         assert [r["class_name"] for r in results] == names, model
 
 
+@pytest.mark.slow  # ~10-20 s: a TFLite conversion; the graph is the SavedModel's, tested above
 def test_float_tflite_carries_the_feature_score(mahalanobis_run, tmp_path):
     from workbench.serving.export import export
     from workbench.serving.predict import predict
@@ -206,6 +207,7 @@ def test_float_tflite_carries_the_feature_score(mahalanobis_run, tmp_path):
     assert answers == [r["class_index"] for r in predict(run_dir, images, top_k=1)]
 
 
+@pytest.mark.slow  # ~15-30 s: three forward passes and the plots; the pieces are tested above
 def test_evaluate_fits_another_feature_score_and_reports_it(mahalanobis_run, capsys):
     """(Last: it refits the shared run's calibration.)"""
     import json
