@@ -5,11 +5,14 @@ Lite0 (ImageNet weights) is trained by `fine_tune` with the default recipe (`--r
 minutes of CPU). The 5 unknown classes (dog, frog, horse, ship, truck) are split in two halves per class: the
 first half is the `--unknown-dir` a false-accept threshold is set on, the second is only ever scored.
 
-Then the logits of the run's validation and test splits and of both unknown halves are computed once, and the same
-functions `workbench.evaluation.calibrate` and `evaluate` use give the figures:
+Then the logits and pooled features of the run's train, validation and test splits and of both unknown halves are
+computed once (one forward pass each, with the final model), and the same functions `workbench.evaluation.calibrate`
+and `evaluate` use give the figures:
 
 * the temperature fitted on validation, and the test split's ECE (15 bins) before and after it;
-* AUROC of known test images against unknown (second half), for max-softmax and for the energy score;
+* AUROC of known test images against unknown (second half), for every score of
+  `workbench.evaluation.rejection.SCORES`: max-softmax and energy from the logits, the Mahalanobis scores from the
+  features (Gaussians fitted on the train split's), and, for reference only, a kNN cosine score (not served);
 * per score and per target (accuracy:0.95, accuracy:0.99 and coverage:0.9 from validation alone; false-accept:0.05
   from the first unknown half),
   the threshold, and on the test split: the share of known images accepted, the accuracy on them, and the share
