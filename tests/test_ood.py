@@ -207,6 +207,15 @@ def test_float_tflite_carries_the_feature_score(mahalanobis_run, tmp_path):
     assert answers == [r["class_index"] for r in predict(run_dir, images, top_k=1)]
 
 
+def test_float16_tflite_refuses_a_feature_score(mahalanobis_run, tmp_path):
+    from workbench.serving.export import export
+
+    run_dir, _, _ = mahalanobis_run
+    with pytest.raises(ValueError, match="float16 TFLite model cannot hold the mahalanobis"):
+        export(run_dir, "tflite-fp16", out=tmp_path / "export")
+    assert not (tmp_path / "export" / "tflite-fp16").exists()
+
+
 @pytest.mark.slow  # ~15-30 s: three forward passes and the plots; the pieces are tested above
 def test_evaluate_fits_another_feature_score_and_reports_it(mahalanobis_run, capsys):
     """(Last: it refits the shared run's calibration.)"""

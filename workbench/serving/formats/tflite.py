@@ -150,6 +150,15 @@ def convert_tflite(
 
     if calibrated is not None and mode == "int8":
         raise ValueError("an int8 TFLite model has no room for the temperature and threshold: convert it uncalibrated")
+    if calibrated is not None and calibrated.needs_features and mode != "float32":
+        # Measured on the tiny test run: half precision moved one decision in twelve near the threshold. The
+        # distances are differences of large quadratic forms, which half-precision constants do not keep.
+        raise ValueError(
+            f"a {mode} TFLite model cannot hold the {calibrated.score} rejection score's statistics precisely "
+            "enough (half precision moves decisions near the threshold); export --format tflite (float32) or "
+            "savedmodel, or fit the calibration with --reject-score energy (`workbench evaluate RUN --reject auto "
+            "--reject-score energy`) before exporting"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         graph = _float_graph(model, resolution, Path(tmp) / "float", calibrated)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(graph))
