@@ -101,6 +101,19 @@ def test_statistics_round_trip_and_a_class_without_features_is_refused(tmp_path)
         gaussians.score(train[:, :8], "mahalanobis")
 
 
+def test_phase_one_cached_train_features_are_reused_only_while_they_are_the_models(tmp_path):
+    from workbench.evaluation.calibrate import cached_train_features
+
+    rng = np.random.default_rng(6)
+    train, val = rng.normal(size=(20, 8)), rng.normal(size=(6, 8))
+    (tmp_path / "checkpoints").mkdir()
+    assert cached_train_features(tmp_path, val, 20) is None  # no cache
+    np.savez(tmp_path / "checkpoints" / "features.npz", train_x=train.astype(np.float32), val_x=val.astype(np.float32))
+    np.testing.assert_allclose(cached_train_features(tmp_path, val, 20), train, rtol=1e-6)  # head-only run
+    assert cached_train_features(tmp_path, val + rng.normal(0, 0.3, val.shape), 20) is None  # backbone fine-tuned
+    assert cached_train_features(tmp_path, val, 21) is None  # another train split
+
+
 @pytest.mark.parametrize("kind", FEATURE_SCORES)
 def test_the_graph_computes_the_same_score(kind):
     from workbench.evaluation.calibrate import Calibration

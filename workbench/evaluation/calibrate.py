@@ -177,6 +177,32 @@ def folder_logits_features(run, folder: str | Path, batch_size: int = 32) -> tup
     return logits.astype(np.float64), features.astype(np.float64)
 
 
+def cached_train_features(run_dir: Path, val_features: np.ndarray, num_train: int) -> np.ndarray | None:
+    """The train split's pooled features from phase 1's cache (`checkpoints/features.npz`, manifest order) when
+    they are still the final model's, else None (compute them: one forward pass over the train split).
+
+    They are when the cache's validation features equal `val_features`, just computed with the final model: a
+    run that fine-tuned the backbone afterwards (phase 2) fails this check, a head-only run passes it. The
+    tolerance allows for the cache having been computed under mixed precision."""
+    from workbench.engine.phases import FEATURES_FILE
+    from workbench.engine.rundir import CHECKPOINTS_DIR
+
+    path = Path(run_dir) / CHECKPOINTS_DIR / FEATURES_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            cached_val, train = data["val_x"], data["train_x"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if cached_val.shape != val_features.shape or len(train) != num_train:
+        return None
+    scale = max(float(np.abs(val_features).max()), 1e-6)
+    if not np.allclose(cached_val, val_features, rtol=1e-2, atol=1e-2 * scale):
+        return None
+    return train.astype(np.float64)
+
+
 def run_settings(run) -> object:
     """The run's own rejection options (config.yaml's `rejection`), or the defaults."""
     from workbench.engine.config import RejectConfig
@@ -226,7 +252,9 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
     if with_features:
         logits, features = split_logits_features(run, manifest, ["val"], batch_size)
         train_labels = np.asarray([index[r.label] for r in manifest.split_records("train")])
-        train_features = split_logits_features(run, manifest, ["train"], batch_size)[1]
+        train_features = cached_train_features(run.path, features, len(train_labels))
+        if train_features is None:
+            train_features = split_logits_features(run, manifest, ["train"], batch_size)[1]
         for normalised in (False, True):
             fitted[normalised] = fit_gaussians(
                 train_features, train_labels, len(run.class_names), normalised=normalised
