@@ -243,9 +243,9 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
     index = {name: i for i, name in enumerate(run.class_names)}
     labels = np.asarray([index[r.label] for r in manifest.split_records("val")])
     kind = "max_softmax" if isinstance(reject, float) else settings.reject_score
-    # The feature scores need the pooled features, and Gaussians fitted on the train split's (one more forward
-    # pass over it, with the final model: phase 1's cached features are the frozen backbone's). With images of
-    # no class they are computed whatever the score, so the AUROC of every score is reported.
+    # The feature scores need the pooled features, and Gaussians fitted on the train split's: the final model's,
+    # so phase 1's cache only while no fine-tuning changed the backbone (`cached_train_features`), else one more
+    # forward pass. With images of no class they are computed whatever the score: every score's AUROC is reported.
     with_features = (kind in FEATURE_SCORES and reject != "off") or bool(settings.unknown_dir)
     fitted: dict[bool, FeatureGaussians] = {}  # by `normalised`: the two fits the feature scores use
     features = unknown_features = None
