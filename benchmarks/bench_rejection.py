@@ -5,11 +5,14 @@ Lite0 (ImageNet weights) is trained by `fine_tune` with the default recipe (`--r
 minutes of CPU). The 5 unknown classes (dog, frog, horse, ship, truck) are split in two halves per class: the
 first half is the `--unknown-dir` a false-accept threshold is set on, the second is only ever scored.
 
-Then the logits of the run's validation and test splits and of both unknown halves are computed once, and the same
-functions `workbench.evaluation.calibrate` and `evaluate` use give the figures:
+Then the logits and pooled features of the run's train, validation and test splits and of both unknown halves are
+computed once (one forward pass each, with the final model), and the same functions `workbench.evaluation.calibrate`
+and `evaluate` use give the figures:
 
 * the temperature fitted on validation, and the test split's ECE (15 bins) before and after it;
-* AUROC of known test images against unknown (second half), for max-softmax and for the energy score;
+* AUROC of known test images against unknown (second half), for every score of
+  `workbench.evaluation.rejection.SCORES`: max-softmax and energy from the logits, the Mahalanobis scores from the
+  features (Gaussians fitted on the train split's), and, for reference only, a kNN cosine score (not served);
 * per score and per target (accuracy:0.95, accuracy:0.99 and coverage:0.9 from validation alone; false-accept:0.05
   from the first unknown half),
   the threshold, and on the test split: the share of known images accepted, the accuracy on them, and the share
@@ -56,14 +59,31 @@ def link_classes(data: Path, dest: Path) -> tuple[Path, Path, Path]:
     return dest / "known", dest / "unknown-fit", dest / "unknown-test"
 
 
-def figures(val, test, unknown_fit, unknown_test) -> dict:
-    """Every figure from the logits: (logits, labels) of val and test, logits of the two unknown halves."""
-    from workbench.evaluation.calibration import expected_calibration_error, fit_temperature, softmax
-    from workbench.evaluation.rejection import SCORES, auroc, choose_threshold, score
+KNN_K = 10  # kNN reference: the k-th nearest training image (Sun et al. 2022 scale k with the training set)
 
-    (val_logits, val_labels), (test_logits, test_labels) = val, test
+
+def knn_score(train_features, features, k: int = KNN_K):
+    """Reference only (not a served score): cosine similarity to the k-th nearest L2-normalised training feature."""
+    import numpy as np
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    similarity = unit(features) @ unit(train_features).T
+    return np.sort(similarity, axis=1)[:, -k]
+
+
+def figures(val, test, unknown_fit, unknown_test, train) -> dict:
+    """Every figure from the outputs: (logits, labels, features) of val, test and train, (logits, features) of the
+    two unknown halves. The feature Gaussians are fitted on the train split's features."""
+    from workbench.evaluation.calibration import expected_calibration_error, fit_temperature, softmax
+    from workbench.evaluation.ood import FEATURE_SCORES, fit_gaussians, normalised_for
+    from workbench.evaluation.rejection import LOGIT_SCORES, auroc, score, threshold_from_scores
+
+    (val_logits, val_labels, _), (test_logits, test_labels, test_features) = val, test
     temperature = fit_temperature(val_logits, val_labels)
     correct = test_logits.argmax(1) == test_labels
+    val_correct = val_logits.argmax(1) == val_labels
     report = {
         "temperature": temperature,
         "test_accuracy": float(correct.mean()),
@@ -75,13 +95,22 @@ def figures(val, test, unknown_fit, unknown_test) -> dict:
         "thresholds": [],
     }
     # For reference: the energy score at T = 1 (the raw logits' logsumexp), what Liu et al. use.
-    report["auroc_energy_t1"] = auroc(score(test_logits, 1.0, "energy"), score(unknown_test, 1.0, "energy"))
-    for kind in SCORES:
-        known_scores, unknown_scores = score(test_logits, temperature, kind), score(unknown_test, temperature, kind)
+    report["auroc_energy_t1"] = auroc(score(test_logits, 1.0, "energy"), score(unknown_test[0], 1.0, "energy"))
+    fitted = {n: fit_gaussians(train[2], train[1], test_logits.shape[1], normalised=n) for n in (False, True)}
+    # (val, test, unknown fit, unknown test) scores of each score
+    scored = {
+        kind: [score(part[0], temperature, kind) for part in (val, test, unknown_fit, unknown_test)]
+        for kind in LOGIT_SCORES
+    }
+    for kind in FEATURE_SCORES:
+        gaussians = fitted[normalised_for(kind)]
+        scored[kind] = [gaussians.score(part[-1], kind) for part in (val, test, unknown_fit, unknown_test)]
+    report["auroc_knn_reference"] = auroc(knn_score(train[2], test_features), knn_score(train[2], unknown_test[1]))
+    for kind, (val_scores, known_scores, fit_scores, unknown_scores) in scored.items():
         report["auroc"][kind] = auroc(known_scores, unknown_scores)
         for target in TARGETS:
-            chosen = choose_threshold(
-                val_logits, val_labels, temperature, kind=kind, reject="auto", target=target, unknown_logits=unknown_fit
+            chosen = threshold_from_scores(
+                val_scores, val_correct, kind=kind, reject="auto", target=target, unknown_scores=fit_scores
             )
             row = {"score": kind, "target": target, "threshold": chosen.value, "warning": chosen.warning}
             if chosen.value is not None:
@@ -107,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines import Manifest
     from workbench.engine import RunConfig, fine_tune
-    from workbench.evaluation.calibrate import folder_logits, split_logits
+    from workbench.evaluation.calibrate import folder_logits_features, split_logits_features
     from workbench.serving.model_files import open_run
 
     work = Path(tempfile.mkdtemp(prefix="bench-rejection-"))
@@ -130,9 +159,18 @@ def main(argv: list[str] | None = None) -> int:
 
         def split(name):
             labels = [index[r.label] for r in manifest.split_records(name)]
-            return split_logits(run, manifest, [name]), np.asarray(labels)
+            logits, features = split_logits_features(run, manifest, [name])
+            return logits, np.asarray(labels), features
 
-        report = figures(split("val"), split("test"), folder_logits(run, unknown_fit), folder_logits(run, unknown_test))
+        scoring = time.perf_counter()
+        report = figures(
+            split("val"),
+            split("test"),
+            folder_logits_features(run, unknown_fit),
+            folder_logits_features(run, unknown_test),
+            split("train"),  # the fine-tuned model's features: phase 1's cache holds the frozen backbone's
+        )
+        report["scoring_seconds"] = time.perf_counter() - scoring
         report.update(
             {
                 "benchmark": "rejection",
@@ -167,16 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "AUROC known vs unknown: "
         + ", ".join(f"{k} {v:.4f}" for k, v in report["auroc"].items())
-        + f" (energy at T = 1: {report['auroc_energy_t1']:.4f})"
+        + f" (energy at T = 1: {report['auroc_energy_t1']:.4f}; reference, not served: "
+        + f"kNN cosine k={KNN_K} {report['auroc_knn_reference']:.4f})"
     )
-    print(f"{'score':12s} {'target':18s} {'threshold':>10s} {'known kept':>10s} {'acc kept':>9s} {'unk rejected':>12s}")
+    print(f"{'score':20s} {'target':18s} {'threshold':>10s} {'known kept':>10s} {'acc kept':>9s} {'unk rejected':>12s}")
     for row in report["thresholds"]:
         if row["threshold"] is None:
-            print(f"{row['score']:12s} {row['target']:18s} not applied: {row['warning']}")
+            print(f"{row['score']:20s} {row['target']:18s} not applied: {row['warning']}")
             continue
         accuracy = row["accuracy_accepted"]
         print(
-            f"{row['score']:12s} {row['target']:18s} {row['threshold']:10.4g} {row['accepted_known']:10.1%} "
+            f"{row['score']:20s} {row['target']:18s} {row['threshold']:10.4g} {row['accepted_known']:10.1%} "
             f"{'-' if accuracy is None else f'{accuracy:.4f}':>9s} {row['rejected_unknown']:12.1%}"
         )
     if args.json:

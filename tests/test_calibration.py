@@ -14,6 +14,7 @@ from workbench.evaluation.calibration import (
     reliability,
     softmax,
 )
+from workbench.evaluation.rejection import SCORES
 
 
 def calibrated_logits(n: int = 4000, classes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +84,7 @@ def test_calibration_json_of_a_tiny_run(tiny_calibrated):
     assert saved["temperature"] > 0
     assert saved["split"] == "val"
     assert saved["ece_after"] <= saved["ece_before"] + 1e-9
-    assert saved["rejection"]["score"] in ("max_softmax", "energy")
+    assert saved["rejection"]["score"] in SCORES
 
 
 def test_evaluate_reports_ece_before_and_after_with_a_reliability_diagram(tiny_calibrated, tmp_path):

@@ -88,6 +88,7 @@ def test_savedmodel_allowlist_holds_every_op_of_our_exports(real_models, tmp_pat
     from tensorflow.core.protobuf import saved_model_pb2
 
     from workbench.evaluation.calibrate import Calibration
+    from workbench.evaluation.ood import fit_gaussians
     from workbench.serving.formats.savedmodel import (
         RESTORE_OPS,
         SAVE_OPS,
@@ -97,8 +98,17 @@ def test_savedmodel_allowlist_holds_every_op_of_our_exports(real_models, tmp_pat
         write_saved_model,
     )
 
-    # Calibrated exports (temperature and threshold in the graph) of both rejection scores are collected too.
-    calibrations = {"b": Calibration(1.5, "max_softmax", 0.5), "lite": Calibration(0.8, "energy", 1.0)}
+    # Calibrated exports (temperature and threshold in the graph) of the rejection scores are collected too: the
+    # mixed-precision one with a feature score on unit-norm features (`workbench.evaluation.ood`; the other
+    # feature scores use a subset of its op types: MatMul, Mul, Sum, Sub, AddV2, Max).
+    rng = np.random.default_rng(0)
+    width = real_models["mixed"].get_layer("avg_pool").output.shape[-1]
+    gaussians = fit_gaussians(rng.normal(size=(30, width)), np.arange(30) % 3, 3, normalised=True)
+    calibrations = {
+        "b": Calibration(1.5, "max_softmax", 0.5),
+        "lite": Calibration(0.8, "energy", 1.0),
+        "mixed": Calibration(1.0, "mahalanobis_l2", -100.0, gaussians),
+    }
     for name, model in real_models.items():
         tta = name == "mixed"
         directory = write_saved_model(

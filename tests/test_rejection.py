@@ -149,7 +149,8 @@ def rejecting_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("rejecting")
     run_dir = base / "run"
     shutil.copytree(tiny_run(tmp_path_factory), run_dir)
-    record = calibrate_run(run_dir, RejectConfig(reject="auto", reject_target="coverage:0.5"))
+    # The energy score, in the graph from the logits alone (the feature scores: tests/test_ood.py).
+    record = calibrate_run(run_dir, RejectConfig(reject="auto", reject_target="coverage:0.5", reject_score="energy"))
     grey = base / "grey.png"
     Image.new("RGB", (40, 40), (90, 90, 90)).save(grey)
     return run_dir, record, [*split_images(tmp_path_factory), str(grey)]
@@ -180,7 +181,7 @@ def test_savedmodel_answers_unknown_below_the_threshold_and_agrees_with_predict(
     top = outputs["probabilities"].numpy().max(axis=1)
     assert (index == -1).any() and (index >= 0).any()
     assert all((name == "unknown") == (i == -1) for name, i in zip(names, index, strict=True))
-    # The default score is energy, T * logsumexp(logits / T), on the model's own logits.
+    # The energy score is T * logsumexp(logits / T), on the model's own logits.
     run = open_run(run_dir)
     logits = logits_model(run.model).predict(load_files(images, run.resolution), verbose=0)
     energy = score(logits, record["temperature"], "energy")

@@ -34,3 +34,16 @@ def logits_model(model):
     logits = linear(features)
     linear.set_weights(head.get_weights())
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
+def logits_and_features_model(model):
+    """A Keras model sharing `model`'s weights with two outputs: the logits (`logits_model`) and the pooled
+    backbone features (the `avg_pool` output, float32) they are computed from: one forward pass gives both,
+    for the feature-space rejection scores (`workbench.evaluation.ood`)."""
+    import keras
+
+    from workbench.models.surgery import FEATURES_LAYER
+
+    logits = logits_model(model)
+    features = keras.ops.cast(model.get_layer(FEATURES_LAYER).output, "float32")
+    return keras.Model(model.inputs, [logits.output, features], name=f"{model.name}_logits_features")

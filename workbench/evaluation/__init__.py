@@ -145,22 +145,47 @@ def _score(
     """Predict the records' images with the run's model and build the report (with its `tta` part if asked,
     and its `unknown` part for images of no class under `unknown_dir`)."""
     from pipelines import make_datasets
-    from workbench.evaluation.calibrate import folder_logits, read_calibration, split_logits
+    from workbench.evaluation.calibrate import (
+        folder_logits,
+        folder_logits_features,
+        read_calibration,
+        split_logits,
+        split_logits_features,
+    )
     from workbench.evaluation.calibration import softmax
 
     datasets = make_datasets(manifest, image_size=run.resolution, batch_size=batch_size, augment="none")
+    calibration = read_calibration(run.path)
+    # A feature rejection score (its statistics fitted: `gaussians`) also takes the pooled features.
+    with_features = calibration is not None and calibration.gaussians is not None
     started = time.perf_counter()
     # The plain datasets keep manifest order, so row i of the predictions is records[i]. The logits (the same
     # pass: softmax(logits) is the model's output) also give the calibration and rejection sections.
-    logits = split_logits(run, manifest, used, batch_size)
+    features = unknown_features = None
+    if with_features:
+        logits, features = split_logits_features(run, manifest, used, batch_size)
+    else:
+        logits = split_logits(run, manifest, used, batch_size)
     probabilities = softmax(logits)
     seconds = time.perf_counter() - started
     index = {name: i for i, name in enumerate(run.class_names)}
     y_true = [index[r.label] for r in records]
     report = compute_report(y_true, probabilities, run.class_names, [r.path for r in records], top_k=top_k)
-    report.update(calibration_report(logits, y_true, read_calibration(run.path)))
+    report.update(calibration_report(logits, y_true, calibration, features))
     if unknown_dir is not None:
-        report["unknown"] = unknown_report(logits, folder_logits(run, unknown_dir, batch_size), unknown_dir, report)
+        if with_features:
+            unknown_logits, unknown_features = folder_logits_features(run, unknown_dir, batch_size)
+        else:
+            unknown_logits = folder_logits(run, unknown_dir, batch_size)
+        report["unknown"] = unknown_report(
+            logits,
+            unknown_logits,
+            unknown_dir,
+            report,
+            calibration=calibration,
+            features=features,
+            unknown_features=unknown_features,
+        )
     if tta is not None:
         report["tta"] = _tta_report(run.model, [datasets.plain(s) for s in used], tta, y_true, report, seconds)
     return report

@@ -75,15 +75,17 @@ def compute_report(
     }
 
 
-def calibration_report(logits: np.ndarray, y_true: Sequence[int] | np.ndarray, calibration) -> dict:
+def calibration_report(
+    logits: np.ndarray, y_true: Sequence[int] | np.ndarray, calibration, features: np.ndarray | None = None
+) -> dict:
     """The report's `calibration` and `rejection` parts for `logits` (N, C) with true labels `y_true`.
 
     `calibration` is the run's fitted `workbench.evaluation.calibrate.Calibration`, or None (temperature 1 and
     no rejection: what an uncalibrated export serves). ECE before is at temperature 1, after at the fitted one;
-    the reliability bins of both feed the diagram.
+    the reliability bins of both feed the diagram. `features`: the images' pooled features, which a feature
+    rejection score (`calibration.needs_features`) takes.
     """
     from workbench.evaluation.calibration import ECE_BINS, reliability, softmax
-    from workbench.evaluation.rejection import score
 
     y_true = np.asarray(y_true, dtype=np.int64)
     temperature = 1.0 if calibration is None else calibration.temperature
@@ -102,7 +104,7 @@ def calibration_report(logits: np.ndarray, y_true: Sequence[int] | np.ndarray, c
         "rejection": None,
     }
     if calibration is not None and calibration.threshold is not None:
-        accept = score(logits, temperature, calibration.score) >= calibration.threshold
+        accept = calibration.scores(logits, features) >= calibration.threshold
         correct = np.asarray(logits).argmax(axis=1) == y_true
         parts["rejection"] = {
             "score": calibration.score,
@@ -114,23 +116,35 @@ def calibration_report(logits: np.ndarray, y_true: Sequence[int] | np.ndarray, c
     return parts
 
 
-def unknown_report(logits: np.ndarray, unknown_logits: np.ndarray, folder, report: dict) -> dict:
+def unknown_report(
+    logits: np.ndarray,
+    unknown_logits: np.ndarray,
+    folder,
+    report: dict,
+    *,
+    calibration=None,
+    features: np.ndarray | None = None,
+    unknown_features: np.ndarray | None = None,
+) -> dict:
     """The report's `unknown` part: AUROC of the known images (`logits`) against images of no class
-    (`unknown_logits`) for both scores, and, under the report's threshold, the share of unknown ones rejected."""
-    from workbench.evaluation.rejection import SCORES, auroc, score
+    (`unknown_logits`) for the logit scores, and for the feature scores of its fit too when `calibration` holds
+    the feature statistics (`gaussians`) and the pooled `features` of both are given; and, under the report's
+    threshold, the share of unknown images rejected."""
+    from workbench.evaluation.ood import FEATURE_SCORES, normalised_for
+    from workbench.evaluation.rejection import LOGIT_SCORES, auroc, score
 
     temperature = report["calibration"]["temperature"]
-    part: dict = {
-        "dir": str(folder),
-        "num_images": len(unknown_logits),
-        "auroc": {
-            kind: auroc(score(logits, temperature, kind), score(unknown_logits, temperature, kind)) for kind in SCORES
-        },
-        "rejected": None,
+    aurocs = {
+        kind: auroc(score(logits, temperature, kind), score(unknown_logits, temperature, kind)) for kind in LOGIT_SCORES
     }
+    gaussians = None if calibration is None else calibration.gaussians
+    if gaussians is not None and features is not None and unknown_features is not None:
+        for kind in (k for k in FEATURE_SCORES if normalised_for(k) == gaussians.normalised):
+            aurocs[kind] = auroc(gaussians.score(features, kind), gaussians.score(unknown_features, kind))
+    part: dict = {"dir": str(folder), "num_images": len(unknown_logits), "auroc": aurocs, "rejected": None}
     rejection = report.get("rejection")
     if rejection is not None:
-        unknown = score(unknown_logits, temperature, rejection["score"])
+        unknown = calibration.scores(unknown_logits, unknown_features)
         part["rejected"] = float((unknown < rejection["threshold"]).mean())
     return part
 

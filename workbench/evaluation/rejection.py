@@ -19,16 +19,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-SCORES = ("max_softmax", "energy")
+from workbench.evaluation.ood import FEATURE_SCORES
+
+LOGIT_SCORES = ("max_softmax", "energy")
+# With the feature-space scores of `workbench.evaluation.ood` (Mahalanobis distances on the pooled features).
+SCORES = (*LOGIT_SCORES, *FEATURE_SCORES)
 TARGETS = ("accuracy", "coverage", "false-accept")
 UNKNOWN_NAME = "unknown"
 UNKNOWN_INDEX = -1
 
 
 def score(logits: np.ndarray, temperature: float, kind: str) -> np.ndarray:
-    """The rejection score `kind` (`SCORES`) of each row of `logits` (N, C) at `temperature`; higher = known."""
-    if kind not in SCORES:
-        raise ValueError(f"unknown rejection score {kind!r}; use one of {', '.join(SCORES)}")
+    """The rejection score `kind` (`LOGIT_SCORES`) of each row of `logits` (N, C) at `temperature`; higher = known.
+    (The feature scores need the pooled features: `workbench.evaluation.ood.FeatureGaussians.score`.)"""
+    if kind not in LOGIT_SCORES:
+        raise ValueError(f"unknown logit rejection score {kind!r}; use one of {', '.join(LOGIT_SCORES)}")
     scaled = np.asarray(logits, dtype=np.float64) / float(temperature)
     top = scaled.max(axis=1)
     log_z = np.log(np.exp(scaled - top[:, None]).sum(axis=1)) + top
@@ -143,9 +148,31 @@ def choose_threshold(
     if isinstance(reject, float):
         kind = "max_softmax"
     correct = np.asarray(logits).argmax(axis=1) == np.asarray(labels)
-    scores = score(logits, temperature, kind)
     has_unknown = unknown_logits is not None and len(unknown_logits) > 0
     unknown = score(unknown_logits, temperature, kind) if has_unknown else None
+    return threshold_from_scores(
+        score(logits, temperature, kind), correct, kind=kind, reject=reject, target=target, unknown_scores=unknown
+    )
+
+
+def threshold_from_scores(
+    scores: np.ndarray,
+    correct: np.ndarray,
+    *,
+    kind: str,
+    reject: float | str,
+    target: str,
+    unknown_scores: np.ndarray | None = None,
+) -> Threshold:
+    """`choose_threshold` from scores already computed: `scores` of the validation images (any score, `kind`
+    names it), whether each was classified `correct`ly, and the scores of images of no class, if any."""
+    if isinstance(reject, float) and kind != "max_softmax":
+        raise ValueError(
+            f"--reject {reject:g} is a probability, a threshold on max_softmax, not on {kind}; pass --reject auto "
+            f"to choose a {kind} threshold on validation"
+        )
+    scores, correct = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
+    unknown = None if unknown_scores is None or len(unknown_scores) == 0 else np.asarray(unknown_scores)
     if reject == "off":
         return Threshold(None, kind, None, 1.0, float(correct.mean()), _false_accept(unknown, -np.inf))
     if isinstance(reject, float):

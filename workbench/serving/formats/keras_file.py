@@ -33,9 +33,11 @@ class KerasRuntime(Runtime):
         self.calibration = calibration_beside(path)
         self._logits = None
         if self.calibration is not None:
-            from workbench.engine.heads import logits_model
+            from workbench.engine.heads import logits_and_features_model, logits_model
 
-            self._logits = logits_model(self.model)
+            # A feature score (`workbench.evaluation.ood`) takes the pooled features too, from the same pass.
+            make = logits_and_features_model if self.calibration.needs_features else logits_model
+            self._logits = make(self.model)
 
     def predict_images(self, images, batch_size: int = 32):
         return self.classify_images(images, batch_size)[0]
@@ -47,22 +49,30 @@ class KerasRuntime(Runtime):
             probabilities = self.model.predict(images, batch_size=batch_size, verbose=0)
             return probabilities, probabilities.argmax(axis=1)
         from workbench.evaluation.calibration import softmax
-        from workbench.evaluation.rejection import decide
 
         c = self.calibration
-        logits = self._logits.predict(images, batch_size=batch_size, verbose=0)
+        outputs = self._logits.predict(images, batch_size=batch_size, verbose=0)
+        logits, features = outputs if c.needs_features else (outputs, None)
         probabilities = softmax(logits, c.temperature).astype(np.float32)
-        return probabilities, decide(logits, c.temperature, c.score, c.threshold)
+        return probabilities, c.decide(logits, features)
 
 
 @dataclass(frozen=True)
 class KerasFormat(ExportFormat):
     def write(self, run, directory: Path) -> dict:
+        import shutil
+
         from pipelines.files import atomic_path
+        from workbench.evaluation.calibrate import OOD_FILE, read_calibration
 
         # The temporary keeps the .keras suffix: Keras picks the archive format from it.
         with atomic_path(directory / self.files[0]) as tmp:
             run.model.save(tmp)
+        calibration = read_calibration(run.path)
+        if calibration is not None and calibration.needs_features:
+            # The trainable model holds no calibration: `predict` reads the card's, and a feature score's
+            # statistics from this copy of the run's file, beside it.
+            shutil.copyfile(run.path / OOD_FILE, directory / OOD_FILE)
         return {}
 
     def recognise(self, path: Path) -> Path | None:

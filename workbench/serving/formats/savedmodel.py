@@ -49,7 +49,10 @@ TTA_SIGNATURES = {
 # the EXIF orientation flips of the image-bytes path), then ConcatV2, StridedSlice, AddV2 and Mul; the same test
 # re-collects them from TTA exports. A calibrated export (`workbench.serving.calibrated`: temperature, rejection
 # threshold) adds Max (the top probability), and Exp and Log (the energy score's logsumexp); the same test
-# re-collects them from calibrated exports of both scores.
+# re-collects them from calibrated exports of both scores. The feature scores (`workbench.evaluation.ood`:
+# Mahalanobis distances on the pooled features, a second output of the same forward pass) need no type of
+# their own (MatMul, Mul, Sum, Sub, AddV2, Max; Square, Maximum and Rsqrt for unit-norm features): the same test
+# re-collects them from a mixed-precision TTA export with `mahalanobis_l2`.
 SERVING_OPS = frozenset(
     {
         "Abs", "AddV2", "Any", "ArgMax", "Assert", "AssignVariableOp", "BiasAdd", "Cast", "ConcatV2", "Const",
@@ -96,7 +99,9 @@ def _classify_fn(outputs_of, class_names: list[str], calibration: Calibration | 
             index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             names = tf.constant(class_names)
             return {"probabilities": probabilities, "class_index": index, "class_name": tf.gather(names, index)}
-        probabilities, index = calibrated_outputs(outputs_of(images), calibration)
+        outputs = outputs_of(images)  # logits, or (logits, pooled features) for a feature score
+        logits, features = outputs if calibration.needs_features else (outputs, None)
+        probabilities, index = calibrated_outputs(logits, calibration, features)
         return {"probabilities": probabilities, "class_index": index, "class_name": class_names_of(index, class_names)}
 
     return classify
@@ -107,7 +112,8 @@ def _flip_averaged(model):
 
     One forward pass over the image and mirror batches stacked (2B images), then the halves averaged: the
     mirror is made after decoding and resizing, as `workbench.evaluation.tta.flip` mirrors evaluation pixels.
-    (With calibration, `model` gives logits: the mean logits are then scaled and thresholded.)
+    (With calibration, `model` gives logits: the mean logits are then scaled and thresholded; with a feature score
+    it also gives the pooled features, and the mean features are scored.)
     """
     import tensorflow as tf
 
@@ -115,7 +121,7 @@ def _flip_averaged(model):
         mirrored = tf.reverse(images, axis=[2])  # (B, H, W, 3): W is axis 2
         both = model(tf.concat([images, mirrored], axis=0), training=False)
         count = tf.shape(images)[0]
-        return (both[:count] + both[count:]) * 0.5
+        return tf.nest.map_structure(lambda x: (x[:count] + x[count:]) * 0.5, both)
 
     return probabilities_of
 
@@ -142,14 +148,16 @@ def write_saved_model(
     import tensorflow as tf
     from keras.export import ExportArchive
 
-    from workbench.engine.heads import logits_model
+    from workbench.engine.heads import logits_and_features_model, logits_model
     from workbench.serving.imaging import decode_batch, resize_images
 
     archive = ExportArchive()
     archive.track(model)
     network = model
     if calibration is not None:
-        network = logits_model(model)  # shares the model's weights; its extra Dense holds the head's copy
+        # Shares the model's weights; its extra Dense holds the head's copy. A feature score also takes the
+        # pooled features: a second output of the same forward pass.
+        network = logits_and_features_model(model) if calibration.needs_features else logits_model(model)
         archive.track(network)
 
     def add_pair(bytes_name: str, images_name: str, outputs_of) -> None:

@@ -73,7 +73,7 @@ def _float_graph(model, resolution: int, directory: Path, calibration: Calibrati
     import tensorflow as tf
     from keras.export import ExportArchive
 
-    from workbench.engine.heads import logits_model
+    from workbench.engine.heads import logits_and_features_model, logits_model
     from workbench.serving.calibrated import calibrated_outputs
 
     archive = ExportArchive()
@@ -81,11 +81,14 @@ def _float_graph(model, resolution: int, directory: Path, calibration: Calibrati
     if calibration is None:
         serve = lambda images: model(images, training=False)  # noqa: E731
     else:
-        network = logits_model(model)
+        # A feature score also takes the pooled features: a second output of the same forward pass.
+        network = logits_and_features_model(model) if calibration.needs_features else logits_model(model)
         archive.track(network)
 
         def serve(images):
-            probabilities, index = calibrated_outputs(network(images, training=False), calibration)
+            outputs = network(images, training=False)
+            logits, features = outputs if calibration.needs_features else (outputs, None)
+            probabilities, index = calibrated_outputs(logits, calibration, features)
             return {"probabilities": probabilities, "class_index": index}
 
     archive.add_endpoint(
@@ -147,6 +150,15 @@ def convert_tflite(
 
     if calibrated is not None and mode == "int8":
         raise ValueError("an int8 TFLite model has no room for the temperature and threshold: convert it uncalibrated")
+    if calibrated is not None and calibrated.needs_features and mode != "float32":
+        # Measured on the tiny test run: half precision moved one decision in twelve near the threshold. The
+        # distances are differences of large quadratic forms, which half-precision constants do not keep.
+        raise ValueError(
+            f"a {mode} TFLite model cannot hold the {calibrated.score} rejection score's statistics precisely "
+            "enough (half precision moves decisions near the threshold); export --format tflite (float32) or "
+            "savedmodel, or fit the calibration with --reject-score energy (`workbench evaluate RUN --reject auto "
+            "--reject-score energy`) before exporting"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         graph = _float_graph(model, resolution, Path(tmp) / "float", calibrated)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(graph))
