@@ -208,13 +208,19 @@ def test_savedmodel_rejects_with_the_score_in_its_graph_and_agrees_with_predict(
         assert [r["class_name"] for r in results] == names, model
 
 
-@pytest.mark.slow  # ~10-20 s: a TFLite conversion; the graph is the SavedModel's, tested above
-def test_float_tflite_carries_the_feature_score(mahalanobis_run, tmp_path):
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        pytest.param("tflite", marks=pytest.mark.slow),  # ~10-20 s: a conversion; the graph is the SavedModel's
+        "onnx",  # its export checks itself against Keras' calibrated answers, rejections included
+    ],
+)
+def test_float_tflite_and_onnx_carry_the_feature_score(mahalanobis_run, tmp_path, fmt):
     from workbench.serving.export import export
     from workbench.serving.predict import predict
 
     run_dir, _, images = mahalanobis_run
-    tflite = export(run_dir, "tflite", out=tmp_path / "export")
+    tflite = export(run_dir, fmt, out=tmp_path / "export")
     answers = [r["class_index"] for r in predict(tflite, images, top_k=1)]
     assert -1 in answers
     assert answers == [r["class_index"] for r in predict(run_dir, images, top_k=1)]

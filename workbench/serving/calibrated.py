@@ -72,6 +72,22 @@ def calibrated_outputs(logits, calibration: Calibration, features=None):
     return probabilities, tf.where(value >= threshold, index, tf.constant(UNKNOWN_INDEX, tf.int32))
 
 
+def calibrated_network(model, calibration: Calibration):
+    """(network, answer): a Keras model sharing `model`'s weights, and `answer(images)` → (probabilities,
+    class_index) computed through it as `calibrated_outputs` does. A feature score also takes the pooled
+    features, a second output of the same forward pass. Track `network` in the export that serves `answer`."""
+    from workbench.engine.heads import logits_and_features_model, logits_model
+
+    network = logits_and_features_model(model) if calibration.needs_features else logits_model(model)
+
+    def answer(images):
+        outputs = network(images, training=False)
+        logits, features = outputs if calibration.needs_features else (outputs, None)
+        return calibrated_outputs(logits, calibration, features)
+
+    return network, answer
+
+
 def class_names_of(index, class_names: list[str]):
     """The class name of each index, `UNKNOWN_NAME` for `UNKNOWN_INDEX`."""
     import tensorflow as tf

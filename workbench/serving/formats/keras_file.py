@@ -31,30 +31,33 @@ class KerasRuntime(Runtime):
                 f"{path}: the model takes images of any size; workbench models have a fixed resolution"
             )
         self.calibration = calibration_beside(path)
-        self._logits = None
+        self._network = None
         if self.calibration is not None:
-            from workbench.engine.heads import logits_and_features_model, logits_model
+            from workbench.serving.calibrated import calibrated_network
 
-            # A feature score (`workbench.evaluation.ood`) takes the pooled features too, from the same pass.
-            make = logits_and_features_model if self.calibration.needs_features else logits_model
-            self._logits = make(self.model)
+            self._network, _ = calibrated_network(self.model, self.calibration)
 
     def predict_images(self, images, batch_size: int = 32):
         return self.classify_images(images, batch_size)[0]
 
     def classify_images(self, images, batch_size: int = 32):
-        import numpy as np
-
         if self.calibration is None:
             probabilities = self.model.predict(images, batch_size=batch_size, verbose=0)
             return probabilities, probabilities.argmax(axis=1)
-        from workbench.evaluation.calibration import softmax
+        return calibrated_answers(self._network, self.calibration, images, batch_size)
 
-        c = self.calibration
-        outputs = self._logits.predict(images, batch_size=batch_size, verbose=0)
-        logits, features = outputs if c.needs_features else (outputs, None)
-        probabilities = softmax(logits, c.temperature).astype(np.float32)
-        return probabilities, c.decide(logits, features)
+
+def calibrated_answers(network, calibration, images, batch_size: int = 32):
+    """(probabilities, class index) of `images` through `network` (`serving.calibrated.calibrated_network`),
+    in NumPy: what the exported graphs compute, for Keras models and to check the exports against."""
+    import numpy as np
+
+    from workbench.evaluation.calibration import softmax
+
+    outputs = network.predict(images, batch_size=batch_size, verbose=0)
+    logits, features = outputs if calibration.needs_features else (outputs, None)
+    probabilities = softmax(logits, calibration.temperature).astype(np.float32)
+    return probabilities, calibration.decide(logits, features)
 
 
 @dataclass(frozen=True)

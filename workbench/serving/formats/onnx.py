@@ -63,13 +63,9 @@ def convert_onnx(model, resolution: int, calibration: Calibration | None = None)
     if calibration is None:
         function = tf.function(lambda images: model(images, training=False), input_signature=[spec])
     else:
-        from workbench.engine.heads import logits_model
-        from workbench.serving.calibrated import calibrated_outputs
+        from workbench.serving.calibrated import calibrated_network
 
-        network = logits_model(model)
-        function = tf.function(
-            lambda images: calibrated_outputs(network(images, training=False), calibration), input_signature=[spec]
-        )
+        function = tf.function(calibrated_network(model, calibration)[1], input_signature=[spec])
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     proto, _ = tf2onnx.convert.from_graph_def(
         frozen.graph.as_graph_def(),
@@ -175,13 +171,10 @@ def _keras_answers(run: Run, images):
     if calibration is None:
         reference = run.model.predict(images, batch_size=32, verbose=0)
         return reference, reference.argmax(1)
-    from workbench.engine.heads import logits_model
-    from workbench.evaluation.calibration import softmax
-    from workbench.evaluation.rejection import decide
+    from workbench.serving.calibrated import calibrated_network
+    from workbench.serving.formats.keras_file import calibrated_answers
 
-    c = calibration
-    logits = logits_model(run.model).predict(images, batch_size=32, verbose=0)
-    return softmax(logits, c.temperature), decide(logits, c.temperature, c.score, c.threshold)
+    return calibrated_answers(calibrated_network(run.model, calibration)[0], calibration, images)
 
 
 def inspect_onnx(path: Path, data: bytes) -> None:

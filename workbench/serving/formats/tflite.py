@@ -73,22 +73,18 @@ def _float_graph(model, resolution: int, directory: Path, calibration: Calibrati
     import tensorflow as tf
     from keras.export import ExportArchive
 
-    from workbench.engine.heads import logits_and_features_model, logits_model
-    from workbench.serving.calibrated import calibrated_outputs
+    from workbench.serving.calibrated import calibrated_network
 
     archive = ExportArchive()
     archive.track(model)
     if calibration is None:
         serve = lambda images: model(images, training=False)  # noqa: E731
     else:
-        # A feature score also takes the pooled features: a second output of the same forward pass.
-        network = logits_and_features_model(model) if calibration.needs_features else logits_model(model)
+        network, answer = calibrated_network(model, calibration)
         archive.track(network)
 
         def serve(images):
-            outputs = network(images, training=False)
-            logits, features = outputs if calibration.needs_features else (outputs, None)
-            probabilities, index = calibrated_outputs(logits, calibration, features)
+            probabilities, index = answer(images)
             return {"probabilities": probabilities, "class_index": index}
 
     archive.add_endpoint(
