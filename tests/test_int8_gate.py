@@ -20,8 +20,8 @@ from workbench.serving.formats.tflite import int8_accuracy, int8_gate_refusal, w
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 
 
-def _one_hot(indices, classes=len(CLASSES)):
-    return np.eye(classes, dtype=np.float32)[indices]
+def _one_hot(indices):
+    return np.eye(len(CLASSES), dtype=np.float32)[indices]
 
 
 def _report(float_predictions, int8_predictions, labels):
@@ -82,14 +82,39 @@ def _export(tmp_path_factory, out, *options):
     return main([*argv, "--int8-calibration-images", "20", *options])
 
 
-def test_refused_export_exits_2_and_leaves_the_previous_export_untouched(tmp_path_factory, tmp_path, capsys):
-    out = tmp_path / "out"
-    # A negative limit fails every model (no int8 model gains more than a point here): the refusal path.
-    assert _export(tmp_path_factory, out, "--max-int8-drop", "-100", "--force") == 0
-    forced = capsys.readouterr()
-    assert "exported anyway (--force)" in forced.err
-    before = {p.name: p.read_bytes() for p in (out / "tflite-int8").iterdir()}
+@pytest.fixture(scope="module")
+def forced(tmp_path_factory):
+    """A --force export past a limit every model fails: (export base, stdout, stderr). A negative limit makes
+    the gate refuse even an int8 model that loses nothing (none gains 100 points)."""
+    import contextlib
+    import io
 
+    out, stdout, stderr = tmp_path_factory.mktemp("forced") / "out", io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert _export(tmp_path_factory, out, "--max-int8-drop", "-100", "--force") == 0
+    return out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_forced_export_says_so_and_records_the_figures_in_the_model_card(forced):
+    out, stdout, stderr = forced
+    assert "exported anyway (--force)" in stderr and "more than --max-int8-drop -100" in stderr
+    assert "drop" in stdout and "calibrated on 20 images" in stdout
+    card = json.loads((out / "tflite-int8" / "model_card.json").read_text())
+    quantization = card["quantization"]
+    assert quantization["split"] == "val" and quantization["calibration_images"] == 20
+    assert card["tflite"]["calibration_images"] == 20
+    assert set(quantization["per_class"]) == set(CLASSES)
+    assert sum(c["num_images"] for c in quantization["per_class"].values()) == quantization["num_images"]
+    gate = quantization["gate"]
+    assert (gate["max_drop_points"], gate["passed"], gate["forced"]) == (-100.0, False, True)
+    assert "more than --max-int8-drop -100" in gate["refusal"]
+    markdown = (out / "tflite-int8" / "model_card.md").read_text()
+    assert "FAILED, exported anyway with --force" in markdown and "`red` (" in markdown
+
+
+def test_refused_export_exits_2_and_leaves_the_previous_export_untouched(tmp_path_factory, forced, capsys):
+    out = forced[0]
+    before = {p.name: p.read_bytes() for p in (out / "tflite-int8").iterdir()}
     assert _export(tmp_path_factory, out, "--max-int8-drop", "-100") == 2
     error = capsys.readouterr().err
     assert "more than --max-int8-drop -100" in error and "val images" in error and "Nothing was exported" in error
@@ -97,27 +122,6 @@ def test_refused_export_exits_2_and_leaves_the_previous_export_untouched(tmp_pat
         assert option in error
     assert {p.name: p.read_bytes() for p in (out / "tflite-int8").iterdir()} == before
     assert sorted(p.name for p in out.iterdir()) == ["tflite-int8"]  # no staging folder, no .previous
-
-
-def test_forced_export_records_the_figures_in_the_model_card(tmp_path_factory, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert _export(tmp_path_factory, out, "--max-int8-drop", "-100", "--force") == 0
-    card = json.loads((out / "tflite-int8" / "model_card.json").read_text())
-    quantization = card["quantization"]
-    assert quantization["split"] == "val" and quantization["calibration_images"] == 20
-    assert card["tflite"]["calibration_images"] == 20
-    assert set(quantization["per_class"]) == set(CLASSES)
-    assert sum(c["num_images"] for c in quantization["per_class"].values()) == quantization["num_images"]
-    assert quantization["gate"] == {
-        "max_drop_points": -100.0,
-        "passed": False,
-        "forced": True,
-        "refusal": quantization["gate"]["refusal"],
-    }
-    assert "more than --max-int8-drop -100" in quantization["gate"]["refusal"]
-    markdown = (out / "tflite-int8" / "model_card.md").read_text()
-    assert "FAILED, exported anyway with --force" in markdown and "`red` (" in markdown
-    assert "drop" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("option", [["--force"], ["--max-int8-drop", "2"], ["--int8-calibration-images", "50"]])
