@@ -2,8 +2,8 @@
 
 Tolerances: float32 and float16 must give the Keras top-1 class on every test image, with probabilities
 within 1e-4 (float32) / 1e-2 (float16 weights; about 6e-4 is typical here).
-int8 must agree with the Keras top-1 on at least 80 % of the images; the model card reports its accuracy
-against float32 on the same images.
+int8 must agree with the Keras top-1 on at least 80 % of the test images; the model card reports its accuracy
+against float32 on the validation split (the int8 gate's).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def test_int8_is_full_integer_within_tolerance_and_reports_accuracy(tmp_path_fac
 
     card = json.loads((path.parent / "model_card.json").read_text())
     quantization = card["quantization"]
-    assert quantization["split"] == "test" and quantization["num_images"] == len(images)
-    assert quantization["top1_agreement"] == pytest.approx(agreement, abs=1e-4)
+    # Measured on the validation split (the int8 gate's; tests/test_int8_gate.py), never on the test split.
+    assert quantization["split"] == "val" and quantization["gate"]["passed"]
+    assert quantization["num_images"] == sum(c["num_images"] for c in quantization["per_class"].values())
     assert card["tflite"]["mode"] == "int8" and card["tflite"]["calibration_images"] > 0
     assert 0.0 <= quantization["int8_accuracy"] <= 1.0 and "float32_accuracy" in quantization
 

@@ -34,6 +34,9 @@ def export(
     *,
     version: int | None = None,
     tta: bool = False,
+    int8_calibration_images: int | None = None,
+    max_int8_drop: float | None = None,
+    force: bool = False,
 ) -> Path:
     """Export the run at `run_dir` in `format`; returns the SavedModel version directory or the model file.
 
@@ -44,6 +47,11 @@ def export(
         version: SavedModel version number; default the next free one (existing versions are never overwritten).
         tta: also write signatures that average over the image and its mirror (`savedmodel.TTA_SIGNATURES`);
             `serving_default` is unchanged and stays the default. SavedModel only: other formats refuse.
+        int8_calibration_images: tflite-int8 only: training images that calibrate the ranges (None: the default,
+            `tflite.DEFAULT_CALIBRATION_IMAGES`).
+        max_int8_drop: tflite-int8 only: the most validation accuracy (points) int8 may lose against float32;
+            more raises `Int8AccuracyError` (a ValueError) and nothing is exported. None: `DEFAULT_MAX_INT8_DROP`.
+        force: tflite-int8 only: export even when the drop exceeds the limit (the model card says so).
     """
     from pipelines.files import atomic_directory
     from workbench.serving.model_files import open_run
@@ -51,6 +59,8 @@ def export(
     fmt = get_format(format)
     if tta:
         fmt = fmt.with_tta()  # a format without room for it refuses here, before anything is loaded
+    if int8_calibration_images is not None or max_int8_drop is not None or force:
+        fmt = fmt.with_int8_gate(int8_calibration_images, max_int8_drop, force)  # the others refuse, at once
     base = Path(out) if out is not None else DEFAULT_ROOT / Path(run_dir).resolve().name
     directory = fmt.destination(base, version)  # before the (slow) model load: a refused export fails at once
     run = open_run(run_dir)

@@ -135,7 +135,7 @@ def _markdown(card: dict) -> str:
         lines.append("* Not evaluated yet: run `workbench evaluate RUN` before exporting to record metrics here.")
     quantization = card.get("quantization")
     if quantization:
-        lines += ["", "## Quantization", ""] + [f"* {k}: {v}" for k, v in quantization.items()]
+        lines += ["", "## Quantization", "", *_quantization_lines(quantization)]
     if card.get("signatures"):
         lines += ["", "## Signatures", ""] + [f"* `{k}`: {v}" for k, v in card["signatures"].items()]
     lines += ["", "## Calibration and rejection", "", *_calibration_lines(card.get("calibration"), card["format"])]
@@ -143,6 +143,23 @@ def _markdown(card: dict) -> str:
         lines += ["", "## Test-time augmentation", "", _tta_line(card["tta"])]
     lines += ["", "## Versions", ""] + [f"* {k} {v}" for k, v in card["versions"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _quantization_lines(quantization: dict) -> list[str]:
+    """The int8 figures (overall, the gate, then one line per class) of `tflite._gate`'s card entry."""
+    per_class = quantization.get("per_class", {})
+    gate = quantization.get("gate")
+    lines = [f"* {k}: {v}" for k, v in quantization.items() if k not in ("per_class", "gate")]
+    if gate:
+        verdict = "passed" if gate["passed"] else "FAILED, exported anyway with --force"
+        lines.append(f"* Accuracy gate (at most {gate['max_drop_points']:g} points lost): {verdict}")
+    for name, figures in per_class.items():
+        if figures["num_images"]:
+            lines.append(
+                f"  * `{name}` ({figures['num_images']} images): float32 {figures['float32_accuracy']:.4f}, "
+                f"int8 {figures['int8_accuracy']:.4f}, drop {figures['drop_points']:.2f} points"
+            )
+    return lines
 
 
 def _calibration_lines(calibration: dict | None, format: str) -> list[str]:

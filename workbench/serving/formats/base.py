@@ -104,6 +104,16 @@ class ExportFormat(abc.ABC):
             "export with --format savedmodel --tta, or keep this format and predict with `workbench predict --tta`"
         )
 
+    def with_int8_gate(
+        self, calibration_images: int | None = None, max_drop: float | None = None, force: bool = False
+    ) -> ExportFormat:
+        """This format with another int8 calibration size, accuracy limit (points) or `force` (export even when
+        int8 loses more than the limit). Only the int8 format calibrates and quantises; the others refuse."""
+        raise ValueError(
+            f"--int8-calibration-images, --max-int8-drop and --force: the {self.name} format is not quantised to "
+            "int8; use them with --format tflite-int8, or drop them"
+        )
+
     @abc.abstractmethod
     def write(self, run: Run, directory: Path) -> dict:
         """Write the model files of `run` into `directory` (atomically); return extra model-card fields."""

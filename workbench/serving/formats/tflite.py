@@ -12,9 +12,11 @@ then, only if that succeeded, here. Both opens use the same runtime (`interprete
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -31,8 +33,21 @@ if TYPE_CHECKING:
     from workbench.evaluation.calibrate import Calibration
 
 TFLITE_IDENTIFIER = b"TFL3"  # FlatBuffer file identifier of every .tflite model, at byte offset 4
-# Images of the training split used to calibrate int8 ranges; a few hundred is the TFLite guidance.
-REPRESENTATIVE_IMAGES = 200
+# Training-split images that calibrate the int8 ranges (`--int8-calibration-images`). benchmarks/bench_int8.py
+# (Lite0 at 128 px, CIFAR-10 subset, 600 val images, README "Evaluate, explain, export, predict"): 100, 300 and
+# 1,000 images all kept int8 within the 1-point gate (drops -0.83, -0.33 and 0.00 points: one image is 0.17,
+# so noise) but converted in 34, 35 and 46 s. 300 is the TFLite guidance ("a few hundred"), costs about a second
+# more than 100 for three times the sample of each class's activations, and a quarter less than 1,000, which
+# bought nothing measurable. Raise it when the gate refuses.
+DEFAULT_CALIBRATION_IMAGES = 300
+# The int8 gate (`--max-int8-drop`): the most top-1 accuracy, in percentage points of the validation split, that
+# int8 may lose against float32 before the export is refused. Quantisation can quietly cost 15 points
+# (tensorflow/tpu#549); one point is within what a retrain with another seed moves.
+DEFAULT_MAX_INT8_DROP = 1.0
+# The gate measures on the validation split: the test split stays untouched for the final report.
+GATE_SPLIT = "val"
+# How many of the classes that lose most the refusal names.
+WORST_CLASSES = 3
 # Seconds the probe may take: a fresh interpreter process imports the TFLite runtime (under a second for LiteRT,
 # 5-10 s for TensorFlow on a busy machine) and runs the model once on one image (about a second for the largest
 # variant on one core).
@@ -96,7 +111,7 @@ def _float_graph(model, resolution: int, directory: Path, calibration: Calibrati
     return directory
 
 
-def representative_images(run: Run, limit: int = REPRESENTATIVE_IMAGES):
+def representative_images(run: Run, limit: int = DEFAULT_CALIBRATION_IMAGES):
     """Training-split images (float32 [0, 255] at the run's resolution) for int8 calibration."""
     from workbench.serving.imaging import load_files
 
@@ -263,42 +278,84 @@ class TFLiteClassifier(Runtime):
         return np.concatenate([p for p, _ in parts], axis=0), np.concatenate([i for _, i in parts], axis=0)
 
 
-def quantization_report(run: Run, int8_path: Path, float_path: Path | None = None) -> dict:
-    """int8 against float32 on the same evaluation images (the test split, else val).
+class Int8AccuracyError(ValueError):
+    """The int8 export lost more validation accuracy than `--max-int8-drop` allows; nothing was exported."""
 
-    The float32 reference is the Keras model itself (or `float_path`, a float32 .tflite, when given).
+
+def int8_accuracy(labels, float_probabilities, int8_probabilities, class_names) -> dict:
+    """float32 against int8 top-1 accuracy on the same labelled images, overall and per class.
+
+    Drops are in percentage points (float32 minus int8; positive: int8 is worse), rounded to 0.01 so that a
+    drop of exactly the limit is not refused by a floating-point hair. A class without images has None figures.
     """
     import numpy as np
 
-    from workbench.serving.imaging import load_files
-
-    for split in ("test", "val"):
-        paths, labels = split_files(run, split)
-        if paths:
-            break
-    else:
-        return {"note": "no test or val split in the run's manifest; accuracy not measured"}
-    images = load_files(paths, run.resolution)
     labels = np.asarray(labels)
-    if float_path is not None:
-        reference = TFLiteClassifier(float_path).predict_images(images)
-        reference_name = "float32 TFLite"
-    else:
-        reference = run.model.predict(images, batch_size=32, verbose=0)
-        reference_name = "float32 Keras"
-    quantized = TFLiteClassifier(int8_path).predict_images(images)
-    float_accuracy = float((reference.argmax(1) == labels).mean())
-    int8_accuracy = float((quantized.argmax(1) == labels).mean())
+    reference, quantized = np.asarray(float_probabilities), np.asarray(int8_probabilities)
+    float_right, int8_right = reference.argmax(1) == labels, quantized.argmax(1) == labels
+    per_class: dict[str, dict] = {}
+    for index, name in enumerate(class_names):
+        mask = labels == index
+        count = int(mask.sum())
+        if count == 0:
+            per_class[name] = {"num_images": 0, "float32_accuracy": None, "int8_accuracy": None, "drop_points": None}
+            continue
+        float_accuracy, int8_accuracy_ = float(float_right[mask].mean()), float(int8_right[mask].mean())
+        per_class[name] = {
+            "num_images": count,
+            "float32_accuracy": round(float_accuracy, 4),
+            "int8_accuracy": round(int8_accuracy_, 4),
+            "drop_points": round(100 * (float_accuracy - int8_accuracy_), 2),
+        }
+    float_accuracy, int8_accuracy_ = float(float_right.mean()), float(int8_right.mean())
     return {
-        "split": split,
         "num_images": len(labels),
-        "reference": reference_name,
         "float32_accuracy": round(float_accuracy, 4),
-        "int8_accuracy": round(int8_accuracy, 4),
-        "accuracy_drop_points": round(100 * (float_accuracy - int8_accuracy), 2),
+        "int8_accuracy": round(int8_accuracy_, 4),
+        "accuracy_drop_points": round(100 * (float_accuracy - int8_accuracy_), 2),
         "top1_agreement": round(float((reference.argmax(1) == quantized.argmax(1)).mean()), 4),
         "max_abs_probability_error": round(float(np.abs(reference - quantized).max()), 4),
+        "per_class": per_class,
     }
+
+
+def worst_classes(report: dict, count: int = WORST_CLASSES) -> list[tuple[str, float]]:
+    """The (class, drop in points) of the `count` classes int8 hurts most, largest drop first; only real drops."""
+    drops = [(name, c["drop_points"]) for name, c in report.get("per_class", {}).items() if (c["drop_points"] or 0) > 0]
+    return sorted(drops, key=lambda item: -item[1])[:count]
+
+
+def int8_gate_refusal(report: dict, max_drop: float, calibration_images: int) -> str | None:
+    """Why the int8 export must be refused (`int8_accuracy`'s report against `max_drop` points), or None."""
+    options = (
+        f"calibrate on more training images (--int8-calibration-images N; this export used {calibration_images}), "
+        "export float16 weights instead (--format tflite-fp16), or export anyway (--force)"
+    )
+    if "accuracy_drop_points" not in report:
+        return f"int8 accuracy could not be checked against float32: {report.get('note', 'no figures')}. Options: {options}"
+    drop = report["accuracy_drop_points"]
+    if drop <= max_drop:
+        return None
+    worst = ", ".join(f"{name} -{points:.2f}" for name, points in worst_classes(report)) or "none in particular"
+    return (
+        f"int8 loses {drop:.2f} accuracy points against float32 on the {report['num_images']} {report['split']} "
+        f"images ({report['float32_accuracy']:.2%} -> {report['int8_accuracy']:.2%}), more than --max-int8-drop "
+        f"{max_drop:g}; the classes that lose most (points): {worst}. Options: {options}"
+    )
+
+
+def quantization_report(run: Run, int8_path: Path, split: str = GATE_SPLIT) -> dict:
+    """int8 against the float32 Keras model on the run's `split` images (`int8_accuracy`), or a note why not."""
+    from workbench.serving.imaging import load_files
+
+    paths, labels = split_files(run, split)
+    if not paths:
+        return {"split": split, "note": f"the run's manifest has no {split} images"}
+    images = load_files(paths, run.resolution)
+    reference = run.model.predict(images, batch_size=32, verbose=0)
+    quantized = TFLiteClassifier(int8_path).predict_images(images)
+    figures = int8_accuracy(labels, reference, quantized, run.class_names)
+    return {"split": split, "reference": "float32 Keras", **figures}
 
 
 def _is_tflite(path: Path) -> bool:
@@ -355,12 +412,32 @@ class TFLiteFormat(ExportFormat):
     """One converter mode (`float32`, `float16` or `int8`); int8 calibrates on the run's training split."""
 
     mode: str = "float32"
+    # int8 only: the calibration set's size and the accuracy gate (`with_int8_gate`).
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES
+    max_int8_drop: float = DEFAULT_MAX_INT8_DROP
+    force: bool = False
+
+    def with_int8_gate(
+        self, calibration_images: int | None = None, max_drop: float | None = None, force: bool = False
+    ) -> TFLiteFormat:
+        if self.mode != "int8":
+            return super().with_int8_gate(calibration_images, max_drop, force)
+        if calibration_images is not None and calibration_images < 1:
+            raise ValueError(f"--int8-calibration-images {calibration_images}: give a positive number of images")
+        if max_drop is not None and not math.isfinite(max_drop):
+            raise ValueError(f"--max-int8-drop {max_drop}: give a finite number of accuracy points, e.g. 1.0")
+        return dataclasses.replace(
+            self,
+            calibration_images=self.calibration_images if calibration_images is None else calibration_images,
+            max_int8_drop=self.max_int8_drop if max_drop is None else max_drop,
+            force=force,
+        )
 
     def write(self, run, directory: Path) -> dict:
         from pipelines.files import atomic_write_bytes
         from workbench.evaluation.calibrate import read_calibration
 
-        calibration = representative_images(run) if self.mode == "int8" else None
+        calibration = representative_images(run, self.calibration_images) if self.mode == "int8" else None
         calibrated = read_calibration(run.path) if self.calibrated_graph else None
         model_path = directory / self.files[0]
         data = convert_tflite(run.model, run.resolution, self.mode, calibration, calibrated=calibrated)
@@ -368,8 +445,23 @@ class TFLiteFormat(ExportFormat):
         extra: dict = {"tflite": {"mode": self.mode, "bytes": len(data)}}
         if calibration is not None:
             extra["tflite"]["calibration_images"] = len(calibration)
-            extra["quantization"] = quantization_report(run, model_path)
+            extra["quantization"] = self._gate(run, model_path, len(calibration))
         return extra
+
+    def _gate(self, run, model_path: Path, calibration_images: int) -> dict:
+        """The int8 accuracy gate: the model card's figures, or `Int8AccuracyError` (raised while the export is
+        still a staging folder, so nothing is exported and the previous export stays)."""
+        report = quantization_report(run, model_path)
+        refusal = int8_gate_refusal(report, self.max_int8_drop, calibration_images)
+        if refusal is not None and not self.force:
+            raise Int8AccuracyError(f"{run.path}: {refusal}. Nothing was exported.")
+        gate = {
+            "max_drop_points": self.max_int8_drop,
+            "passed": refusal is None,
+            "forced": refusal is not None,
+            "refusal": refusal,
+        }
+        return {**report, "calibration_images": calibration_images, "gate": gate}
 
     def recognise(self, path: Path) -> Path | None:
         return path if path.is_file() and _is_tflite(path) else None
