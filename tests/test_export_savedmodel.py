@@ -144,8 +144,8 @@ def test_unknown_format_and_missing_run_are_refused(tmp_path_factory, tmp_path):
     from workbench.serving.export import export
     from workbench.serving.model_files import ModelFileError
 
-    with pytest.raises(ValueError, match="unknown export format 'onnx'"):
-        export(tiny_run(tmp_path_factory), "onnx")
+    with pytest.raises(ValueError, match="unknown export format 'tfjs'"):  # not offered: README, "TF.js"
+        export(tiny_run(tmp_path_factory), "tfjs")
     with pytest.raises(ModelFileError, match=r"model.keras"):
         export(tmp_path, "savedmodel")
 
