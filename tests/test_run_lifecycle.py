@@ -212,7 +212,9 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     events = read_events(run_dir)
     assert [(e["phase"], e["epoch"]) for e in events if e["type"] == "epoch"] == [(1, 1), (1, 2), (1, 3), (2, 1)]
-    assert events[-1]["type"] == "done" and not events[-1]["stopped"] and (run_dir / "model.keras").exists()
+    # training ends with `done`; `workbench train` then calibrates the saved model (README, "Calibration")
+    assert [e["type"] for e in events][-2:] == ["done", "calibration"] and not events[-2]["stopped"]
+    assert (run_dir / "model.keras").exists()
     assert not any(path.exists() for path in leftovers)
     assert not (run_dir / "pid").exists() and not (run_dir / "STOP").exists()
 
