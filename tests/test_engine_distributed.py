@@ -75,6 +75,7 @@ _MIRRORED = """
 """
 
 
+@pytest.mark.slow  # ~35 s: one and two replicas trained side by side; the two-worker run stays in the default suite
 def test_two_mirrored_replicas_match_one_device(tmp_path):
     # 2 classes x 6 images, a third held out: 8 training images, one global batch per epoch, so
     # both runs see the same batch whatever the shuffle (Keras draws one extra shuffle before a
@@ -208,6 +209,7 @@ def _train_command(data: Path, run_dir: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # ~40 s: two workers, one killed, then resumed; the default suite keeps the two-worker run
 def test_a_killed_run_resumes_and_accounts_for_every_epoch(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=12)  # 27 train images: 14 steps per epoch
     run_dir = tmp_path / "run"

@@ -109,6 +109,7 @@ def test_from_scratch_trains_every_layer_progressively_and_saves_a_model_at_the_
     assert np.abs(keras.ops.convert_to_numpy(moving_mean)).max() > 1e-3
 
 
+@pytest.mark.slow  # ~25 s: a run stopped inside a stage, then resumed
 def test_a_progressive_phase_resumes_in_the_stage_it_stopped_in(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=10)
     run_dir = tmp_path / "run"

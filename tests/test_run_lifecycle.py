@@ -276,6 +276,7 @@ def test_a_run_interrupted_during_ingest_starts_again_and_resume_says_so(tmp_pat
     assert result.run_dir == run_dir and result.model_path.is_file()
 
 
+@pytest.mark.slow  # ~30 s: three subprocesses (train, evaluate, resume) from other directories
 def test_a_run_made_with_relative_paths_evaluates_and_resumes_from_another_directory(tmp_path):
     # B1: the manifest held the paths as typed ("data1/blue/000.jpg"), so `evaluate` and `--resume` worked only
     # from the directory the run was made in (NotFoundError tracebacks from anywhere else).

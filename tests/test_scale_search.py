@@ -198,6 +198,7 @@ def test_an_unclear_winner_saves_no_family_unless_asked(search, dataset):
     assert json.loads(again.table_json.read_text())["warning"] == again.warning
 
 
+@pytest.mark.slow  # ~30 s: a killed search and its resume; the default suite keeps the three-trial search
 def test_killed_search_resumes_without_retraining_finished_trials(dataset, tmp_path):
     from workbench.cli import main
 
@@ -265,6 +266,7 @@ def test_killed_search_resumes_without_retraining_finished_trials(dataset, tmp_p
     assert sum(1 for d in logs for e in read_events(d) if e["type"] == "phase") == len(started_training)
 
 
+@pytest.mark.slow  # ~30 s: a second whole search, with the Bayesian sampler
 def test_bayesian_search_completes_gamma_and_records_misses(dataset, tmp_path):
     from workbench.scaling_search import run_search
 

@@ -55,6 +55,7 @@ def unicode_run(tmp_path_factory):
     return run_dir, manifest, base / "data" / CLASSES[0] / "0.png"
 
 
+@pytest.mark.slow  # ~25 s: four exports of one run
 def test_class_order_is_code_point_order_and_every_format_names_the_same_class(unicode_run, tmp_path):
     import tensorflow as tf
 
