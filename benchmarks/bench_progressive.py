@@ -18,6 +18,7 @@ Each arm's own test split is scored too (the same stratified split for all).
 
     python benchmarks/bench_progressive.py --data ../shared/data/cifar10-train-subset
     python benchmarks/bench_progressive.py --data /tmp/fashion6/train      # second_dataset.py builds it
+    python benchmarks/bench_progressive.py --measure-trace                 # what a retrace per stage costs
 """
 
 from __future__ import annotations
@@ -133,6 +134,41 @@ def compare(arms: dict[str, dict]) -> dict:
     }
 
 
+def measure_trace(variant: str = "b0v2", sizes=(32, 40, 48, 64), images: int = 256) -> dict:
+    """What a stage change costs: the first `fit` at each size (tracing included) and a second one (compute only),
+    with the size in the data's element spec (Keras traces the training step again for each size) and with it left
+    unknown (`phases._any_image_size`: one trace serves every size)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from workbench.engine.phases import _any_image_size
+    from workbench.models import build_model
+    from workbench.models.surgery import unfreeze_all
+
+    model = build_model(variant, 10, weights=None, input_shape=(None, None, 3))
+    unfreeze_all(model)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rows = []
+    for loosened in (False, True):
+        model.train_function = None  # each way starts from an untraced step
+        for size in sizes:
+            x = np.random.default_rng(size).uniform(0, 255, (images, size, size, 3)).astype("float32")
+            y = keras.utils.to_categorical(np.arange(images) % 10, 10)
+            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).cache()
+            data = _any_image_size(data) if loosened else data
+            seconds = []
+            for _ in range(2):
+                start = time.perf_counter()
+                model.fit(data, epochs=1, verbose=0)
+                seconds.append(round(time.perf_counter() - start, 2))
+            rows.append({"size_unknown": loosened, "size": size, "first_fit_s": seconds[0], "second_fit_s": seconds[1]})
+            print(
+                f"  size unknown={loosened!s:5s} {size:3d} px: first fit {seconds[0]:6.1f} s, second {seconds[1]:5.1f} s"
+            )
+    return {"variant": variant, "images_per_fit": images, "fits": rows}
+
+
 def warm_up() -> None:
     """TensorFlow's start and the first graphs are paid before anything is timed."""
     import numpy as np
@@ -154,9 +190,16 @@ def main(argv=None) -> int:
     parser.add_argument("--finetune-size", type=int, default=128)
     parser.add_argument("--finetune-epochs", type=int, default=6)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--measure-trace", action="store_true", help="only measure what a retrace per stage costs")
     args = parser.parse_args(argv)
 
     from bench_step_throughput import machine
+
+    if args.measure_trace:
+        report = {"benchmark": "progressive_trace", "machine": machine(), **measure_trace()}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+        return 0
 
     if not args.data.is_dir():
         print(f"{args.data} is not a folder of class folders; pass --data", file=sys.stderr)

@@ -385,8 +385,8 @@ def _any_image_size(dataset):
     """`dataset` with its images' height and width left unknown in its element spec.
 
     Keras traces the training step for the spec of the data it is given. Every stage has another image size, so
-    each would trace it again: 20-40 s for B0v2 on 2 CPU cores (benchmarks/bench_progressive.py), more than a
-    small-image stage saves. With the size unknown, the first trace serves every stage at the same speed."""
+    each would trace it again: 35 s for B0v2 on 2 busy CPU cores (bench_progressive.py --measure-trace), more than a
+    small-image stage saves. With the size unknown, the first trace serves every stage."""
     import tensorflow as tf
 
     def loosen(images, labels):
