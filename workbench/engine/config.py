@@ -94,7 +94,7 @@ class RecipeConfig:
     progressive_dropout: bool = option(
         False,
         "progressive learning also grows the classifier's dropout, from a third of its rate to its rate; each stage "
-        "then traces the training step again (35 s for B0v2 on 2 busy CPU cores), so it is off unless asked",
+        "then traces the training step again (18 s for B0v2 on 2 idle CPU cores), so it is off unless asked",
     )
     val_fraction: float | None = option(
         None,

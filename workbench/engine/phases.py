@@ -385,7 +385,7 @@ def _any_image_size(dataset):
     """`dataset` with its images' height and width left unknown in its element spec.
 
     Keras traces the training step for the spec of the data it is given. Every stage has another image size, so
-    each would trace it again: 35 s for B0v2 on 2 busy CPU cores (bench_progressive.py --measure-trace), more than a
+    each would trace it again: 18 s for B0v2 on 2 idle CPU cores (bench_progressive.py --measure-trace), more than a
     small-image stage saves. With the size unknown, the first trace serves every stage."""
     import tensorflow as tf
 

@@ -13,7 +13,7 @@ alpha grows from 0, as in the paper). Early epochs on small images cost a fracti
 paper's point is that weak regularisation suits small images: a network that sees less needs less of it.
 
 RandAugment and MixUp live in the input pipeline, so growing them is free. Dropout is read when Keras traces the
-training step, so growing it traces the step again at every stage (35 s for B0v2 on 2 busy CPU cores): it is an
+training step, so growing it traces the step again at every stage (18 s for B0v2 on 2 idle CPU cores): it is an
 option. The image size costs no trace: the stages' data leave it unknown (`phases._any_image_size`).
 
 Validation always runs at the target size, so the best epoch is chosen on what the model will serve, and the
