@@ -124,11 +124,32 @@ def figures(val, test, unknown_fit, unknown_test, train) -> dict:
     return report
 
 
+def save_arrays(path: Path, parts: dict, model_path) -> None:
+    """`parts`' arrays as `<part>_logits`, `<part>_features` (and `<part>_labels`), plus the head's Dense weights
+    (`head_kernel`, `head_bias`), in one .npz."""
+    import keras
+    import numpy as np
+
+    arrays = {}
+    for name, outputs in parts.items():
+        keys = ("logits", "labels", "features") if len(outputs) == 3 else ("logits", "features")
+        arrays.update({f"{name}_{key}": np.asarray(value) for key, value in zip(keys, outputs, strict=True)})
+    kernel, bias = keras.saving.load_model(model_path, compile=False).get_layer("predictions").get_weights()
+    np.savez(path, head_kernel=kernel, head_bias=bias, **arrays)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=CIFAR_SUBSET, help="CIFAR-10 class folders")
     parser.add_argument("--time-budget", default="5m", help="the training run's --time-budget (default 5m)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--keep-arrays",
+        type=Path,
+        default=None,
+        help="also save the outputs scored (.npz: logits, labels, features of every part, the head's weights) "
+        "to try other scores on them without training again",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -163,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
             return logits, np.asarray(labels), features
 
         scoring = time.perf_counter()
-        report = figures(
-            split("val"),
-            split("test"),
-            folder_logits_features(run, unknown_fit),
-            folder_logits_features(run, unknown_test),
-            split("train"),  # the fine-tuned model's features: phase 1's cache holds the frozen backbone's
-        )
+        parts = {
+            "val": split("val"),
+            "test": split("test"),
+            "unknown_fit": folder_logits_features(run, unknown_fit),
+            "unknown_test": folder_logits_features(run, unknown_test),
+            "train": split("train"),  # the fine-tuned model's features: phase 1's cache holds the frozen backbone's
+        }
+        if args.keep_arrays:
+            save_arrays(args.keep_arrays, parts, result.model_path)
+        report = figures(*parts.values())
         report["scoring_seconds"] = time.perf_counter() - scoring
         report.update(
             {
