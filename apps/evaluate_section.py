@@ -168,10 +168,11 @@ def render() -> None:
         else:
             st.write("No confusions: every image was classified correctly.")
 
+    _calibration(report)
     _misclassified(report)
     run = cached_run(run_dir)
     _grad_cam(run, report, run_dir)
-    _try_it(run)
+    _try_it(run, run_dir)
 
 
 def per_class_rows(report: dict) -> list[dict]:
@@ -185,6 +186,89 @@ def per_class_rows(report: dict) -> list[dict]:
         }
         for name, m in report["per_class"].items()
     ]
+
+
+def reliability_frame(report: dict):
+    """One row per non-empty confidence bin, before and after temperature scaling: the reliability diagram's
+    points (mean confidence against accuracy; a calibrated model lies on the diagonal)."""
+    import pandas as pd
+
+    calibration = report.get("calibration") or {}
+    rows = [
+        {"when": when, "confidence": b["confidence"], "accuracy": b["accuracy"], "images": b["count"]}
+        for when, key in (("before", "reliability_before"), ("after", "reliability_after"))
+        for b in calibration.get(key) or []
+        if b["count"]
+    ]
+    return pd.DataFrame(rows, columns=["when", "confidence", "accuracy", "images"])
+
+
+def _calibration(report: dict) -> None:
+    """Temperature, ECE before and after, the reliability diagram, and what rejection did on this split."""
+    import altair as alt
+
+    calibration = report.get("calibration")
+    if not calibration:
+        return
+    st.subheader("Calibration and rejection")
+    if not calibration["fitted"]:
+        st.caption(
+            "This run has no fitted calibration (no validation split, or trained before calibration existed): "
+            "`workbench evaluate RUN --reject auto` fits one."
+        )
+    metrics = st.columns(4)
+    metrics[0].metric("Temperature", f"{calibration['temperature']:.3g}")
+    metrics[1].metric(
+        "ECE after",
+        f"{calibration['ece_after']:.3f}",
+        delta=f"{calibration['ece_after'] - calibration['ece_before']:+.3f} from {calibration['ece_before']:.3f}",
+        delta_color="inverse",
+        help=f"Expected calibration error over {calibration['bins']} confidence bins: lower is better.",
+    )
+    rejection = report.get("rejection")
+    if rejection:
+        metrics[2].metric(
+            "Accepted",
+            f"{rejection['accepted']:.1%}",
+            help=f"Images whose {rejection['score']} score reaches the threshold {rejection['threshold']:.4g}; "
+            "the others are answered `unknown`.",
+        )
+        accuracy = rejection["accuracy_accepted"]
+        metrics[3].metric(
+            "Accuracy on accepted",
+            "–" if accuracy is None else f"{accuracy:.1%}",
+            delta=None if accuracy is None else f"{accuracy - rejection['accuracy_all']:+.1%} vs all",
+        )
+    else:
+        metrics[2].caption("No rejection threshold: every image gets a class (`--reject auto` sets one).")
+    frame = reliability_frame(report)
+    if not frame.empty:
+        diagonal = alt.Chart(alt.Data(values=[{"x": 0, "y": 0}, {"x": 1, "y": 1}])).mark_line(
+            color="gray", strokeDash=[4, 4]
+        )
+        points = (
+            alt.Chart(frame)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="mean confidence in bin"),
+                y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in bin"),
+                color=alt.Color("when:N", title="temperature scaling"),
+                tooltip=["when", alt.Tooltip("confidence:Q", format=".2f"), "accuracy", "images"],
+            )
+        )
+        st.altair_chart(
+            (diagonal.encode(x="x:Q", y="y:Q") + points).properties(height=280),
+            key="reliability",
+            width="stretch",
+        )
+    unknown = report.get("unknown")
+    if unknown:
+        rejected = unknown.get("rejected")
+        st.caption(
+            f"Against {unknown['num_images']} images of no class (`{unknown['dir']}`): AUROC "
+            + ", ".join(f"{kind} {value:.3f}" for kind, value in unknown["auroc"].items())
+            + ("" if rejected is None else f"; {rejected:.1%} of them rejected")
+        )
 
 
 def _misclassified(report: dict) -> None:
@@ -272,7 +356,16 @@ def _grad_cam(run, report: dict, run_dir: Path) -> None:
     )
 
 
-def _try_it(run) -> None:
+@st.cache_resource(max_entries=2, show_spinner="Loading the calibrated model…")
+def load_runtime(model_path: str, model_mtime: float, calibration_mtime: float):
+    """The run's model with its calibration applied (what `workbench predict RUN` answers with), loaded once per
+    model and calibration file."""
+    from workbench.serving.formats.keras_file import KerasRuntime
+
+    return KerasRuntime(Path(model_path))
+
+
+def _try_it(run, run_dir: Path) -> None:
     import numpy as np
     import tensorflow as tf
 
@@ -299,7 +392,22 @@ def _try_it(run) -> None:
             icon=":material/error:",
         )
         return
-    probabilities = run.model.predict(pixels[None], verbose=0)[0]
+    from workbench.evaluation.calibrate import CALIBRATION_FILE
+    from workbench.evaluation.rejection import UNKNOWN_INDEX
+
+    model_path = Path(run_dir) / "model.keras"
+    calibration_path = Path(run_dir) / CALIBRATION_FILE
+    try:
+        runtime = load_runtime(
+            str(model_path),
+            model_path.stat().st_mtime,
+            calibration_path.stat().st_mtime if calibration_path.is_file() else 0.0,
+        )
+    except ValueError as exc:  # an unreadable calibration.json or ood.npz names the file and the fix
+        st.error(str(exc), icon=":material/error:")
+        return
+    probabilities, indices = runtime.classify_images(pixels[None])
+    probabilities = probabilities[0]
     order = np.argsort(-probabilities, kind="stable")[: min(TOP_K, len(run.class_names))]
     left, right = st.columns([1, 2])
     left.image(pixels.astype(np.uint8), caption=uploaded.name, width="stretch")
@@ -308,4 +416,11 @@ def _try_it(run) -> None:
         hide_index=True,
         width="stretch",
     )
-    right.success(f"Prediction: **{run.class_names[order[0]]}** ({probabilities[order[0]]:.0%})")
+    if int(indices[0]) == UNKNOWN_INDEX:
+        right.warning(
+            f"Prediction: **unknown**. The closest class is {run.class_names[order[0]]} "
+            f"({probabilities[order[0]]:.0%}), but the image falls below the run's rejection threshold.",
+            icon=":material/help:",
+        )
+    else:
+        right.success(f"Prediction: **{run.class_names[order[0]]}** ({probabilities[order[0]]:.0%})")

@@ -245,7 +245,16 @@ def test_sample_dataset_trains_a_tiny_model_stops_on_request_and_shows_a_confusi
     assert report["split"] == "test" and len(report["confusion_matrix"]) == 5
     labels = {m.label: m.value for m in at.metric}
     assert labels["Accuracy"] == f"{report['accuracy']:.1%}"
+    # Calibration: the temperature fitted on validation, ECE, and the reliability diagram of this split
+    assert labels["Temperature"] == f"{report['calibration']['temperature']:.3g}"
+    assert labels["ECE after"] == f"{report['calibration']['ece_after']:.3f}"
+    assert sum("mean confidence in bin" in json.dumps(c) for c in charts) == 1
     assert len(at.image) >= 2  # Grad-CAM: the image and its overlay
+    # Try it answers as `workbench predict RUN` does: calibrated, and "unknown" below a rejection threshold
+    at.file_uploader(key="eval_try").set_value(("mine.png", png_bytes((200, 30, 30)), "image/png")).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    answers = [m.value for m in [*at.success, *at.warning] if m.value.startswith("Prediction:")]
+    assert len(answers) == 1, answers
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -271,6 +280,27 @@ def test_train_flags_round_trip_through_the_train_command_parser():
     args = parser.parse_args(config_flags(config))
     overrides = {path: getattr(args, path) for path in vars(args) if "." in path or path in config.to_dict()}
     assert with_overrides(RunConfig(), overrides) == config
+
+
+def test_the_reliability_diagram_plots_the_non_empty_bins_before_and_after_scaling():
+    from apps.evaluate_section import reliability_frame
+
+    def bins(*rows):
+        return [{"count": n, "confidence": c, "accuracy": a} for n, c, a in rows]
+
+    report = {
+        "calibration": {
+            "reliability_before": bins((0, None, None), (4, 0.9, 0.5)),
+            "reliability_after": bins((3, 0.6, 0.66), (1, 0.95, 1.0)),
+        }
+    }
+    frame = reliability_frame(report)
+    assert frame.to_dict("records") == [
+        {"when": "before", "confidence": 0.9, "accuracy": 0.5, "images": 4},
+        {"when": "after", "confidence": 0.6, "accuracy": 0.66, "images": 3},
+        {"when": "after", "confidence": 0.95, "accuracy": 1.0, "images": 1},
+    ]
+    assert reliability_frame({}).empty  # a report from before calibration existed draws nothing
 
 
 def test_progress_counts_finished_epochs_and_the_current_one():
