@@ -1,0 +1,81 @@
+"""Likely label errors: confident learning on out-of-sample probabilities of linear heads.
+
+Each image's class probabilities come from a logistic-regression head trained on the OTHER folds of a
+stratified K-fold split of the cached features (scikit-learn's `cross_val_predict`), so no image is judged
+by a head that saw its own label. cleanlab's `find_label_issues` (confident learning: per-class thresholds
+at the average self-confidence, off-diagonal counts of the confident joint) picks the likely errors; they
+are ranked by cleanlab's self-confidence quality score, lowest first, and the suggestion is the head's
+most probable class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+FOLDS = 5
+# Stratified K-fold needs every class in every fold, so at least FOLDS images per class.
+MIN_PER_CLASS = FOLDS
+# Strong L2 regularisation: 1280 features, a few thousand images (chosen on benchmarks/bench_audit.py).
+DEFAULT_C = 0.05
+
+
+class TooFewImages(ValueError):
+    """The data is too small for cross-validated label checks; the message names the classes and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelIssue:
+    index: int  # row of the audit
+    given: int  # class index of the label
+    suggested: int  # class index the out-of-sample head prefers
+    quality: float  # cleanlab's self-confidence label quality (probability of the given label), low = suspicious
+    suggested_probability: float
+
+
+def check_enough(labels: np.ndarray, classes: list[str]) -> None:
+    """Raise TooFewImages when a class has fewer than MIN_PER_CLASS images."""
+    counts = np.bincount(labels, minlength=len(classes))
+    small = [f"{classes[c]!r} ({counts[c]})" for c in range(len(classes)) if counts[c] < MIN_PER_CLASS]
+    if small:
+        raise TooFewImages(
+            f"label errors need at least {MIN_PER_CLASS} images in every class for {FOLDS}-fold cross-validation; "
+            f"too few in {', '.join(small)}. Add images to those classes; duplicates, outliers and statistics "
+            "were still checked"
+        )
+
+
+def out_of_sample_probabilities(
+    x: np.ndarray, labels: np.ndarray, *, c: float = DEFAULT_C, seed: int = 0
+) -> np.ndarray:
+    """(N, C) class probabilities of each row from a logistic-regression head fitted without that row's fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500))
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    return cross_val_predict(head, x, labels, cv=folds, method="predict_proba")
+
+
+def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> list[LabelIssue]:
+    """The likely label errors, most suspicious first (cleanlab's confident learning)."""
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels = np.asarray(labels)
+    ranked = cleanlab_issues(labels, probabilities, return_indices_ranked_by="self_confidence")
+    quality = get_label_quality_scores(labels, probabilities, method="self_confidence")
+    suggested = probabilities.argmax(axis=1)
+    return [
+        LabelIssue(
+            index=int(i),
+            given=int(labels[i]),
+            suggested=int(suggested[i]),
+            quality=float(quality[i]),
+            suggested_probability=float(probabilities[i, suggested[i]]),
+        )
+        for i in ranked
+    ]
