@@ -33,6 +33,12 @@ ACTIONS = ("keep", "drop", "relabel")
 KINDS = ("duplicates", "label_errors", "outliers")
 
 
+def default_out(data: str | None) -> Path:
+    """`audits/<data name>`: the same folder for the same data, so a second audit reuses the cached features."""
+    name = Path(str(data)).name.removesuffix(".zip") if data else "sample"
+    return Path("audits") / (name.replace("tfds:", "tfds-") or "data")
+
+
 def finding_items(findings: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     """The image entries of one kind whose `action` applies to a single image (duplicate members, items)."""
     if kind == "duplicates":

@@ -23,12 +23,6 @@ from workbench.audit.stats import dataset_stats
 MANIFEST_FILE = "manifest.json"
 
 
-def default_out(data: str | None) -> Path:
-    """`audits/<data name>`: the same folder for the same data, so a second audit reuses the cached features."""
-    name = Path(str(data)).name.removesuffix(".zip") if data else "sample"
-    return Path("audits") / (name.replace("tfds:", "tfds-") or "data")
-
-
 def run_audit(
     data: Any = None,
     out: str | os.PathLike | None = None,
@@ -52,7 +46,7 @@ def run_audit(
     from workbench.models import get_variant
 
     say = progress or (lambda _msg: None)
-    out = Path(out) if out is not None else default_out(data)
+    out = Path(out) if out is not None else fmt.default_out(data)
     if (out / "config.yaml").exists():
         raise ValueError(f"{out} holds a training run (config.yaml); give the audit its own --out folder")
     timings: dict[str, float] = {}

@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.15, help="share of each class for val (0.15)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="share of each class for test (0.15)")
     parser.add_argument(
+        "--group-by",
+        default=None,
+        metavar="REGEX",
+        help="group-aware split: the first capture group of each file name is its group (default: the data's "
+        "groups.csv if any)",
+    )
+    parser.add_argument(
         "--apply",
         metavar="FINDINGS",
         default=None,
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
+        group_by=args.group_by,
         progress=None if args.json else lambda msg: print(f"audit: {msg}", flush=True),
     )
     if args.json:
