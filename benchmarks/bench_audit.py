@@ -5,7 +5,7 @@ workbench splits it (its own train/test folders, else stratified 70/15/15, seed 
 `train|val|test/<class>/` links in a temporary folder, and problems are planted:
 
 * `--duplicates` (100) near-duplicates of distinct originals, each re-encoded as JPEG at quality 60-90,
-  cropped by up to 10% on each side, resized to 0.75-1.5x and, half of the time, mirrored; half of them go to
+  cropped by up to 10% of each side's length (in all), resized to 0.75-1.5x and, half of the time, mirrored; half of them go to
   another split than their original (leakage), half to the same one;
 * `--flip` (5%) of the other originals get a random other class (their link is placed in that class folder).
 
@@ -79,12 +79,10 @@ def plant(data: Path, dest: Path, *, duplicates: int, flip: float, seed: int) ->
         with Image.open(r.path) as im:
             img = im.convert("RGB")
         w, h = img.size
-        box = [
-            rng.uniform(0, 0.1) * w,
-            rng.uniform(0, 0.1) * h,
-            w - rng.uniform(0, 0.1) * w,
-            h - rng.uniform(0, 0.1) * h,
-        ]
+        # Up to 10% of each side's length cut in all, shared at random between its two ends.
+        cut_w, cut_h = rng.uniform(0, 0.1) * w, rng.uniform(0, 0.1) * h
+        left, top = rng.uniform(0, cut_w), rng.uniform(0, cut_h)
+        box = [left, top, w - (cut_w - left), h - (cut_h - top)]
         img = img.crop(tuple(round(v) for v in box))
         scale = rng.uniform(0.75, 1.5)
         img = img.resize((max(8, round(img.width * scale)), max(8, round(img.height * scale))), Image.BILINEAR)
@@ -166,7 +164,10 @@ def head_accuracy(out: Path, findings: dict, truth: dict) -> dict:
         head = make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=1000))
         return head.fit(x[rows], y)
 
-    before = fit(train, labels[train])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # small fits: see workbench.audit.label_errors
+        before = fit(train, labels[train])
     actions = chosen_actions(findings, ("duplicates", "label_errors", "outliers"))
     fixed_rows, fixed_y = [], []
     for i in train:
@@ -174,7 +175,8 @@ def head_accuracy(out: Path, findings: dict, truth: dict) -> dict:
         if action != "drop":
             fixed_rows.append(i)
             fixed_y.append(classes.index(new) if new else labels[i])
-    after = fit(fixed_rows, np.array(fixed_y))
+    with threadpool_limits(1):
+        after = fit(fixed_rows, np.array(fixed_y))
     cx, cy = np.array([c[0] for c in clean]), np.array([c[1] for c in clean])
     acc = lambda head, rows, y: round(float((head.predict(x[rows]) == y).mean()), 4)  # noqa: E731
     return {

@@ -92,6 +92,23 @@ def test_the_perceptual_hash_finds_re_encoded_resized_and_mirrored_copies_but_no
     assert groups[0].kind == "near" and groups[0].max_hamming <= dup.DEFAULT_MAX_HAMMING
 
 
+def test_a_cropped_re_encoded_mirror_copy_is_its_originals_mutual_nearest_thumbnail(tmp_path):
+    from workbench.audit.scan import scan_images
+
+    def save(name, image):
+        image.save(tmp_path / name)
+        return str(tmp_path / name)
+
+    original = picture(1, size=96)
+    copy = ImageOps.mirror(jpeg(original.crop((4, 2, 92, 93)).resize((70, 70)), 70))
+    paths = [save("a.png", original), save("b.jpg", copy), *(save(f"o{s}.png", picture(s, 96)) for s in range(2, 14))]
+    scan = scan_images(paths)
+    pairs = dup.mutual_thumbnail_pairs(scan.thumbs, dup.DEFAULT_MIN_THUMB, chunk=5)
+    assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
+    groups = dup.find_duplicates(scan.hashes, None, scan.thumbs)
+    assert [g.members for g in groups] == [[0, 1]]
+
+
 def test_equal_bytes_are_an_exact_group_and_a_group_spanning_splits_is_leakage():
     far = np.array([0, 0xFFFF_FFFF_0000_0000, 0, 0x0000_FFFF_FFFF_0000], dtype=np.uint64)  # 32 bits apart
     hashes = dup.ImageHashes(sha256=["a", "b", "a", "c"], phash=far, phash_mirror=far)

@@ -4,11 +4,14 @@ Two images are linked when any of these holds:
 * their bytes are equal (exact duplicates);
 * their perceptual hashes (`imagehash.phash`, 64 bits) differ in at most `max_hamming` bits, the image or
   its mirror image (so a horizontally flipped copy is found by the hash too);
-* the cosine similarity of their centred pooled backbone features is at least `min_cosine` (re-encoded,
-  resized and cropped copies, which move the hash more than they move the features).
+* the cosine similarity of their centred pooled backbone features is at least `min_cosine`;
+* they are each other's most similar 8x8 colour thumbnail (`mutual_thumbnail_pairs`: the image, its mirror and
+  its central crop compared), at least `min_thumb` (0.93), and a second cue agrees (features cosine >= 0.3 or hashes
+  within 16 bits). This finds re-encoded, resized, cropped and mirrored copies of small images, which the
+  backbone sees through upscaled JPEG blocks and the 64-bit hash sees shifted.
 
 Links are closed transitively with union-find, so a photo and its three re-encodings are one group, not six
-pairs. Memory is linear in N: both the Hamming distances and the cosine similarities are computed a block
+pairs. Memory is linear in N: Hamming distances, thumbnail and feature cosine similarities are computed a block
 of `chunk` rows at a time against all N (a (chunk, N) matrix at most, 1024 x 50,000 float32 = 200 MB),
 keeping only the pairs over the threshold. No approximate index is needed at these sizes: 50,000 images
 of 1280 features are about 3.2e12 multiply-adds, about a minute of BLAS on two cores.
@@ -24,8 +27,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 # Chosen on the planted duplicates of benchmarks/bench_audit.py (CIFAR-10 at 224 px, lite0): see the README.
-DEFAULT_MAX_HAMMING = 6
-DEFAULT_MIN_COSINE = 0.90
+DEFAULT_MAX_HAMMING = 4
+DEFAULT_MIN_COSINE = 0.92
+DEFAULT_MIN_THUMB = 0.93
+# A thumbnail link needs a second, weaker cue: features or hashes that agree somewhat.
+CONFIRM_COSINE = 0.30
+CONFIRM_HAMMING = 16
 DEFAULT_CHUNK = 1024
 
 
@@ -113,6 +120,46 @@ def hamming_pairs(
     return found
 
 
+def thumbnail_similarity(block: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
+    """(len(block), N) best cosine between any view of a block row and any view of every image (views of
+    `scan.Scan.thumbs`: whole, mirror, central crop, its mirror; each crop compared with whole images)."""
+    whole, mirror, crop, crop_mirror = (thumbs[:, k] for k in range(4))
+    b_whole, b_crop, b_crop_mirror = block[:, 0], block[:, 2], block[:, 3]
+    return np.maximum.reduce(
+        [
+            b_whole @ whole.T,
+            b_whole @ mirror.T,
+            b_whole @ crop.T,
+            b_crop @ whole.T,
+            b_whole @ crop_mirror.T,
+            b_crop_mirror @ whole.T,
+        ]
+    )
+
+
+def mutual_thumbnail_pairs(
+    thumbs: np.ndarray, min_similarity: float, *, chunk: int = DEFAULT_CHUNK
+) -> list[tuple[int, int, float]]:
+    """`(i, j, similarity)` for images that are each other's most similar thumbnail, at least `min_similarity`.
+
+    Small thumbnails of unrelated images are often alike (two blue skies); a copy is the ONE image its original
+    is closest to, and the other way round. Chunked: chunk x N at a time."""
+    n = len(thumbs)
+    best = np.full(n, -1, dtype=np.int64)
+    value = np.full(n, -np.inf, dtype=np.float32)
+    for start in range(0, n, chunk):
+        sims = thumbnail_similarity(thumbs[start : start + chunk], thumbs)
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = -np.inf
+        best[start : start + chunk] = sims.argmax(axis=1)
+        value[start : start + chunk] = sims[rows, best[start : start + chunk]]
+    return [
+        (i, int(best[i]), float(value[i]))
+        for i in range(n)
+        if best[i] > i and best[best[i]] == i and value[i] >= min_similarity
+    ]
+
+
 def centred_unit(x: np.ndarray) -> np.ndarray:
     """Features minus their mean, scaled to unit length.
 
@@ -146,12 +193,14 @@ class DuplicateGroup:
 def find_duplicates(
     hashes: ImageHashes,
     unit_features: np.ndarray | None,
+    thumbs: np.ndarray | None = None,
     *,
     max_hamming: int = DEFAULT_MAX_HAMMING,
     min_cosine: float = DEFAULT_MIN_COSINE,
+    min_thumb: float = DEFAULT_MIN_THUMB,
     chunk: int = DEFAULT_CHUNK,
 ) -> list[DuplicateGroup]:
-    """Groups of exact and near duplicates (see the module); `unit_features` None: bytes and hashes only."""
+    """Groups of exact and near duplicates (see the module); `unit_features` / `thumbs` None: not used."""
     n = len(hashes.sha256)
     by_bytes: dict[str, list[int]] = collections.defaultdict(list)
     for i, digest in enumerate(hashes.sha256):
@@ -160,7 +209,15 @@ def find_duplicates(
     hamming = hamming_pairs(hashes.phash, max_hamming, chunk=chunk)
     hamming += hamming_pairs(hashes.phash, max_hamming, other=hashes.phash_mirror, chunk=chunk)
     cosine = cosine_pairs(unit_features, min_cosine, chunk=chunk) if unit_features is not None else []
-    pairs: list[tuple[int, int]] = exact + [(a, b) for a, b, _ in hamming] + [(a, b) for a, b, _ in cosine]
+    thumb = []
+    if thumbs is not None:
+        for a, b, _ in mutual_thumbnail_pairs(thumbs, min_thumb, chunk=chunk):
+            confirmed = _hamming(hashes, a, b) <= CONFIRM_HAMMING or (
+                unit_features is not None and float(unit_features[a] @ unit_features[b]) >= CONFIRM_COSINE
+            )
+            if confirmed:
+                thumb.append((a, b))
+    pairs: list[tuple[int, int]] = exact + [(a, b) for a, b, _ in hamming] + [(a, b) for a, b, _ in cosine] + thumb
     groups = groups_from_pairs(n, pairs)
     group_of = {i: g for g, members in enumerate(groups) for i in members}
     ham: dict[int, list[int]] = collections.defaultdict(list)
@@ -178,6 +235,14 @@ def find_duplicates(
         )
         for g, members in enumerate(groups)
     ]
+
+
+def _hamming(hashes: ImageHashes, a: int, b: int) -> int:
+    """Bits between a's hash and b's, or b's mirror image's, whichever is fewer."""
+    return min(
+        int(np.bitwise_count(hashes.phash[a] ^ hashes.phash[b])),
+        int(np.bitwise_count(hashes.phash[a] ^ hashes.phash_mirror[b])),
+    )
 
 
 def spans_splits(splits: Sequence[str | None]) -> bool:

@@ -33,6 +33,7 @@ def run_audit(
     batch_size: int = 64,
     max_hamming: int = dup.DEFAULT_MAX_HAMMING,
     min_cosine: float = dup.DEFAULT_MIN_COSINE,
+    min_thumb: float = dup.DEFAULT_MIN_THUMB,
     outlier_k: int = out_mod.DEFAULT_K,
     outlier_mads: float = out_mod.DEFAULT_MADS,
     label_c: float = le.DEFAULT_C,
@@ -71,7 +72,9 @@ def run_audit(
 
     say("duplicates")
     t = time.perf_counter()
-    groups = dup.find_duplicates(scan.hashes, unit, max_hamming=max_hamming, min_cosine=min_cosine)
+    groups = dup.find_duplicates(
+        scan.hashes, unit, scan.thumbs, max_hamming=max_hamming, min_cosine=min_cosine, min_thumb=min_thumb
+    )
     timings["duplicates"] = time.perf_counter() - t
 
     say("label errors (cross-validated heads, confident learning)")
@@ -108,6 +111,7 @@ def run_audit(
             "image_size": size,
             "max_hamming": max_hamming,
             "min_cosine": min_cosine,
+            "min_thumb": min_thumb,
             "outlier_k": outlier_k,
             "outlier_mads": outlier_mads,
             "label_folds": le.FOLDS,

@@ -20,16 +20,32 @@ from workbench.audit.duplicates import ImageHashes, file_sha256, phash_bits
 GRAY_TOLERANCE = 3.0
 # Pixel standard deviation below which an image is blank (one flat colour).
 BLANK_STD = 2.0
+# Side of the colour thumbnail compared between images: small enough that re-encoding, resizing and a crop of a
+# few percent barely move it (box-filtered, so JPEG blocks average out).
+THUMB_SIDE = 8
+CROP_VIEW = 0.92
 
 
 @dataclasses.dataclass(frozen=True)
 class Scan:
     hashes: ImageHashes
+    # (N, 4, 3 * THUMB_SIDE**2) float32: zero-mean unit colour thumbnails of the image, its mirror, its central
+    # CROP_VIEW and that crop's mirror (a cropped copy matches the original's central crop better than its whole).
+    thumbs: np.ndarray
     grayscale: np.ndarray  # (N,) bool
     blank: np.ndarray  # (N,) bool
 
 
-def _one(path: str) -> tuple[str, int, int, bool, bool]:
+def thumbnail(image) -> np.ndarray:
+    """An image's THUMB_SIDE x THUMB_SIDE colour thumbnail as a zero-mean unit vector (cosine = correlation)."""
+    from PIL import Image
+
+    v = np.asarray(image.resize((THUMB_SIDE, THUMB_SIDE), Image.BOX), dtype=np.float32).reshape(-1)
+    v = v - v.mean()
+    return v / max(float(np.linalg.norm(v)), 1e-6)
+
+
+def _one(path: str) -> tuple:
     from PIL import Image, ImageOps
 
     digest = file_sha256(path)
@@ -39,7 +55,12 @@ def _one(path: str) -> tuple[str, int, int, bool, bool]:
     small = np.asarray(rgb.resize((64, 64)), dtype=np.float32)
     gray = bool(np.abs(small - small.mean(axis=2, keepdims=True)).max() <= GRAY_TOLERANCE)
     blank = bool(small.std() < BLANK_STD)
-    return digest, phash_bits(rgb), phash_bits(ImageOps.mirror(rgb)), gray, blank
+    mirror = ImageOps.mirror(rgb)
+    w, h = rgb.size
+    margin = (1 - CROP_VIEW) / 2
+    crop = rgb.crop((round(w * margin), round(h * margin), round(w * (1 - margin)), round(h * (1 - margin))))
+    views = np.stack([thumbnail(v) for v in (rgb, mirror, crop, ImageOps.mirror(crop))])
+    return digest, phash_bits(rgb), phash_bits(mirror), gray, blank, views
 
 
 def scan_images(paths: Sequence[str], workers: int = 0) -> Scan:
@@ -52,6 +73,7 @@ def scan_images(paths: Sequence[str], workers: int = 0) -> Scan:
             phash=np.array([r[1] for r in rows], dtype=np.uint64),
             phash_mirror=np.array([r[2] for r in rows], dtype=np.uint64),
         ),
+        thumbs=np.array([r[5] for r in rows], dtype=np.float32).reshape(len(rows), 4, -1),
         grayscale=np.array([r[3] for r in rows], dtype=bool),
         blank=np.array([r[4] for r in rows], dtype=bool),
     )
