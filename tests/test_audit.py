@@ -319,3 +319,14 @@ def test_the_backbone_features_are_computed_once_then_read_from_the_cache(tmp_pa
     second = run_audit(str(data), tmp_path / "audit", weights="none", image_size=32, batch_size=8)
     assert second["features"]["cached"] is True
     assert [g["members"] for g in second["duplicates"]] == [g["members"] for g in first["duplicates"]]
+
+
+def test_the_command_refuses_data_with_apply_and_accept_without_it(tmp_path, capsys):
+    from workbench.cli import main
+
+    assert main(["audit", str(tmp_path), "--apply", str(tmp_path / "findings.json")]) == 2
+    assert "either DATA" in capsys.readouterr().err
+    assert main(["audit", str(tmp_path), "--accept", "duplicates"]) == 2
+    assert "--accept goes with --apply" in capsys.readouterr().err
+    assert main(["audit", "--apply", str(tmp_path / "findings.json")]) == 2
+    assert "run `workbench audit DATA` first" in capsys.readouterr().err
