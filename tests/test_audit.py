@@ -273,16 +273,16 @@ def make_photos(root: Path, per_class: int = 3) -> Path:
 
 def test_an_audit_writes_findings_from_cached_features_and_its_fixes_make_a_version_that_training_records(tmp_path):
     from workbench.audit import run_audit
-    from workbench.audit.features import FEATURES_FILE, audit_records, cache_key
+    from workbench.audit.features import FEATURES_FILE, cache_key
     from workbench.engine.features import save_cache
 
     data = make_photos(tmp_path / "photos")
     before = _tree_digest(data)
     out = tmp_path / "audit"
     # Features cached for exactly this data, variant and size are read back: no backbone runs.
-    records = audit_records(ingest(str(data), out))
+    manifest = ingest(str(data), out)
     rng = np.random.default_rng(0)
-    save_cache(out / FEATURES_FILE, cache_key(records, "lite0", "imagenet", 32), {"x": rng.normal(size=(13, 16))})
+    save_cache(out / FEATURES_FILE, cache_key(manifest, "lite0", "imagenet", 32), {"x": rng.normal(size=(13, 16))})
 
     f = run_audit(str(data), out, image_size=32)
     assert f["features"]["cached"] is True

@@ -26,10 +26,11 @@ def audited_sample(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs" / ".datasets" / "audit" / hashlib.sha256(b"None").hexdigest()[:16]
-    records = audit_records(ingest(None, out))
+    manifest = ingest(None, out)
+    records = audit_records(manifest)
     x = np.random.default_rng(0).normal(size=(len(records), 32)).astype(np.float32)
     x[1] = x[0]
-    save_cache(out / FEATURES_FILE, cache_key(records, "lite0", "imagenet", 224), {"x": x})
+    save_cache(out / FEATURES_FILE, cache_key(manifest, "lite0", "imagenet", 224), {"x": x})
     run_audit(None, out)
     yield out
     from apps import background

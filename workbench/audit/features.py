@@ -2,7 +2,7 @@
 
 The audit reads the same features phase 1 of training trains its head on (`workbench.engine.features`:
 `extract_features` over `make_datasets(...).plain(split)`, stored with `save_cache`), for all three splits.
-The cache file is keyed by the manifest's content (paths, labels, splits, sizes), the variant, its weights
+The cache file is keyed by the manifest's content (relative paths, byte sizes, labels, splits, pixel sizes), the variant, its weights
 and the image size, so a second audit of unchanged data reads them back instead of running the backbone.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +35,19 @@ def audit_records(manifest: Manifest) -> list[Record]:
     return [r for split in SPLITS for r in manifest.split_records(split)]
 
 
-def manifest_digest(records: list[Record]) -> str:
-    """A digest of what the features depend on in the data: each file's path, label, split and size."""
+def manifest_digest(manifest: Manifest) -> str:
+    """A digest of what the features depend on in the data: each usable file's path relative to the data (so a
+    zip extracted again into a new folder keeps its key), byte size, label, split and pixel size."""
     h = hashlib.sha256()
-    for r in records:
-        h.update(json.dumps([r.source_path, r.label, r.split, r.width, r.height]).encode())
+    for r in audit_records(manifest):
+        size = os.stat(r.source_path).st_size if os.path.exists(r.source_path) else -1
+        h.update(json.dumps([manifest.display_path(r), size, r.label, r.split, r.width, r.height]).encode())
     return h.hexdigest()
 
 
-def cache_key(records: list[Record], variant: str, weights: str, image_size: int) -> dict:
+def cache_key(manifest: Manifest, variant: str, weights: str, image_size: int) -> dict:
     return {
-        "manifest": manifest_digest(records),
+        "manifest": manifest_digest(manifest),
         "variant": variant,
         "weights": weights,
         "image_size": image_size,
@@ -68,7 +71,7 @@ def audit_features(
 
     records = audit_records(manifest)
     size = image_size or get_variant(variant).resolution
-    key = cache_key(records, variant, weights, size)
+    key = cache_key(manifest, variant, weights, size)
     path = Path(cache_dir) / FEATURES_FILE
     cache = load_cache(path, key)
     if cache is not None:
