@@ -199,6 +199,22 @@ def test_ingest_groups_by_file_name_and_records_it(tmp_path):
         ingest(tmp_path / "data", tmp_path / "w2", group_by=r"patient\d+")
 
 
+def test_training_splits_by_the_configured_groups(tmp_path):
+    from workbench.engine.config import RunConfig, with_overrides
+    from workbench.engine.context import _load_data
+
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(12):
+            picture(i).resize((16, 16)).save(tmp_path / "data" / c / f"clip{i // 4}-frame{i}.png")
+    config = with_overrides(RunConfig(data=str(tmp_path / "data")), {"recipe.group_by": r"^(clip\d+)-"})
+    manifest = _load_data(config, tmp_path / "run", resuming=False)
+    assert manifest.grouping.startswith("file names") and "clip" in manifest.grouping
+    for c in ("a", "b"):
+        for clip in range(3):
+            assert len({r.split for r in manifest.usable() if r.label == c and r.group == f"clip{clip}"}) == 1
+
+
 # ------------------------------------------------------------------------------------ findings and fixes
 def _findings_stub(paths: dict[str, str]) -> dict:
     def member(p, s):
