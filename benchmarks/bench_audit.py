@@ -22,8 +22,15 @@ import and model build included) and with them. Reported against the issue's goa
   after `apply_findings(..., accept=all)` (the fixes), in the same run; also the baseline's accuracy on the test
   split as given (leaked copies and flipped labels included), which the leakage inflates.
 
+`--outliers` (20) off-domain images are planted too (flat colours, noise, stripes; in the train split) and the
+share of them among the reported outliers is given.
+
+`--scale N` instead measures the pairwise stages alone (duplicates by features and thumbnails, kNN outlier
+distances) on N random rows, with their time and the process's peak memory: the memory must grow linearly in N.
+
     python benchmarks/bench_audit.py --data ../shared/data/cifar10-train-subset --json /tmp/audit.json
     python benchmarks/bench_audit.py --data /work/datasets/fashion6
+    python benchmarks/bench_audit.py --scale 50000
 """
 
 from __future__ import annotations
@@ -45,7 +52,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from _machine import CIFAR_SUBSET
 
 
-def plant(data: Path, dest: Path, *, duplicates: int, flip: float, seed: int) -> dict:
+def plant_outliers(train: Path, classes: list[str], count: int, rng) -> list[str]:
+    """`count` off-domain PNGs (flat colour, uniform noise, stripes) in random class folders of `train`."""
+    import numpy as np
+    from PIL import Image
+
+    paths = []
+    for n in range(count):
+        kind = n % 3
+        if kind == 0:
+            pixels = np.full((32, 32, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+        elif kind == 1:
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        else:
+            pixels = np.zeros((32, 32, 3), np.uint8)
+            pixels[:, :: 2 + n % 5] = rng.integers(0, 256, 3)
+        path = train / classes[int(rng.integers(len(classes)))] / f"odd-{n:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def plant(data: Path, dest: Path, *, duplicates: int, flip: float, outliers: int, seed: int) -> dict:
     """Lay `data` out in `dest` with planted duplicates and flipped labels; return the ground truth."""
     import numpy as np
     from PIL import Image, ImageOps
@@ -72,6 +101,7 @@ def plant(data: Path, dest: Path, *, duplicates: int, flip: float, seed: int) ->
             truth["flipped"].append(str(link))
         if r.split == "test":
             truth["originals_test"].append((str(link), r.label))
+    truth["outliers"] = plant_outliers(dest / "train", classes, outliers, rng)
     other = {"train": "test", "val": "train", "test": "train"}
     for n, i in enumerate(sources):
         r = records[i]
@@ -138,6 +168,54 @@ def label_scores(findings: dict, truth: dict) -> dict:
     }
 
 
+def outlier_scores(findings: dict, truth: dict) -> dict:
+    planted = set(truth["outliers"])
+    items = findings["outliers"]["items"]
+    found = sum(1 for it in items if it["path"] in planted)
+    top = sum(1 for it in items[: len(planted)] if it["path"] in planted)
+    return {
+        "planted": len(planted),
+        "reported": len(items),
+        "recall": round(found / max(1, len(planted)), 4),
+        "precision": round(found / max(1, len(items)), 4),
+        "planted_in_top_k": top,
+    }
+
+
+def scale(n: int, dim: int = 1280) -> dict:
+    """Time and peak memory of the pairwise stages on n random rows (no images)."""
+    import resource
+
+    import numpy as np
+
+    from workbench.audit import duplicates as dup
+    from workbench.audit import outliers as outl
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    thumbs = rng.normal(size=(n, 4, 192)).astype(np.float32)
+    thumbs /= np.linalg.norm(thumbs, axis=2, keepdims=True)
+    hashes = dup.ImageHashes(
+        [str(i) for i in range(n)],
+        rng.integers(0, 2**63, n, dtype=np.uint64),
+        rng.integers(0, 2**63, n, dtype=np.uint64),
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"rows": n, "dim": dim, "inputs_mb": round((x.nbytes + thumbs.nbytes) / 2**20, 1)}
+    t = time.perf_counter()
+    unit = dup.centred_unit(x)
+    groups = dup.find_duplicates(hashes, unit, thumbs)
+    out["duplicates_s"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    outl.find_outliers(unit, rng.integers(0, 10, n), 10)
+    out["outliers_s"] = round(time.perf_counter() - t, 1)
+    out["groups"] = len(groups)
+    out["peak_rss_mb_before"] = round(before)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["n_by_n_float32_mb"] = round(n * n * 4 / 2**20)
+    return out
+
+
 def head_accuracy(out: Path, findings: dict, truth: dict) -> dict:
     """A logistic head on the cached features: trained as planted vs. after the fixes, scored on clean test."""
     import numpy as np
@@ -194,16 +272,24 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=CIFAR_SUBSET)
     parser.add_argument("--duplicates", type=int, default=100)
     parser.add_argument("--flip", type=float, default=0.05)
+    parser.add_argument("--outliers", type=int, default=20)
+    parser.add_argument("--scale", type=int, default=0, help="measure the pairwise stages on this many random rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variant", default="lite0")
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep the planted data and audit folder here")
     args = parser.parse_args()
+    if args.scale:
+        report = {"scale": scale(args.scale)}
+        print(json.dumps(report, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+        return
 
     work = Path(tempfile.mkdtemp(prefix="bench-audit-")) if args.keep is None else args.keep.resolve()
     data, out = work / "data", work / "audit"
-    truth = plant(args.data, data, duplicates=args.duplicates, flip=args.flip, seed=args.seed)
+    truth = plant(args.data, data, duplicates=args.duplicates, flip=args.flip, outliers=args.outliers, seed=args.seed)
     from workbench.audit import apply_findings, run_audit
 
     timings = {}
@@ -224,7 +310,7 @@ def main() -> None:
         "image_size": findings["settings"]["image_size"],
         "duplicates": duplicate_scores(findings, truth),
         "label_errors": label_scores(findings, truth),
-        "outliers": len(findings["outliers"]["items"]),
+        "outliers": outlier_scores(findings, truth),
         "time_s": timings,
         "apply": {
             "seconds": round(apply_s, 2),

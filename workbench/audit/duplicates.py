@@ -110,6 +110,7 @@ def hamming_pairs(
     against = hashes if other is None else np.asarray(other, dtype=np.uint64)
     n = len(hashes)
     found = []
+    chunk = max(1, chunk // 4)  # uint64 blocks: a quarter of the rows keeps them the size of the float32 ones
     for start in range(0, n, chunk):
         block = hashes[start : start + chunk, None] ^ against[None, :]
         distance = np.bitwise_count(block)
@@ -128,16 +129,11 @@ def thumbnail_similarity(block: np.ndarray, thumbs: np.ndarray) -> np.ndarray:
     `scan.Scan.thumbs`: whole, mirror, central crop, its mirror; each crop compared with whole images)."""
     whole, mirror, crop, crop_mirror = (thumbs[:, k] for k in range(4))
     b_whole, b_crop, b_crop_mirror = block[:, 0], block[:, 2], block[:, 3]
-    return np.maximum.reduce(
-        [
-            b_whole @ whole.T,
-            b_whole @ mirror.T,
-            b_whole @ crop.T,
-            b_crop @ whole.T,
-            b_whole @ crop_mirror.T,
-            b_crop_mirror @ whole.T,
-        ]
-    )
+    best = b_whole @ whole.T
+    # In place: two (len(block), N) matrices alive at a time, not six.
+    for a, b in ((b_whole, mirror), (b_whole, crop), (b_crop, whole), (b_whole, crop_mirror), (b_crop_mirror, whole)):
+        np.maximum(best, a @ b.T, out=best)
+    return best
 
 
 def mutual_thumbnail_pairs(
