@@ -346,3 +346,31 @@ def test_the_command_refuses_data_with_apply_and_accept_without_it(tmp_path, cap
     assert "--accept goes with --apply" in capsys.readouterr().err
     assert main(["audit", "--apply", str(tmp_path / "findings.json")]) == 2
     assert "run `workbench audit DATA` first" in capsys.readouterr().err
+
+
+def test_a_version_of_unsplit_data_keeps_kept_duplicates_together_through_its_groups_csv(tmp_path):
+    from workbench.audit import run_audit
+    from workbench.audit.features import FEATURES_FILE, cache_key
+    from workbench.engine.features import save_cache
+
+    data = tmp_path / "pool"
+    for k, c in enumerate(("cat", "dog")):
+        (data / c).mkdir(parents=True)
+        for s in range(10 * k, 10 * k + 8):
+            picture(s).save(data / c / f"{s}.png")
+    for n in range(3):  # three byte copies of one cat: one exact group
+        (data / "cat" / f"copy{n}.png").write_bytes((data / "cat" / "0.png").read_bytes())
+    out = tmp_path / "audit"
+    manifest = ingest(str(data), out)
+    x = np.random.default_rng(1).normal(size=(len(manifest.usable()), 16))
+    save_cache(out / FEATURES_FILE, cache_key(manifest, "lite0", "imagenet", 32), {"x": x})
+    findings = run_audit(str(data), out, image_size=32)
+    group = next(g for g in findings["duplicates"] if g["kind"] == "exact")
+    assert len(group["members"]) == 4
+
+    version = apply_findings(out / "findings.json", tmp_path / "v")  # every action is keep
+    assert version.info["layout"] == "classes" and version.info["groups"] == "groups.csv"
+    assert (tmp_path / "v" / "groups.csv").read_text().count(group["id"]) == 4
+    resplit = ingest(tmp_path / "v", tmp_path / "run", test_fraction=0.3)
+    assert resplit.grouping.endswith("groups.csv")
+    assert len({r.split for r in resplit.usable() if r.group == group["id"]}) == 1
