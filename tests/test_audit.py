@@ -144,6 +144,9 @@ def test_the_image_far_from_every_other_is_the_first_outlier():
     found, scores = outl.find_outliers(unit, y, 3)
     assert found and found[0].index == len(x) - 1
     assert np.allclose(outl.knn_distances(unit, 5, chunk=7), scores)
+    blank = np.zeros(len(x), bool)
+    blank[3] = True  # a flat image is reported even where its features look ordinary, and first
+    assert [o.index for o in outl.find_outliers(unit, y, 3, blank=blank)[0]][:2] == [3, len(x) - 1]
 
 
 # ----------------------------------------------------------------------------------------------------- stats

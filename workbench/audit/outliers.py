@@ -1,6 +1,6 @@
 """Outliers: images far from every other image of the data (blank, off-domain, corrupt-looking ones).
 
-The score of an image is its mean cosine distance to its `k` nearest neighbours among the centred unit
+Blank (flat) images are always reported, first. The score of an image is its mean cosine distance to its `k` nearest neighbours among the centred unit
 features (any class: an image close to many images of another class is a label question, not an outlier),
 computed `chunk` rows at a time so memory stays chunk x N. Images whose score exceeds the median by more
 than `mads` median absolute deviations are reported, farthest first, with the nearest class centroid.
@@ -49,17 +49,28 @@ def robust_threshold(scores: np.ndarray, mads: float = DEFAULT_MADS) -> float:
 
 
 def find_outliers(
-    unit: np.ndarray, labels: np.ndarray, num_classes: int, *, k: int = DEFAULT_K, mads: float = DEFAULT_MADS
+    unit: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    k: int = DEFAULT_K,
+    mads: float = DEFAULT_MADS,
+    blank: np.ndarray | None = None,
 ) -> tuple[list[Outlier], np.ndarray]:
-    """The outliers, farthest first, and every row's score."""
+    """The outliers, blank images first, then farthest first; and every row's score.
+
+    Blank images (one flat colour, `scan.Scan.blank`) are always reported: the features do not single them
+    out (on benchmarks/bench_audit.py planted flat, noise and striped images were no farther from their
+    neighbours than CIFAR's own blurry ones), and a flat image is never a useful example."""
     scores = knn_distances(unit, k)
     threshold = robust_threshold(scores, mads)
+    is_blank = np.zeros(len(unit), bool) if blank is None else np.asarray(blank, bool)
     centroids = np.stack(
         [unit[labels == c].mean(axis=0) if np.any(labels == c) else np.zeros(unit.shape[1]) for c in range(num_classes)]
     )
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    flagged = np.nonzero(scores > threshold)[0]
-    flagged = flagged[np.argsort(-scores[flagged])]
+    flagged = np.nonzero((scores > threshold) | is_blank)[0]
+    flagged = flagged[np.lexsort((-scores[flagged], ~is_blank[flagged]))]
     out = []
     for i in flagged:
         distances = 1.0 - centroids @ unit[i]

@@ -89,7 +89,9 @@ def run_audit(
 
     say("outliers")
     t = time.perf_counter()
-    outliers, _scores = out_mod.find_outliers(unit, labels, manifest.num_classes, k=outlier_k, mads=outlier_mads)
+    outliers, _scores = out_mod.find_outliers(
+        unit, labels, manifest.num_classes, k=outlier_k, mads=outlier_mads, blank=scan.blank
+    )
     threshold = out_mod.robust_threshold(_scores, outlier_mads)
     timings["outliers"] = time.perf_counter() - t
 
