@@ -150,6 +150,17 @@ def test_the_image_far_from_every_other_is_the_first_outlier():
 
 
 # ----------------------------------------------------------------------------------------------------- stats
+def test_a_flat_coloured_image_is_blank_and_a_gray_one_is_grayscale(tmp_path):
+    from workbench.audit.scan import scan_images
+
+    Image.new("RGB", (20, 20), (200, 30, 90)).save(tmp_path / "flat.png")
+    Image.fromarray(np.asarray(picture(3).convert("L"))).convert("RGB").save(tmp_path / "gray.png")
+    picture(4).save(tmp_path / "colour.png")
+    scan = scan_images([str(tmp_path / n) for n in ("flat.png", "gray.png", "colour.png")])
+    assert scan.blank.tolist() == [True, False, False]
+    assert scan.grayscale.tolist() == [False, True, False]
+
+
 def test_statistics_count_small_images_grayscale_and_imbalance():
     from pipelines.manifest import Record
 

@@ -54,7 +54,7 @@ def _one(path: str) -> tuple:
         rgb = im.convert("RGB")
     small = np.asarray(rgb.resize((64, 64)), dtype=np.float32)
     gray = bool(np.abs(small - small.mean(axis=2, keepdims=True)).max() <= GRAY_TOLERANCE)
-    blank = bool(small.std() < BLANK_STD)
+    blank = bool(small.reshape(-1, 3).std(axis=0).max() < BLANK_STD)  # flat in every channel: one colour
     mirror = ImageOps.mirror(rgb)
     w, h = rgb.size
     margin = (1 - CROP_VIEW) / 2
