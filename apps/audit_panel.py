@@ -82,7 +82,8 @@ def _render_kind(findings: dict, kind: str) -> None:
             st.write("None found.")
         for g in groups[:MAX_SHOWN]:
             leak = " · **across splits (leakage)**" if g["leakage"] else ""
-            st.markdown(f"`{g['id']}` {g['kind']}{leak}")
+            found_by = ", ".join(g.get("evidence", []))
+            st.markdown(f"`{g['id']}` {g['kind']} (found by {found_by}){leak}")
             cols = st.columns(max(len(g["members"]), 3))
             for k, (col, m) in enumerate(zip(cols, g["members"], strict=False)):
                 _image_choice(col, m | {"id": f"{g['id']}-{k}"}, kind, f"{m['file']} [{m['split']}]", thumbnail)

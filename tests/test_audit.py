@@ -106,14 +106,14 @@ def test_a_cropped_re_encoded_mirror_copy_is_its_originals_mutual_nearest_thumbn
     pairs = dup.mutual_thumbnail_pairs(scan.thumbs, dup.DEFAULT_MIN_THUMB, chunk=5)
     assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
     groups = dup.find_duplicates(scan.hashes, None, scan.thumbs)
-    assert [g.members for g in groups] == [[0, 1]]
+    assert [(g.members, g.evidence) for g in groups] == [([0, 1], ("thumbnail",))]
 
 
 def test_equal_bytes_are_an_exact_group_and_a_group_spanning_splits_is_leakage():
     far = np.array([0, 0xFFFF_FFFF_0000_0000, 0, 0x0000_FFFF_FFFF_0000], dtype=np.uint64)  # 32 bits apart
     hashes = dup.ImageHashes(sha256=["a", "b", "a", "c"], phash=far, phash_mirror=far)
     groups = dup.find_duplicates(hashes, None)
-    assert [(g.members, g.kind) for g in groups] == [([0, 2], "exact")]
+    assert [(g.members, g.kind, g.evidence) for g in groups] == [([0, 2], "exact", ("bytes", "hash"))]
     assert dup.spans_splits(["train", "test"]) and not dup.spans_splits(["train", "train"])
 
 

@@ -187,6 +187,9 @@ class DuplicateGroup:
     kind: str  # "exact" (equal bytes) or "near"
     max_hamming: int | None  # the largest hash distance of the links found by the hash, None when none
     min_cosine: float | None  # the smallest cosine of the links found by the features, None when none
+    # Which cues linked the members: "bytes", "hash", "features", "thumbnail". A group linked by thumbnails alone
+    # is the weakest evidence (see the README's figures): review it before dropping anything.
+    evidence: tuple[str, ...] = ()
 
 
 def find_duplicates(
@@ -225,12 +228,18 @@ def find_duplicates(
         ham[group_of[a]].append(d)
     for a, _, c in cosine:
         cos[group_of[a]].append(c)
+    cues: dict[int, set[str]] = collections.defaultdict(set)
+    for name, links in (("bytes", exact), ("hash", hamming), ("features", cosine), ("thumbnail", thumb)):
+        for link in links:
+            cues[group_of[link[0]]].add(name)
+    order = ("bytes", "hash", "features", "thumbnail")
     return [
         DuplicateGroup(
             members=members,
             kind="exact" if len({hashes.sha256[i] for i in members}) == 1 else "near",
             max_hamming=max(ham[g]) if ham[g] else None,
             min_cosine=round(min(cos[g]), 4) if cos[g] else None,
+            evidence=tuple(c for c in order if c in cues[g]),
         )
         for g, members in enumerate(groups)
     ]

@@ -6,7 +6,8 @@ One JSON object, written by `workbench audit` and read back by `workbench audit 
   `manifest` (the ingest's manifest.json, relative to the findings file), `classes`, `settings` (variant,
   weights, image size, thresholds), `features` (`file`, `cached`, `dim`), `timings` (seconds per stage),
   `summary` (counts: see `summary`), `stats` (`stats.dataset_stats`).
-* `duplicates`: a list of groups, `{id, kind: exact|near, leakage, splits, max_hamming, min_cosine, members}`;
+* `duplicates`: a list of groups, `{id, kind: exact|near, leakage, splits, max_hamming, min_cosine, evidence,
+  members}` (`evidence`: the cues that linked them, of bytes, hash, features, thumbnail);
   each member `{file, path, label, split, action, suggested_action}`.
 * `label_errors`: `{status: ok|skipped, message, items}`; each item `{id, file, path, label, split, suggested,
   quality, suggested_probability, relabel_to, action, suggested_action}`, most suspicious first.
@@ -114,7 +115,7 @@ def format_text(findings: dict[str, Any], limit: int = 10) -> str:
     for g in findings["duplicates"][:limit]:
         tag = "LEAKAGE " if g["leakage"] else ""
         members = ", ".join(f"{m['file']} [{m['split']}]" for m in g["members"])
-        lines.append(f"  {g['id']} {tag}{g['kind']}: {members}")
+        lines.append(f"  {g['id']} {tag}{g['kind']} ({', '.join(g.get('evidence', []))}): {members}")
     le = findings["label_errors"]
     if le["status"] == "skipped":
         lines.append(f"label errors: not checked: {le['message']}")

@@ -180,6 +180,7 @@ def _group(g: dup.DuplicateGroup, entry, records) -> dict[str, Any]:
         "splits": sorted(set(splits)),
         "max_hamming": g.max_hamming,
         "min_cosine": g.min_cosine,
+        "evidence": list(g.evidence),
         "members": [
             entry(i) | {"action": "keep", "suggested_action": "keep" if k == keep else "drop"}
             for k, i in enumerate(g.members)
