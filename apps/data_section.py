@@ -333,6 +333,10 @@ def render_report(dataset: Dataset) -> None:
         else:
             st.write("None: every file is a readable image.")
 
+    from apps.audit_panel import render as render_audit
+
+    render_audit(dataset)
+
     if st.button("Next: choose a model →", key="data_next"):
         state.go_to("Model")
         st.rerun()

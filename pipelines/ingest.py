@@ -35,6 +35,10 @@ class IngestConfig:
     tfds_data_dir: str | None = None
     tfds_download: bool = True
     workers: int = 0  # threads for the file checks; 0: two per CPU core, at most 16
+    # Group-aware split (`pipelines.groups`): a regex whose first capture group of each file name is its group, or
+    # a groups.csv (file,group). None and None: the data root's groups.csv when there is one, else no groups.
+    group_by: str | None = None
+    groups_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -118,9 +122,58 @@ def ingest(
     for name in found.classes:  # folders were checked as they were found; TFDS names are checked here
         check_class_name(name, found.source)
     records = _check_files(found, data_dir / "normalised", config, progress)
+    records, grouping, group_warnings = _groups(found, records, config)
+    found.warnings.extend(group_warnings)
     manifest = _split(found, records, config)
+    manifest.grouping = grouping
+    manifest.dataset_version = _dataset_version(found)
     manifest.save(workdir / "manifest.json")
     return manifest
+
+
+def _groups(found: Found, records: list[Record], config: IngestConfig) -> tuple[list[Record], str, list[str]]:
+    """The records with their `group` set, what the groups came from ("" for none), and warnings."""
+    from pipelines import groups as grouping
+
+    root = found.root or (os.path.commonpath([r.path for r in records]) if records else "")
+    if config.group_by and config.groups_file:
+        raise DataError("give either --group-by REGEX or a groups file, not both")
+    if config.group_by:
+        ids, unmatched = grouping.groups_from_names([r.path for r in records], config.group_by)
+        warnings = (
+            [f"--group-by {config.group_by!r} matched no group in {unmatched} file name(s); each is a group of its own"]
+            if unmatched
+            else []
+        )
+        source = f"file names, --group-by {config.group_by!r}"
+    else:
+        csv_path = Path(config.groups_file) if config.groups_file else Path(root) / grouping.GROUPS_FILE
+        if not config.groups_file and not (root and csv_path.is_file()):
+            return records, "", []
+        table = grouping.read_groups_csv(csv_path)
+        keys = [Path(os.path.relpath(r.path, root)).as_posix() for r in records]
+        ids = [table.get(k, "") for k in keys]
+        unknown = len(set(table) - set(keys))
+        warnings = [f"{csv_path}: {unknown} file(s) listed are not in the data and were ignored"] if unknown else []
+        source = str(csv_path)
+    return [dataclasses.replace(r, group=g) for r, g in zip(records, ids, strict=True)], source, warnings
+
+
+def _dataset_version(found: Found) -> dict | None:
+    """The data root's dataset.json (written by `workbench audit --apply`): which version of the data this is."""
+    import json
+
+    path = Path(found.root) / "dataset.json" if found.root else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("format") != "workbench-dataset-version":
+        return None
+    parent = info.get("parent") if isinstance(info.get("parent"), dict) else {}
+    return {"id": str(info.get("id", "")), "created": str(info.get("created", "")), "parent": parent.get("source", "")}
 
 
 def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progress) -> list[Record]:
@@ -232,6 +285,8 @@ def _assign_splits(
     out, warnings = list(records), []
     if found.user_splits and not (carve_val or carve_test):
         return out, warnings
+    if any(r.group for r in records):
+        return _assign_grouped(found, records, seed, carve_val, carve_test, root)
     for label in found.classes:
         indices = pool[label]
         keys = [os.path.relpath(records[i].path, root) for i in indices]
@@ -247,6 +302,28 @@ def _assign_splits(
                 f"{' and no '.join(short)} image; add at least 3 images per class"
             )
     return out, warnings
+
+
+def _assign_grouped(
+    found: Found, records: list[Record], seed: int, carve_val: float, carve_test: float, root: str
+) -> tuple[list[Record], list[str]]:
+    """`_assign_splits` with groups: every group of the pool on one side (`pipelines.groups.assign_grouped`)."""
+    from pipelines.groups import assign_grouped
+
+    indices = [i for i, r in enumerate(records) if r.ok and r.split in (None, "train")]
+    assigned = assign_grouped(
+        [os.path.relpath(records[i].path, root) for i in indices],
+        [records[i].label for i in indices],
+        [records[i].group for i in indices],
+        classes=found.classes,
+        seed=seed,
+        val_fraction=carve_val,
+        test_fraction=carve_test,
+    )
+    out = list(records)
+    for i, split in zip(indices, assigned, strict=True):
+        out[i] = dataclasses.replace(records[i], split=split)
+    return out, []
 
 
 def _balance_warnings(records: list[Record], imbalance_ratio: float) -> list[str]:

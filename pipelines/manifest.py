@@ -69,6 +69,7 @@ class Record:
     status: str
     reason: str = ""
     decode_path: str = ""
+    group: str = ""  # the group it shares a split with (`pipelines.groups`); "" for none
 
     @property
     def ok(self) -> bool:
@@ -98,6 +99,9 @@ class Manifest:
     seed: int = 0
     user_splits: bool = False
     root: str = ""  # the folder the files were found in (the extraction folder for archives)
+    grouping: str = ""  # where the records' groups came from (a regex, a groups.csv); "" when the split has none
+    # The data's dataset.json (`workbench audit --apply`): {id, created, parent}; None for data that is no version.
+    dataset_version: dict | None = None
 
     # ----------------------------------------------------------------- queries
     def label_index(self, label: str) -> int:
@@ -166,6 +170,9 @@ class Manifest:
                 for r in self.quarantined()
             ],
             "warnings": list(self.warnings),
+            "grouping": self.grouping,
+            "groups": len({r.group for r in self.usable() if r.group}),
+            "dataset_version": self.dataset_version,
         }
 
     def format_report(self) -> str:
@@ -182,6 +189,13 @@ class Manifest:
         lines.append(f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6} {'total':>6}")
         for name, c in rep["counts"].items():
             lines.append(f"  {name:<{width}}  {c['train']:>6} {c['val']:>6} {c['test']:>6} {c['total']:>6}")
+        if rep["grouping"]:
+            lines.append(f"{rep['groups']} group(s) kept on one side of the split (from {rep['grouping']})")
+        if rep["dataset_version"]:
+            v = rep["dataset_version"]
+            lines.append(
+                f"dataset version {v['id']} (made {v['created']} by `workbench audit --apply` from {v['parent']})"
+            )
         if rep["converted"]:
             lines.append(
                 f"{rep['converted']} image(s) converted once to clean 8-bit RGB copies "
@@ -214,6 +228,8 @@ class Manifest:
             "user_splits": self.user_splits,
             "root": _store(self.root, folder),
             "warnings": list(self.warnings),
+            "grouping": self.grouping,
+            "dataset_version": self.dataset_version,
             "records": records,
         }
         if folder is not None:
@@ -247,6 +263,8 @@ class Manifest:
             seed=int(data.get("seed", 0)),
             user_splits=bool(data.get("user_splits", False)),
             root=_resolve(root, folder) if folder else root,
+            grouping=str(data.get("grouping", "")),
+            dataset_version=data.get("dataset_version"),
         )
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -92,7 +92,9 @@ def test_a_failed_run_exits_with_1_and_one_line_unless_verbose(tmp_path, capsys)
 
 
 # ---------------------------------------------------------------------------------------------- quiet and quick
-@pytest.mark.parametrize("argv", [["--help"], ["inspect"], ["scale-search", "--help"], ["train", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["inspect"], ["scale-search", "--help"], ["train", "--help"], ["audit", "--help"]]
+)
 def test_commands_that_need_no_tensorflow_do_not_import_it(argv):
     code = f"""
 import sys

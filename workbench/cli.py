@@ -23,6 +23,7 @@ import traceback
 COMMANDS: list[tuple[str, str, str]] = [
     ("variants", "variants", "print the EfficientNet family table (resolution, parameters, FLOPs)"),
     ("inspect", "inspect", "check a dataset (folder, .zip, tfds:NAME) and print classes, splits and problems"),
+    ("audit", "audit", "data health: duplicates and split leakage, likely label errors, outliers; --apply fixes"),
     ("evaluate", "evaluate", "confusion matrix, per-class report, top-k and worst mistakes of a run (RUN/eval/)"),
     ("explain", "explain", "Grad-CAM overlay of an image for the predicted or a chosen class"),
     ("export", "export", "export a run as SavedModel (TF Serving), .keras or TFLite (float32, float16, int8)"),

@@ -19,6 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.15, help="share of each class for val (0.15)")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="share of each class for test (0.15)")
     parser.add_argument(
+        "--group-by",
+        default=None,
+        metavar="REGEX",
+        help="group-aware split: the first capture group of each file name is its group (default: the data's "
+        "groups.csv if any)",
+    )
+    parser.add_argument(
         "--workdir",
         default=None,
         help="keep extracted files, normalised copies and manifest.json here "
@@ -46,11 +53,29 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             val_fraction=args.val_fraction,
             test_fraction=args.test_fraction,
+            group_by=args.group_by,
         )
         report = manifest.report()
         text = manifest.format_report()
+    audit = audit_line(args.data)
     if args.json:
-        print(json.dumps(report, indent=1, ensure_ascii=False))
+        print(json.dumps(report | {"audit": audit}, indent=1, ensure_ascii=False))
     else:
         print(text)
+        print(audit)
     return 0
+
+
+def audit_line(data) -> str:
+    """One line from the data's last audit (audits/<data name>/findings.json), read, never computed: inspect
+    runs no backbone."""
+    from workbench.audit.findings import FINDINGS_FILE, default_out, load_findings, one_line
+
+    path = default_out(data) / FINDINGS_FILE
+    if not path.is_file():
+        return "audit: none yet (`workbench audit` finds duplicates, leakage, label errors and outliers)"
+    try:
+        findings = load_findings(path)
+    except (ValueError, KeyError):
+        return f"audit: {path} is unreadable; run `workbench audit` again"
+    return f"audit ({findings['created']}, {path}): {one_line(findings['summary'])}"

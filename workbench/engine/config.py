@@ -105,6 +105,12 @@ class RecipeConfig:
         "fraction of each class held out for the final test when the data has no test/ "
         "split; empty = the pipelines default",
     )
+    group_by: str | None = option(
+        None,
+        "group-aware split: a regex whose first capture group of each file name is its group (a patient, a video), "
+        "kept on one side of the split; empty = the data's groups.csv if it has one, else no groups",
+        metavar="REGEX",
+    )
 
 
 # How images of no class are told apart (`workbench.evaluation.rejection.SCORES`). mahalanobis (on the pooled

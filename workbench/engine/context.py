@@ -286,6 +286,8 @@ def _load_data(config: RunConfig, run_dir: Path, resuming: bool):
         overrides["val_fraction"] = config.recipe.val_fraction
     if config.recipe.test_fraction is not None:
         overrides["test_fraction"] = config.recipe.test_fraction
+    if config.recipe.group_by:
+        overrides["group_by"] = config.recipe.group_by
     manifest = ingest(config.data, workdir=run_dir, **overrides)
     sizes = manifest.split_sizes()
     if sizes["train"] == 0 or sizes["val"] == 0:
