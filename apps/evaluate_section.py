@@ -12,6 +12,7 @@ from apps import runs, state
 EVAL_SPLITS = ("test", "val", "train", "all")
 GALLERY_COLUMNS = 6
 TOP_K = 5
+REVIEW_MAX = 48  # images of one confusion-matrix cell shown for review
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
@@ -91,9 +92,17 @@ def confusion_chart(report: dict, normalised: bool):
         x=alt.X("predicted:N", sort=classes, title="predicted class"),
         y=alt.Y("true:N", sort=classes, title="true class"),
     )
-    cells = base.mark_rect().encode(
-        color=alt.Color("value:Q", scale=alt.Scale(scheme="blues"), title="share" if normalised else "images"),
-        tooltip=["true", "predicted", "count", alt.Tooltip("share of true class:Q", format=".1%")],
+    # Clicking a cell selects its (true, predicted) pair: the page then shows the images behind it.
+    cell = alt.selection_point(name="cell", fields=["true", "predicted"], on="click", clear=False)
+    cells = (
+        base.mark_rect()
+        .encode(
+            color=alt.Color("value:Q", scale=alt.Scale(scheme="blues"), title="share" if normalised else "images"),
+            tooltip=["true", "predicted", "count", alt.Tooltip("share of true class:Q", format=".1%")],
+            stroke=alt.condition(cell, alt.value("orange"), alt.value(None)),
+            strokeWidth=alt.condition(cell, alt.value(3), alt.value(0)),
+        )
+        .add_params(cell)
     )
     fmt = ".0%" if normalised else "d"
     text = base.mark_text(fontSize=12).encode(
@@ -142,7 +151,14 @@ def render() -> None:
 
     st.subheader("Confusion matrix")
     mode = st.radio("Show", ("raw counts", "normalised by true class"), horizontal=True, key="eval_cm_mode")
-    st.altair_chart(confusion_chart(report, normalised=mode != "raw counts"), key="confusion_matrix", width="content")
+    clicked = st.altair_chart(
+        confusion_chart(report, normalised=mode != "raw counts"),
+        key="confusion_matrix",
+        width="content",
+        on_select="rerun",
+        selection_mode="cell",
+    )
+    _cell_review(report, run_dir, clicked)
 
     left, right = st.columns(2)
     with left:
@@ -173,6 +189,93 @@ def render() -> None:
     run = cached_run(run_dir)
     _grad_cam(run, report, run_dir)
     _try_it(run, run_dir)
+
+
+def clicked_cell(selection) -> tuple[str, str] | None:
+    """The (true, predicted) pair of the clicked confusion-matrix cell, from `st.altair_chart`'s selection
+    state, or None when nothing is selected."""
+    try:
+        points = selection["selection"]["cell"]
+    except (KeyError, TypeError):
+        return None
+    if not points:
+        return None
+    return points[0]["true"], points[0]["predicted"]
+
+
+def _cell_review(report: dict, run_dir: Path, selection) -> None:
+    """The images behind one confusion-matrix cell, each with keep / drop / relabel to the predicted class,
+    and a button that writes those choices as a new dataset version (the audit's `apply_findings`)."""
+    from apps.data_section import thumbnail
+    from workbench.audit.review import cell_images
+
+    classes = report["classes"]
+    pair = clicked_cell(selection)
+    # A new click moves the pickers (which also work without a pointer, and in tests); an old click, still the
+    # chart's selection on every rerun, leaves a later pick alone.
+    if pair is not None and pair != state.get("eval_cell_clicked"):
+        state.put("eval_cell_clicked", pair)
+        st.session_state["eval_cell_true"], st.session_state["eval_cell_predicted"] = pair
+    with st.expander("Images behind a cell (click one, or pick it here)", expanded=pair is not None):
+        cols = st.columns(2)
+        true = cols[0].selectbox("True class", classes, key="eval_cell_true")
+        predicted = cols[1].selectbox("Predicted as", classes, key="eval_cell_predicted")
+        try:
+            images = cell_images(report, _split_images(run_dir, report["split"]), true, predicted)
+        except ValueError as exc:
+            st.info(str(exc), icon=":material/info:")
+            return
+        if not images:
+            st.write(f"No {true} image was predicted as {predicted}.")
+            return
+        shown = images[:REVIEW_MAX]
+        st.caption(
+            f"{len(images)} image(s), most confident first"
+            + (f"; the first {REVIEW_MAX} shown" if len(images) > REVIEW_MAX else "")
+            + ". Choose what a new dataset version does with each; your files are never changed."
+        )
+        grid = st.columns(GALLERY_COLUMNS)
+        choices = ("keep", "drop", "relabel") if true != predicted else ("keep", "drop")
+        for n, image in enumerate(shown):
+            with grid[n % GALLERY_COLUMNS]:
+                try:
+                    st.image(thumbnail(image["path"], 128), caption=f"{image['confidence']:.0%}", width="stretch")
+                except (OSError, TypeError):
+                    st.caption(Path(image["path"]).name)
+                st.selectbox(
+                    f"action for {Path(image['path']).name}",
+                    choices,
+                    key=f"eval_cell_action_{n}_{true}_{predicted}",
+                    format_func=lambda c, p=predicted: f"relabel as {p}" if c == "relabel" else c,
+                    label_visibility="collapsed",
+                )
+        if st.button("Make a dataset version from these choices", key="eval_cell_apply"):
+            actions = {
+                image["path"]: st.session_state.get(f"eval_cell_action_{n}_{true}_{predicted}", "keep")
+                for n, image in enumerate(shown)
+            }
+            _write_review(report, run_dir, shown, actions)
+
+
+def _write_review(report: dict, run_dir: Path, images: list[dict], actions: dict) -> None:
+    import datetime
+
+    from workbench.audit.apply import apply_findings
+    from workbench.audit.review import review_findings
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = Path(run_dir) / "eval" / "reviews" / stamp
+    try:
+        path = review_findings(Path(run_dir) / "manifest.json", report["classes"], images, actions, folder)
+        version = apply_findings(path, folder / "version")
+    except ValueError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    info = version.info
+    st.success(
+        f"Dataset version {info['id']}: {info['images']} images ({info['dropped']} dropped, {info['relabelled']} "
+        f"relabelled), links to your files in {version.path}. Load that folder in **1 · Data** to train on it."
+    )
 
 
 def per_class_rows(report: dict) -> list[dict]:

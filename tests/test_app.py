@@ -250,6 +250,18 @@ def test_sample_dataset_trains_a_tiny_model_stops_on_request_and_shows_a_confusi
     assert labels["ECE after"] == f"{report['calibration']['ece_after']:.3f}"
     assert sum("mean confidence in bin" in json.dumps(c) for c in charts) == 1
     assert len(at.image) >= 2  # Grad-CAM: the image and its overlay
+    # A confusion-matrix cell opens its images; a choice per image makes a dataset version (links, never moves)
+    t, p = np.unravel_index(np.argmax(report["confusion_matrix"]), (5, 5))
+    at.selectbox(key="eval_cell_true").set_value(report["classes"][t]).run()
+    at.selectbox(key="eval_cell_predicted").set_value(report["classes"][p]).run()
+    actions = [s for s in at.selectbox if str(s.key).startswith("eval_cell_action_")]
+    assert len(actions) == min(report["confusion_matrix"][t][p], 48)
+    actions[0].set_value("drop").run()
+    at.button(key="eval_cell_apply").click().run()
+    assert any("Dataset version" in m.value and "1 dropped" in m.value for m in at.success), [
+        m.value for m in at.success
+    ]
+    assert len(list((run_dir / "eval" / "reviews").glob("*/version/dataset.json"))) == 1
     # Try it answers as `workbench predict RUN` does: calibrated, and "unknown" below a rejection threshold
     at.file_uploader(key="eval_try").set_value(("mine.png", png_bytes((200, 30, 30)), "image/png")).run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]

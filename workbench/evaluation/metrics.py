@@ -69,6 +69,9 @@ def compute_report(
         "macro_avg": averages["macro"],
         "weighted_avg": averages["weighted"],
         "most_confused": _most_confused(matrix, normalised, class_names, max_pairs),
+        # Per image, in input order (the split's manifest order): what the app's confusion-matrix cells open.
+        "predicted_index": y_pred.tolist(),
+        "predicted_probability": probabilities[np.arange(len(y_pred)), y_pred].round(4).tolist(),
         "misclassified": _misclassified(
             y_true, y_pred, probabilities, true_probability, losses, class_names, paths, max_examples
         ),
