@@ -117,7 +117,7 @@ def test_iterative_stratification_puts_every_label_in_every_split():
     # 200 examples, 8 labels of very different frequencies (the rarest on 4 examples).
     frequencies = [0.5, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02]
     sets = [[k for k, f in enumerate(frequencies) if rng.random() < f] for _ in range(200)]
-    sets[:4] = [s + [7] for s in sets[:4]]
+    sets[:4] = [[*s, 7] for s in sets[:4]]
     keys = [f"img_{i}.png" for i in range(200)]
     splits = iterative_assign(sets, keys, num_labels=8, seed=0, val_fraction=0.15, test_fraction=0.15)
     assert splits == iterative_assign(sets, keys, num_labels=8, seed=0, val_fraction=0.15, test_fraction=0.15)
