@@ -120,8 +120,10 @@ def test_datasets_of_a_multi_label_manifest_carry_multi_hot_rows(tmp_path):
 
 # ------------------------------------------------------------------ end to end (slow)
 @pytest.mark.slow
-def test_train_evaluate_export_predict_a_multi_label_run(tmp_path, capsys):
+def test_train_evaluate_export_predict_a_multi_label_run(tmp_path, capsys, monkeypatch):
     from workbench.cli import main
+
+    monkeypatch.chdir(tmp_path)  # exports go to ./saved_models/
 
     label_file = make_multilabel_data(tmp_path / "data", n=48, size=32)
     args = [
