@@ -169,3 +169,35 @@ def test_train_evaluate_export_predict_a_multi_label_run(tmp_path, capsys, monke
         assert main(["predict", str(model), str(tmp_path / "data" / "images" / "img_000.png"), "--json"]) == 0
         (result,) = json.loads(capsys.readouterr().out)
         assert {p["class"] for p in result["labels"]} == {n for n in names if n} or model == tflite
+
+
+@pytest.mark.slow
+def test_the_app_loads_a_labels_csv_and_shows_the_multi_label_report(tmp_path, monkeypatch):
+    from test_app import goto, new_app
+    from test_engine_helpers import tiny_config
+
+    from workbench.engine import fine_tune
+
+    monkeypatch.chdir(tmp_path)  # the app reads ./runs
+    label_file = make_multilabel_data(tmp_path / "data", n=36, size=32)
+    config = tiny_config(label_file, tmp_path / "runs", variant="phi=-8", epochs=2, fine_tune_epochs=0)
+    config["recipe"]["test_fraction"] = 0.2
+    fine_tune(config, tensorboard=False)
+
+    from apps import background
+
+    try:
+        at = new_app().run()
+        at.radio(key="data_source").set_value("Local folder or zip").run()
+        at.text_input(key="data_folder").input(str(label_file))
+        next(b for b in at.button if b.label == "Load folder").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert any("36 usable images in 3 labels (multi-label" in s.value for s in at.success)
+
+        goto(at, "Evaluate")
+        metrics = {m.label: m.value for m in at.metric}
+        report = json.loads(next((tmp_path / "runs").glob("*/eval/report.json")).read_text())
+        assert report["kind"] == "multi-label" and metrics["mAP"] == f"{report['mAP']:.3f}"
+        assert {"Macro F1", "Micro F1", "Exact label set"} <= set(metrics)
+    finally:
+        background.stop_all()  # the app's background measurements
