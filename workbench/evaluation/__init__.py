@@ -110,6 +110,12 @@ def evaluate(
     if is_multi_label(run.model):  # the run's kind is its head's: sigmoid per label
         from workbench.evaluation.multilabel_run import evaluate_multi_label
 
+        if tta is not None or unknown_dir is not None:
+            raise ValueError(
+                f"{run.path} is a multi-label run: test-time augmentation and --unknown-dir are for single-label "
+                "runs; evaluate without them"
+            )
+
         return evaluate_multi_label(run, manifest, records, used, eval_dir, data, split, batch_size, plots)
     record = _calibration_record(run.path) if unknown_dir is None else None
     if record and record.get("unknown") and Path(record["unknown"]["dir"]).is_dir():
