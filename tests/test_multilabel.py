@@ -162,6 +162,17 @@ def test_train_evaluate_export_predict_a_multi_label_run(tmp_path, capsys, monke
     names = [name.decode() for name in out["labels"].numpy()[0]]
     assert names == [label if over else "" for label, over in zip(LABELS, expected, strict=True)]
 
+    from workbench.evaluation import evaluate
+    from workbench.evaluation.calibrate import calibrate_run
+    from workbench.serving.export import export
+
+    for refused in (
+        lambda: calibrate_run(run),  # temperature and rejection are single-label
+        lambda: evaluate(run, tta="flip"),
+        lambda: export(run, "tflite-int8"),  # its gate measures top-1 accuracy
+    ):
+        with pytest.raises(ValueError, match="is a multi-label run"):
+            refused()
     assert main(["export", str(run), "--format", "tflite-fp16"]) == 0
     capsys.readouterr()
     (tflite,) = (tmp_path / "saved_models").glob("*/tflite-fp16/model.tflite")
