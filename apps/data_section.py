@@ -31,7 +31,9 @@ def render() -> None:
     st.header("1 · Data")
     st.caption(
         "Images sorted into one folder per class (`cats/…`, `dogs/…`). Optional `train/`, `val/`, `test/` "
-        "folders above the class folders are kept as given; otherwise the images are split for you."
+        "folders above the class folders are kept as given; otherwise the images are split for you. "
+        "Multi-label: a `labels.csv` (`image,labels`, labels separated by `;`) or `labels.jsonl` next to the images; "
+        "give its path under *Local folder or zip*."
     )
     source = st.radio("Where are your images?", SOURCES, horizontal=True, key="data_source", on_change=_clear_error)
     if source == "Embedded sample":
@@ -88,8 +90,9 @@ def _folder_source() -> None:
         path = st.text_input(
             "Path on this machine",
             key="data_folder",
-            placeholder="/home/me/photos  or  /home/me/photos.zip",
-            help="A folder with one sub-folder per class, or a .zip of such a folder.",
+            placeholder="/home/me/photos  or  /home/me/photos.zip  or  /home/me/photos/labels.csv",
+            help="A folder with one sub-folder per class, a .zip of such a folder, or a multi-label labels.csv / "
+            ".jsonl (image,labels rows; image paths relative to the file's folder).",
         )
         submitted = st.form_submit_button("Load folder", type="primary")
     if submitted:
@@ -304,7 +307,12 @@ def thumbnail(path: str, size: int = THUMBNAIL_PX):
 def render_report(dataset: Dataset) -> None:
     report = dataset.report
     sizes = report["split_sizes"]
-    st.success(f"Loaded {dataset.label}: {report['num_images']} usable images in {report['num_classes']} classes.")
+    kind = (
+        f"labels (multi-label, {report['empty_label_sets']} images with none)"
+        if report.get("multi_label")
+        else "classes"
+    )
+    st.success(f"Loaded {dataset.label}: {report['num_images']} usable images in {report['num_classes']} {kind}.")
     cols = st.columns(5)
     cols[0].metric("Classes", report["num_classes"])
     cols[1].metric("Train", sizes["train"])
@@ -314,6 +322,8 @@ def render_report(dataset: Dataset) -> None:
     st.caption(
         "Splits as given by the data."
         if report.get("user_splits")
+        else "Splits made for you by iterative stratification (so every label is in every split)."
+        if report.get("multi_label")
         else "Splits made for you, stratified per class (so every class is in every split)."
     )
     for warning in report["warnings"]:
@@ -371,10 +381,13 @@ def class_count_chart(report: dict):
 def _sample_grid(dataset: Dataset) -> None:
     manifest = manifest_of(dataset)
     by_class: dict[str, list] = {name: [] for name in manifest.classes}
+    from pipelines.manifest import record_labels
+
     for record in manifest.usable():
-        bucket = by_class[record.label]
-        if len(bucket) < SAMPLES_PER_CLASS:
-            bucket.append(record)
+        for label in record_labels(record):  # a multi-label image shows under each of its labels
+            bucket = by_class[label]
+            if len(bucket) < SAMPLES_PER_CLASS:
+                bucket.append(record)
     for name, records in by_class.items():
         st.markdown(f"**{name}**")
         if not records:

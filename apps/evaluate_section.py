@@ -143,6 +143,11 @@ def render() -> None:
     st.caption(
         f"{report['num_examples']} images of the {report['split']} split · evaluated {report.get('created', '')}"
     )
+    if report.get("kind") == "multi-label":  # its own report: per-label thresholds, no confusion matrix
+        from apps.multilabel_section import render_multi_label
+
+        render_multi_label(report)
+        return
     metrics = st.columns(4)
     metrics[0].metric("Accuracy", f"{report['accuracy']:.1%}")
     metrics[1].metric(f"Top-{report['top_k']} accuracy", f"{report['top_k_accuracy']:.1%}")

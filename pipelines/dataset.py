@@ -1,6 +1,7 @@
 """tf.data input: decode → resize (→ augment) → batch → prefetch, from a `Manifest`.
 
-Output of every dataset: (images float32 RGB in [0, 255] of shape (B, R, R, 3), one-hot float32 labels (B, C)).
+Output of every dataset: (images float32 RGB in [0, 255] of shape (B, R, R, 3), one-hot float32 labels (B, C)),
+or for multi-label manifests multi-hot float32 labels (B, C) (MixUp/CutMix mix them like one-hot rows).
 Normalisation stays inside the model.
 
 Speed (2-core laptops are a target): image sizes are known from the manifest, so crop windows are computed before
@@ -15,6 +16,7 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from pipelines.augment import AugmentPreset, batch_augmenter, get_preset
@@ -231,7 +233,7 @@ def _ordered(
     otherwise such a file stops the dataset with an error that names it (`_name_failed_files`).
     """
     records = manifest.split_records(split)
-    labels = manifest.split_labels(split)
+    labels = _label_rows(manifest, split)
     keys, windows = [], []
     for r in records:
         fmt = _JPEG if r.decode_format == "JPEG" else _PNG
@@ -248,7 +250,7 @@ def _ordered(
             tf.constant([windows[i] for i in members], tf.int32, shape=[len(members), 4]),
             tf.constant([records[i].height for i in members], tf.int32),
             tf.constant([records[i].width for i in members], tf.int32),
-            tf.constant([labels[i] for i in members], tf.int32),
+            tf.constant(labels[members]),
         )
         if skip_errors:  # see make_dataset: training skips a file TensorFlow cannot decode, evaluation does not
             fn = lambda p, w, h, wd, y, decode=decode: transform(decode(p, w, h, wd), y)  # noqa: E731
@@ -307,7 +309,7 @@ def _shuffled_random_crops(
     """Training elements straight from the files: shuffled, each decoding only its random crop window."""
     size = config.image_size
     records = manifest.split_records(split)
-    labels = manifest.split_labels(split)
+    labels = _label_rows(manifest, split)
     # The ratio is fixed per file (a decode op has a fixed ratio), from the smallest crop the preset can draw.
     smallest = math.sqrt(scale[0] * 3 / 4)
     keys = []
@@ -324,7 +326,7 @@ def _shuffled_random_crops(
                 tf.constant([records[i].source_path for i in members], tf.string),
                 tf.constant([records[i].height for i in members], tf.int32),
                 tf.constant([records[i].width for i in members], tf.int32),
-                tf.constant([labels[i] for i in members], tf.int32),
+                tf.constant(labels[members]),
             )
         ).shuffle(max(len(members), 1), seed=config.seed + k, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=config.seed + 100 + k, rerandomize_each_iteration=True).batch(2)
@@ -359,7 +361,7 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
     random_crop = training and preset.crop_scale is not None and config.resize == "crop"
     deterministic = config.deterministic or not training
     cache = _cache_mode(manifest, split, config, training)
-    one_hot, flip = _one_hot(manifest.num_classes), _flipper(preset.flip)
+    one_hot, flip = _one_hot(manifest.num_classes, manifest.multi_label), _flipper(preset.flip)
 
     # Ingest decoded every file with Pillow already. Should TensorFlow's decoder still refuse one (a file changed
     # on disk since, say), training skips it with a logged warning instead of stopping mid-epoch; evaluation
@@ -384,10 +386,20 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
     return _batched(ds, preset, config, training, deterministic)
 
 
-def _one_hot(num_classes: int):
-    """label index -> one-hot float32 vector of `num_classes`."""
+def _label_rows(manifest: Manifest, split: str) -> np.ndarray:
+    """The split's labels as the datasets carry them until `_one_hot`: class indices int32 (N,), or for
+    multi-label data multi-hot float32 rows (N, C) (`Manifest.split_targets`)."""
+    if manifest.multi_label:
+        return manifest.split_targets(split).reshape(-1, manifest.num_classes)
+    return np.asarray(manifest.split_labels(split), np.int32)
+
+
+def _one_hot(num_classes: int, multi_label: bool = False):
+    """label index -> one-hot float32 vector of `num_classes`; multi-hot rows pass through."""
 
     def one_hot(label):
+        if multi_label:
+            return label
         return tf.one_hot(label, num_classes, dtype=tf.float32)
 
     return one_hot

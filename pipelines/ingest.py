@@ -16,6 +16,7 @@ from pipelines import splits as splitting
 from pipelines.archives import ZipLimits
 from pipelines.errors import DataError
 from pipelines.images import PILLOW_MAX_PIXELS, check_image
+from pipelines.label_files import FEW_IMAGES, find_labelled, is_label_file
 from pipelines.manifest import Manifest, Record
 from pipelines.sources import Found, check_class_name, find_folder, find_zip, write_arrays
 
@@ -83,6 +84,8 @@ def _find(data: Any, data_dir: Path, config: IngestConfig) -> Found:
             "(images, labels, class_names)"
         )
     path = Path(data).expanduser()
+    if path.is_file() and is_label_file(path):  # multi-label: image,labels rows next to a folder of images
+        return find_labelled(path)
     if path.suffix.lower() == ".zip" or (path.is_file() and zipfile.is_zipfile(path)):
         return find_zip(path, data_dir / "extracted", config.zip_limits)
     if path.is_file():
@@ -104,7 +107,8 @@ def ingest(
     """Read a dataset, check every file once with Pillow, split it, and return (and save) its manifest.
 
     data: a folder of class folders (optionally with train/ val/ test/ at the top), a .zip of the same, "tfds:NAME"
-        or a `tfds` builder, a tuple (images, labels, class_names), or None for the embedded sample.
+        or a `tfds` builder, a tuple (images, labels, class_names), None for the embedded sample, or a multi-label
+        CSV/JSONL file of `image,labels` rows next to its images (`pipelines.label_files`).
     workdir: where extracted archives, normalised image copies and `manifest.json` go (a run directory, say).
         None: a new temporary directory, which the caller may delete once done with the data.
     overrides: IngestConfig fields, e.g. `seed=1, test_fraction=0.2`.
@@ -192,6 +196,7 @@ def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progr
             status="ok" if result.ok else "quarantined",
             reason=result.reason,
             decode_path=os.path.abspath(result.decode_path) if result.ok else "",
+            labels=f.labels,
         )
 
     records = []
@@ -205,6 +210,8 @@ def _check_files(found: Found, normalised_dir: Path, config: IngestConfig, progr
 
 def _split(found: Found, records: list[Record], config: IngestConfig) -> Manifest:
     """The manifest: every record assigned to a split, with the warnings a user should read, in a fixed order."""
+    if found.multi_label:
+        return _split_multi_label(found, records, config)
     _check_classes(found, records)
     present = {r.split for r in records if r.ok and r.split}
     # A split the user's folders already hold is kept as is; a missing one is carved from their training images.
@@ -342,3 +349,50 @@ def _balance_warnings(records: list[Record], imbalance_ratio: float) -> list[str
     if quarantined:
         warnings.append(f"{len(quarantined)} file(s) quarantined (not used); see the list of quarantined files")
     return warnings
+
+
+def _split_multi_label(found: Found, records: list[Record], config: IngestConfig) -> Manifest:
+    """A multi-label manifest: iterative stratification over the usable records, and warnings about labels on few
+    images, labels missing from a split, and images with no label (allowed, counted)."""
+    usable = [i for i, r in enumerate(records) if r.ok]
+    counts = collections.Counter(label for i in usable for label in records[i].labels)
+    lost = [c for c in found.classes if counts[c] == 0]
+    if lost:
+        raise DataError(
+            f"{found.source}: label(s) {', '.join(map(repr, lost))} have no usable image (every file that carries "
+            "them is quarantined); fix those files or remove the label from their rows"
+        )
+    index = {name: i for i, name in enumerate(found.classes)}
+    root = found.root or os.path.commonpath([r.path for r in records])
+    assigned = splitting.iterative_assign(
+        [[index[label] for label in records[i].labels] for i in usable],
+        [os.path.relpath(records[i].path, root) for i in usable],
+        num_labels=len(found.classes),
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+    )
+    out = list(records)
+    for i, split in zip(usable, assigned, strict=True):
+        out[i] = dataclasses.replace(records[i], split=split)
+    warnings = list(found.warnings)
+    few = [f"{c!r} ({counts[c]})" for c in found.classes if counts[c] < FEW_IMAGES]
+    if few:
+        warnings.append(
+            f"label(s) on fewer than {FEW_IMAGES} images: {', '.join(few)}; their thresholds and scores rest on one "
+            "or two validation and test images: add images that carry them"
+        )
+    wanted = [s for s, fraction in (("val", config.val_fraction), ("test", config.test_fraction)) if fraction]
+    for split in wanted:
+        present = {label for r in out if r.ok and r.split == split for label in r.labels}
+        if missing := [c for c in found.classes if c not in present]:
+            warnings.append(
+                f"the {split} split has no image of label(s) {', '.join(map(repr, missing))} (too few images to "
+                "place one in every split); add at least 3 images per label"
+            )
+    if empty := sum(1 for i in usable if not records[i].labels):
+        warnings.append(f"{empty} image(s) have no label (allowed: the model learns that none of the labels applies)")
+    quarantined = [r for r in records if not r.ok]
+    if quarantined:
+        warnings.append(f"{len(quarantined)} file(s) quarantined (not used); see the list of quarantined files")
+    return Manifest(found.source, list(found.classes), out, warnings, config.seed, False, found.root, multi_label=True)

@@ -2,6 +2,10 @@
 
 `Manifest.classes` (sorted class names) is the single source of truth for label indices.
 
+Multi-label data (a CSV/JSONL label file, `pipelines.label_files`): `Manifest.multi_label` is true and each record's
+`labels` holds its set of labels (possibly empty); `label` joins them with `;` for display. Single-label manifests
+are written exactly as before (no `labels` or `multi_label` keys).
+
 Paths in memory are absolute. In `manifest.json`, files inside the manifest's own folder (a run's extracted
 archive and normalised copies) are stored relative to that folder and every other path absolute, so a run
 works from any working directory and keeps working when its folder is moved (hardening report, finding B1).
@@ -26,6 +30,11 @@ MANIFEST_VERSION = 1
 # Value of the "paths" key: relative paths in the file are relative to the manifest's folder (see the docstring).
 _RELATIVE_TO_MANIFEST = "relative to the manifest's folder, else absolute"
 _PATH_FIELDS = ("path", "decode_path")
+
+
+def record_labels(record: Record) -> tuple[str, ...]:
+    """The labels of a record: its label set (multi-label data), or its one class."""
+    return record.labels if record.labels is not None else (record.label,)
 
 
 def _store(path: str, base: str | None) -> str:
@@ -58,6 +67,7 @@ class Record:
     status: "ok" or "quarantined"; reason says why a file was quarantined (or "" when ok).
     decode_path: the file tf.data reads. Equal to `path` when TensorFlow's decoders read the file correctly as is;
         otherwise a normalised 8-bit RGB copy made once by Pillow under the work directory.
+    labels: multi-label data only: the record's labels (names in `Manifest.classes`, maybe none); None otherwise.
     """
 
     path: str
@@ -70,6 +80,7 @@ class Record:
     reason: str = ""
     decode_path: str = ""
     group: str = ""  # the group it shares a split with (`pipelines.groups`); "" for none
+    labels: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -102,6 +113,7 @@ class Manifest:
     grouping: str = ""  # where the records' groups came from (a regex, a groups.csv); "" when the split has none
     # The data's dataset.json (`workbench audit --apply`): {id, created, parent}; None for data that is no version.
     dataset_version: dict | None = None
+    multi_label: bool = False  # records carry label sets (`Record.labels`); see the module docstring
 
     # ----------------------------------------------------------------- queries
     def label_index(self, label: str) -> int:
@@ -124,14 +136,34 @@ class Manifest:
         return [r for r in self.records if r.ok and r.split == split]
 
     def split_labels(self, split: str) -> list[int]:
-        """Label indices of `split_records(split)`, in the same order."""
+        """Label indices of `split_records(split)`, in the same order (single-label data; see `split_targets`)."""
+        if self.multi_label:
+            raise ValueError("a multi-label manifest has label sets, not one label per image; use split_targets")
         index = {name: i for i, name in enumerate(self.classes)}
         return [index[r.label] for r in self.split_records(split)]
 
+    def split_targets(self, split: str):
+        """Targets of `split_records(split)` as float32 (N, C): multi-hot rows (multi-label) or one-hot rows."""
+        import numpy as np
+
+        index = {name: i for i, name in enumerate(self.classes)}
+        records = self.split_records(split)
+        targets = np.zeros((len(records), self.num_classes), np.float32)
+        for row, r in enumerate(records):
+            for label in record_labels(r):
+                targets[row, index[label]] = 1.0
+        return targets
+
     def class_counts(self, split: str | None = None) -> dict[str, int]:
-        """Usable images per class (all splits, or one), in class order."""
-        counts = collections.Counter(r.label for r in self.usable() if split is None or r.split == split)
+        """Usable images per class (all splits, or one), in class order; multi-label: images carrying each label."""
+        counts = collections.Counter(
+            label for r in self.usable() if split is None or r.split == split for label in record_labels(r)
+        )
         return {name: counts.get(name, 0) for name in self.classes}
+
+    def empty_label_sets(self, split: str | None = None) -> int:
+        """Usable images with no label (multi-label data; always 0 for single-label)."""
+        return sum(1 for r in self.usable() if r.labels == () and (split is None or r.split == split))
 
     def split_sizes(self) -> dict[str, int]:
         counts = collections.Counter(r.split for r in self.usable())
@@ -151,10 +183,12 @@ class Manifest:
         """What ingest found, as plain JSON-ready data (the CLI's `inspect` and the app show it)."""
         per_class = {name: {split: 0 for split in SPLITS} | {"total": 0} for name in self.classes}
         for r in self.usable():
-            per_class[r.label][r.split] += 1
-            per_class[r.label]["total"] += 1
+            for label in record_labels(r):
+                per_class[label][r.split] += 1
+                per_class[label]["total"] += 1
         formats = collections.Counter(r.format for r in self.usable())
-        return {
+        multi = {"multi_label": True, "empty_label_sets": self.empty_label_sets()} if self.multi_label else {}
+        return multi | {
             "source": self.source,
             "classes": list(self.classes),
             "num_classes": self.num_classes,
@@ -181,10 +215,15 @@ class Manifest:
         lines = [f"source: {rep['source']}"]
         sizes = rep["split_sizes"]
         origin = "as given by the data" if rep["user_splits"] else f"stratified, seed {self.seed}"
+        if self.multi_label:
+            origin = f"iterative stratification, seed {self.seed}"
+        kind = "labels (multi-label)" if self.multi_label else "classes"
         lines.append(
-            f"{rep['num_images']} usable images in {rep['num_classes']} classes "
+            f"{rep['num_images']} usable images in {rep['num_classes']} {kind} "
             f"(train {sizes['train']}, val {sizes['val']}, test {sizes['test']}; splits {origin})"
         )
+        if self.multi_label:
+            lines.append(f"{rep['empty_label_sets']} image(s) with no label")
         width = max(len(c) for c in self.classes) if self.classes else 5
         lines.append(f"  {'class':<{width}}  {'train':>6} {'val':>6} {'test':>6} {'total':>6}")
         for name, c in rep["counts"].items():
@@ -217,6 +256,10 @@ class Manifest:
         records = []
         for r in self.records:
             record = dataclasses.asdict(r)
+            if record["labels"] is None:  # single-label manifests stay as they were
+                del record["labels"]
+            else:
+                record["labels"] = list(record["labels"])
             for name in _PATH_FIELDS:
                 record[name] = _store(record[name], folder)
             records.append(record)
@@ -234,6 +277,8 @@ class Manifest:
         }
         if folder is not None:
             data["paths"] = _RELATIVE_TO_MANIFEST
+        if self.multi_label:
+            data["multi_label"] = True
         return data
 
     @classmethod
@@ -250,6 +295,8 @@ class Manifest:
         records = []
         for r in data["records"]:
             values = {k: v for k, v in r.items() if k in fields}
+            if values.get("labels") is not None:
+                values["labels"] = tuple(values["labels"])
             for name in _PATH_FIELDS:
                 if folder and name in values:
                     values[name] = _resolve(values[name], folder)
@@ -265,6 +312,7 @@ class Manifest:
             root=_resolve(root, folder) if folder else root,
             grouping=str(data.get("grouping", "")),
             dataset_version=data.get("dataset_version"),
+            multi_label=bool(data.get("multi_label", False)),
         )
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -49,6 +49,7 @@ class FoundFile:
     path: Path
     label: str
     split: str | None  # the user's split, or None when ingest should split
+    labels: tuple[str, ...] | None = None  # multi-label data (`label_files`): every label; `label` joins them
 
 
 @dataclasses.dataclass
@@ -61,6 +62,7 @@ class Found:
     user_splits: bool
     warnings: list[str] = dataclasses.field(default_factory=list)
     root: str = ""  # folder the paths are shown relative to
+    multi_label: bool = False  # from a CSV/JSONL label file: each file has a set of labels (`FoundFile.labels`)
 
 
 def class_name(name: str) -> str:

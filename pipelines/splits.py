@@ -1,7 +1,8 @@
 """Stratified, seeded train/val/test assignment.
 
-Each file's place is decided by a hash of (seed, its path relative to the dataset root), so the same seed and the
+Single-label data: each file's place is decided by a hash of (seed, its path relative to the dataset root), so the same seed and the
 same files always give the same split, and adding a file to one class never reshuffles the others.
+Multi-label data: `iterative_assign`, iterative stratification, so every label appears in every split.
 """
 
 from __future__ import annotations
@@ -45,3 +46,69 @@ def assign(keys: Sequence[str], *, seed: int, val_fraction: float, test_fraction
     for rank, i in enumerate(ranked):
         out[i] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
     return out
+
+
+def iterative_assign(
+    label_sets: Sequence[Sequence[int]],
+    keys: Sequence[str],
+    *,
+    num_labels: int,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> list[str]:
+    """Split names for multi-label examples by iterative stratification (Sechidis, Tsoumakas and Vlahavas 2011,
+    "On the stratification of multi-label data", Algorithm 1), in the order of `label_sets`.
+
+    The rarest label still to place goes first: each of its examples joins the split that most lacks that label,
+    then (ties) the split that most lacks examples, then a seeded draw; the example's other labels count as placed
+    in that split too. Examples without a label fill the splits that most lack examples. One change from the paper:
+    a label's wanted count per split is `split_counts` (whole images, at least one in every requested split from 3
+    images on), not the raw fraction, so that every label with 3 or more images appears in every split.
+
+    Deterministic: the same `keys` (paths relative to the dataset), labels and seed give the same splits.
+    """
+    import random
+
+    names = ("train", "val", "test")
+    n = len(label_sets)
+    fractions = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
+    open_splits = [j for j, f in enumerate(fractions) if f > 0]
+    wanted = [n * f for f in fractions]  # examples each split still lacks
+    per_label = [[0, 0, 0] for _ in range(num_labels)]
+    holders: list[list[int]] = [[] for _ in range(num_labels)]
+    for i, labels in enumerate(label_sets):
+        for label in set(labels):
+            holders[label].append(i)
+    for label, members in enumerate(holders):
+        per_label[label] = list(split_counts(len(members), val_fraction, test_fraction))
+    rng = random.Random(seed)
+    order = sorted(range(n), key=lambda i: order_key(seed, keys[i]))
+    rank = {i: r for r, i in enumerate(order)}
+    out: list[str | None] = [None] * n
+
+    def place(i: int, j: int) -> None:
+        out[i] = names[j]
+        wanted[j] -= 1
+        for label in set(label_sets[i]):
+            per_label[label][j] -= 1
+
+    def best(candidates: list[int], *scores) -> int:
+        for score in scores:
+            top = max(score(j) for j in candidates)
+            candidates = [j for j in candidates if score(j) == top]
+        return candidates[0] if len(candidates) == 1 else rng.choice(candidates)
+
+    left = {label: set(members) for label, members in enumerate(holders) if members}
+    while left:
+        label = min(left, key=lambda k: (len(left[k]), order_key(seed, str(k))))
+        for i in sorted(left[label], key=rank.__getitem__):
+            place(i, best(open_splits, lambda j, label=label: per_label[label][j], lambda j: wanted[j]))
+            for other in set(label_sets[i]):
+                if other in left:
+                    left[other].discard(i)
+        left = {k: v for k, v in left.items() if v}
+    for i in order:
+        if out[i] is None:  # no label: only the split sizes matter
+            place(i, best(open_splits, lambda j: wanted[j]))
+    return [name or "train" for name in out]

@@ -79,7 +79,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=1, ensure_ascii=False))
         return 0
-    print(printable_lines(summary_table(report)))  # class names come from folder names
+    if report.get("kind") == "multi-label":
+        from workbench.evaluation.multilabel import summary_lines as multi_label_lines
+
+        print(printable_lines("\n".join(multi_label_lines(report))))
+    else:
+        print(printable_lines(summary_table(report)))  # class names come from folder names
     if "tta" in report:
         print(tta_summary(report["tta"]))
     print(f"\nreport and plots: {printable(Path(report['files']['report']).parent)}/")

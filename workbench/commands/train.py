@@ -87,6 +87,9 @@ def _calibrate(run_dir, settings) -> int:
     """Fit the temperature and the rejection threshold on the validation split (`calibration.json`)."""
     from workbench.evaluation.calibrate import calibrate_run, summary_lines
 
+    if _multi_label_thresholds(run_dir):
+        return 0
+
     try:
         record = calibrate_run(run_dir, settings)
     except ValueError as exc:
@@ -99,6 +102,23 @@ def _calibrate(run_dir, settings) -> int:
     return 0
 
 
+def _multi_label_thresholds(run_dir) -> bool:
+    """A multi-label run has per-label thresholds (tuned by the engine) instead of a calibration: print them."""
+    from pathlib import Path
+
+    from workbench.evaluation.multilabel import THRESHOLDS_FILE, read_thresholds
+    from workbench.terminal import printable
+
+    thresholds = read_thresholds(run_dir)
+    if thresholds is None:
+        return False
+    labels = [line.strip() for line in (Path(run_dir) / "labels.txt").read_text(encoding="utf-8").splitlines()]
+    pairs = ", ".join(f"{printable(name)} {t:.2f}" for name, t in zip(labels, thresholds, strict=True))
+    print(f"per-label thresholds (max F1 on validation, {THRESHOLDS_FILE}): {pairs}")
+    print("calibration: skipped (multi-label run: each label has its own threshold instead)")
+    return True
+
+
 def _evaluate(run_dir) -> int:
     from workbench.evaluation import evaluate
 
@@ -108,7 +128,11 @@ def _evaluate(run_dir) -> int:
         print(f"workbench train: evaluation failed: {exc}", file=sys.stderr)
         return 1
     accuracy = report.get("accuracy") if isinstance(report, dict) else None
-    if accuracy is not None:
+    if isinstance(report, dict) and report.get("kind") == "multi-label":
+        from workbench.evaluation.multilabel import summary_lines
+
+        print(f"test: {summary_lines(report)[0]} (report: {run_dir}/eval/report.json)")
+    elif accuracy is not None:
         print(f"test accuracy: {accuracy:.4f} (report: {run_dir}/eval/report.json)")
     else:
         print(f"evaluation: {run_dir}/eval/report.json")

@@ -46,7 +46,10 @@ DEFAULT_BUDGET_MINUTES = 10
 # the main job (`workbench train`, no data) fine-tunes in a few minutes on 2 CPU cores.
 SAMPLE_IMAGE_SIZE = 160
 
-DATA_HELP = "image folder (one sub-folder per class), .zip of one, or tfds:NAME; empty = the embedded sample dataset"
+DATA_HELP = (
+    "image folder (one sub-folder per class), .zip of one, tfds:NAME, or a multi-label labels.csv/.jsonl "
+    "(image,labels rows) next to its images; empty = the embedded sample dataset"
+)
 
 
 @dataclass
@@ -67,6 +70,12 @@ class RecipeConfig:
     )
     weight_decay: float = option(0.004, "AdamW decoupled weight decay (the Keras default)")
     label_smoothing: float = option(0.1, "label smoothing of the categorical cross-entropy")
+    loss: str = option(
+        "bce",
+        "multi-label runs (a CSV/JSONL of labels): bce = binary cross-entropy (label-smoothed), asl = asymmetric "
+        "loss (Ridnik et al. 2021), for many negatives per image; single-label runs use cross-entropy",
+        ("bce", "asl"),
+    )
     class_weights: str = option(
         "auto",
         "weight the loss by inverse class frequency: auto = only when the largest class is more than 1.5x the smallest",

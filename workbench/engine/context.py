@@ -131,7 +131,7 @@ def build_context(
     batching = Batching.of(strategy, config.batch_size)
     datasets = _datasets(config, manifest, image_size, batching, shard_policy_name(strategy))
     with strategy.scope():
-        model = _build_model(config, len(manifest.classes), image_size)
+        model = _build_model(config, len(manifest.classes), image_size, multi_label=manifest.multi_label)
     return RunContext(
         config=config,
         run_dir=run_dir,
@@ -144,7 +144,10 @@ def build_context(
         manifest=manifest,
         image_size=image_size,
         batching=batching,
-        class_weight=class_weights(manifest.split_labels("train"), config.recipe.class_weights),
+        # Keras' class weights take one class per image; a multi-label run weighs its labels through its loss.
+        class_weight=None
+        if manifest.multi_label
+        else class_weights(manifest.split_labels("train"), config.recipe.class_weights),
         datasets=datasets,
         model=model,
         drop_rates=_block_drop_rates(model),
@@ -323,10 +326,11 @@ def _datasets(config: RunConfig, manifest, image_size: int, batching: Batching, 
     return ds
 
 
-def _build_model(config: RunConfig, num_classes: int, image_size: int):
+def _build_model(config: RunConfig, num_classes: int, image_size: int, *, multi_label: bool = False):
     """The variant with its configured weights and a new head for `num_classes` (zero-initialised
     when the backbone is ImageNet's or random; a checkpoint's own head is kept). Progressive learning
-    feeds images of several sizes, so its model takes any size (`fixed_size_model` gives the saved one)."""
+    feeds images of several sizes, so its model takes any size (`fixed_size_model` gives the saved one).
+    A multi-label head is the same Dense `predictions` layer with a sigmoid (each label on its own)."""
     from workbench.engine.heads import zero_head
     from workbench.models import build_model
 
@@ -340,6 +344,7 @@ def _build_model(config: RunConfig, num_classes: int, image_size: int):
         weights=weights,
         input_shape=(side, side, 3),
         dropout=config.recipe.dropout,
+        classifier_activation="sigmoid" if multi_label else "softmax",
     )
     if weights is None or str(weights) == "imagenet":
         zero_head(model)
@@ -349,11 +354,14 @@ def _build_model(config: RunConfig, num_classes: int, image_size: int):
 def fixed_size_model(ctx: RunContext):
     """The run's model as it is saved and served: at the run's image size. A progressive run trained a model
     that takes any size; the copy at `ctx.image_size` holds the same weights, so `model.keras` looks the same
-    whichever way it was trained (export and evaluation read its resolution from its input)."""
+    whichever way it was trained (export and evaluation read its resolution from its input).
+    A multi-label run is always saved from such a copy: it is not compiled, so its loss (maybe `AsymmetricLoss`,
+    not a Keras class) is not in `model.keras`, which `model_files.load_keras_model` would refuse."""
     from workbench.models import build_model
     from workbench.serving.model_files import model_resolution
 
-    if model_resolution(ctx.model) is not None:
+    multi_label = ctx.manifest.multi_label
+    if model_resolution(ctx.model) is not None and not multi_label:
         return ctx.model
     fixed = build_model(
         ctx.config.variant,
@@ -361,6 +369,7 @@ def fixed_size_model(ctx: RunContext):
         weights=None,
         input_shape=(ctx.image_size, ctx.image_size, 3),
         dropout=ctx.config.recipe.dropout,
+        classifier_activation="sigmoid" if multi_label else "softmax",
     )
     fixed.set_weights(ctx.model.get_weights())
     return fixed

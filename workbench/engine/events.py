@@ -36,7 +36,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-EVENT_TYPES = ("plan", "budget", "phase", "stage", "batch", "epoch", "done", "error", "trial", "calibration")
+EVENT_TYPES = (
+    "plan",
+    "budget",
+    "phase",
+    "stage",
+    "batch",
+    "epoch",
+    "done",
+    "error",
+    "trial",
+    "calibration",
+    "thresholds",
+)
 EVENTS_FILE = "events.jsonl"
 
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -50,6 +62,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "error": ("message",),
     "trial": (),
     "calibration": ("temperature", "score", "threshold"),
+    "thresholds": ("path", "thresholds"),  # multi-label runs: per-label thresholds tuned on val
 }
 
 

@@ -19,6 +19,12 @@ def zero_head(model, layer: str = HEAD_LAYER) -> None:
         variable.assign(np.zeros(variable.shape, variable.dtype))
 
 
+def is_multi_label(model) -> bool:
+    """Whether `model` is a multi-label classifier: its `predictions` layer has a sigmoid (one probability per
+    label) rather than a softmax. The head is the one source of truth of a run's kind."""
+    return model.get_layer(HEAD_LAYER).get_config().get("activation") == "sigmoid"
+
+
 def logits_model(model):
     """A Keras model sharing `model`'s weights that outputs the classifier's logits instead of its softmax.
 

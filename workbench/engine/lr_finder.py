@@ -189,6 +189,11 @@ def _data(config: LRFindConfig, directory: Path):
     from pipelines import ingest
 
     manifest = ingest(config.data, workdir=directory, seed=config.seed)
+    if manifest.multi_label:
+        raise ValueError(
+            f"{manifest.source} is multi-label data; the finder sweeps a softmax head's cross-entropy: use it on a "
+            "folder of class folders, or train with the recipe's learning rates"
+        )
     if manifest.split_sizes()["train"] == 0:
         raise ValueError(f"{manifest.source} has no training images; the finder needs a few per class at least")
     return manifest

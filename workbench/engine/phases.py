@@ -432,11 +432,15 @@ def _compile(ctx: RunContext, phase: Phase, fit_model, steps: int):
             weight_decay=recipe.weight_decay,
         )
         optimizer = wrap_optimizer(optimizer, ctx.policy)
-        fit_model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-            metrics=["accuracy"],
-        )
+        if ctx.manifest.multi_label:  # sigmoid head: each label is a binary decision
+            from workbench.engine.losses import multi_label_loss, multi_label_metrics
+
+            loss = multi_label_loss(recipe.loss, recipe.label_smoothing)
+            metrics = multi_label_metrics(ctx.manifest.num_classes)
+        else:
+            loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+            metrics = ["accuracy"]
+        fit_model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return optimizer
 
 

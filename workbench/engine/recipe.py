@@ -255,7 +255,9 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         model_path = ctx.run_dir / MODEL_FILE
         with atomic_path(model_path) as tmp:
             fixed_size_model(ctx).save(tmp)
-    warning = _chance_warning(ctx)
+    if model_path is not None and ctx.manifest.multi_label:
+        _tune_thresholds(ctx)
+    warning = None if ctx.manifest.multi_label else _chance_warning(ctx)
     # What the `done` event says and what the caller gets back: one set of facts.
     outcome = dict(
         run_dir=ctx.run_dir,
@@ -276,6 +278,20 @@ def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResu
         chief=ctx.chief,
         warning=warning,
     )
+
+
+def _tune_thresholds(ctx: RunContext) -> None:
+    """Multi-label runs: per-label thresholds maximising F1 on the validation split, from the best model, saved
+    as `thresholds.json` (`workbench.evaluation.multilabel`) and announced in a `thresholds` event."""
+    import numpy as np
+
+    from workbench.evaluation.multilabel import tune_thresholds, write_thresholds
+
+    probabilities = np.concatenate([ctx.model.predict_on_batch(x) for x, _ in ctx.datasets.plain("val")])
+    targets = ctx.manifest.split_targets("val")
+    thresholds, f1 = tune_thresholds(targets, probabilities)
+    path = write_thresholds(ctx.run_dir, ctx.manifest.classes, thresholds, f1, len(targets))
+    ctx.writer.emit("thresholds", path=str(path), thresholds=[float(t) for t in thresholds], val_f1=f1)
 
 
 def _chance_warning(ctx: RunContext) -> str | None:

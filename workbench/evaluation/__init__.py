@@ -105,6 +105,18 @@ def evaluate(
     eval_dir.mkdir(parents=True, exist_ok=True)
     manifest = _manifest(run, data, eval_dir)
     records, used = _split_records(manifest, split, data or run.manifest_path)
+    from workbench.engine.heads import is_multi_label
+
+    if is_multi_label(run.model):  # the run's kind is its head's: sigmoid per label
+        from workbench.evaluation.multilabel_run import evaluate_multi_label
+
+        if tta is not None or unknown_dir is not None:
+            raise ValueError(
+                f"{run.path} is a multi-label run: test-time augmentation and --unknown-dir are for single-label "
+                "runs; evaluate without them"
+            )
+
+        return evaluate_multi_label(run, manifest, records, used, eval_dir, data, split, batch_size, plots)
     record = _calibration_record(run.path) if unknown_dir is None else None
     if record and record.get("unknown") and Path(record["unknown"]["dir"]).is_dir():
         unknown_dir = record["unknown"]["dir"]  # the images the threshold was set on, as calibration.json says

@@ -238,6 +238,11 @@ def calibrate_run(run_dir: str | Path, settings=None, *, batch_size: int = 32) -
     if run.manifest_path is None:
         return None
     manifest = Manifest.load(run.manifest_path)
+    if manifest.multi_label:
+        raise ValueError(
+            f"{run.path} is a multi-label run: temperature scaling and rejection are for single-label runs (a "
+            "multi-label model answers each label with its own threshold, thresholds.json); drop the --reject options"
+        )
     if not manifest.split_records("val"):
         return None
     index = {name: i for i, name in enumerate(run.class_names)}

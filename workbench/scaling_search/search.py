@@ -126,6 +126,11 @@ class _Search:
             manifest = Manifest.load(path)  # the same files and splits as the first run
         else:
             manifest = ingest(self.config.data, workdir=self.dir, seed=self.config.seed)
+        if manifest.multi_label:
+            raise ValueError(
+                f"{manifest.source} is multi-label data; the scaling search ranks candidates by single-label "
+                "accuracy: search on a folder of class folders"
+            )
         sizes = manifest.split_sizes()
         if sizes["train"] == 0 or sizes["val"] == 0:
             raise ValueError(

@@ -119,6 +119,7 @@ def _write(fmt, run, directory: Path, name: str) -> None:
     from pipelines.files import atomic_write_text
     from workbench.evaluation.calibrate import read_calibration
     from workbench.serving.model_card import build_card, write_card
+    from workbench.serving.multi_label import multi_label_card
 
     extra = fmt.write(run, directory)
     calibration = read_calibration(run.path)
@@ -127,6 +128,8 @@ def _write(fmt, run, directory: Path, name: str) -> None:
         extra = {**extra, "calibration": {**calibration.to_card(), "in_graph": fmt.calibrated_graph}}
     else:
         extra = {**extra, "calibration": None}
+    if (multi_label := multi_label_card(run, fmt)) is not None:
+        extra = {**extra, "multi_label": multi_label}
     atomic_write_text(directory / "labels.txt", "\n".join(run.class_names) + "\n")
     card = build_card(
         run,

@@ -48,6 +48,9 @@ def _evaluation(run) -> dict | None:
     if not path.is_file():
         return None
     report = json.loads(path.read_text(encoding="utf-8"))
+    if report.get("kind") == "multi-label":
+        keys = ("split", "num_examples", "kind", "mAP", "micro_f1", "macro_f1", "subset_accuracy")
+        return {key: report.get(key) for key in keys}
     return {
         "split": report.get("split"),
         "num_examples": report["num_examples"],
@@ -123,7 +126,14 @@ def _markdown(card: dict) -> str:
         lines += ["", "## Training", ""] + [f"* {k}: {v}" for k, v in card["training"].items()]
     lines += ["", "## Evaluation", ""]
     metrics = card.get("evaluation")
-    if metrics:
+    if metrics and metrics.get("kind") == "multi-label":
+        lines += [
+            f"* Split `{metrics['split']}`, {metrics['num_examples']} images, multi-label",
+            *(f"* {key}: {metrics[key]:.4f}" for key in ("mAP", "micro_f1", "macro_f1") if metrics[key] is not None),
+        ]
+        thresholds = (card.get("multi_label") or {}).get("thresholds") or {}
+        lines.append("* Thresholds: " + ", ".join(f"{name} {t:.3f}" for name, t in thresholds.items()))
+    elif metrics:
         lines += [
             f"* Split `{metrics['split']}`, {metrics['num_examples']} images",
             f"* Top-1 accuracy {metrics['accuracy']:.4f}, "
@@ -138,7 +148,13 @@ def _markdown(card: dict) -> str:
         lines += ["", "## Quantization", "", *_quantization_lines(quantization)]
     if card.get("signatures"):
         lines += ["", "## Signatures", ""] + [f"* `{k}`: {v}" for k, v in card["signatures"].items()]
-    lines += ["", "## Calibration and rejection", "", *_calibration_lines(card.get("calibration"), card["format"])]
+    if card.get("multi_label"):
+        multi = card["multi_label"]
+        where = "in the graph and here" if multi["in_graph"] else "here (`workbench predict` applies them)"
+        lines += ["", "## Multi-label thresholds", "", f"* Per label, tuned on validation for F1, {where}:"]
+        lines += [f"  * `{name}` {t:.4f}" for name, t in multi["thresholds"].items()]
+    else:
+        lines += ["", "## Calibration and rejection", "", *_calibration_lines(card.get("calibration"), card["format"])]
     if "tta" in card:  # formats with signatures say whether test-time augmentation ones are among them
         lines += ["", "## Test-time augmentation", "", _tta_line(card["tta"])]
     lines += ["", "## Versions", ""] + [f"* {k} {v}" for k, v in card["versions"].items()]

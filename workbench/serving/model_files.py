@@ -321,7 +321,8 @@ def open_run(run_dir: str | Path) -> Run:
 
 
 def split_files(run: Run, split: str, limit: int | None = None) -> tuple[list[str], list[int]]:
-    """File paths (the decodable copies) and label indices of one split of the run's manifest."""
+    """File paths (the decodable copies) and label indices of one split of the run's manifest (-1 for each image of
+    a multi-label run, which has label sets rather than one label)."""
     if run.manifest_path is None:
         return [], []
     from pipelines.manifest import Manifest
@@ -333,4 +334,4 @@ def split_files(run: Run, split: str, limit: int | None = None) -> tuple[list[st
         # An evenly spaced subset keeps every class represented (records are grouped by class).
         step = len(records) / limit
         records = [records[int(i * step)] for i in range(limit)]
-    return [r.source_path for r in records], [index[r.label] for r in records]
+    return [r.source_path for r in records], [index[r.label] if r.labels is None else -1 for r in records]

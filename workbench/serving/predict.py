@@ -54,7 +54,9 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
     """Top-k classes of each image file.
 
     Returns one dict per image, in order: `{"image": path, "class_name", "class_index", "predictions":
-    [{"class", "index", "probability"}, ...]}` with the k most probable classes first. `class_name` is the
+    [{"class", "index", "probability"}, ...]}` with the k most probable classes first. A multi-label model's
+    results also hold `labels`: every label at or over its threshold (`{"class", "index", "probability",
+    "threshold"}`, most probable first; maybe none), and `class_name` is then just the most probable label. `class_name` is the
     answer: the top class, or "unknown" (`class_index` -1) when a calibrated model rejects the image; the
     probabilities are then the calibrated ones (`workbench.evaluation.calibrate`). `tta` (`flip` or `crops`, see
     `workbench.evaluation.tta`) averages the probabilities over augmented views of each image.
@@ -70,10 +72,17 @@ def predict(model_path: str | Path, images: Sequence[str | Path], top_k: int = 5
         probabilities = _tta_probabilities(runtime, encoded, location, tta)
         indices = probabilities.argmax(axis=1)
     check_labels(probabilities.shape[1], labels, location)
-    return [
+    results = [
         {**answer(int(index), labels), "image": str(path), "predictions": top_k_predictions(row, labels, top_k)}
         for path, row, index in zip(images, probabilities, indices, strict=True)
     ]
+    from workbench.serving.multi_label import labels_over, thresholds_beside
+
+    thresholds = thresholds_beside(location.labels_path, labels)
+    if thresholds is not None:  # a multi-label model: every label over its threshold is an answer
+        for result, row in zip(results, probabilities, strict=True):
+            result["labels"] = labels_over(row, thresholds, labels)
+    return results
 
 
 def check_labels(num_outputs: int, labels: list[str], location: ModelLocation) -> None:
@@ -137,6 +146,11 @@ def format_table(results: list[dict]) -> str:
         lines.append(
             printable(result["image"]) + (f"  → {UNKNOWN_NAME} (below the rejection threshold)" if rejected else "")
         )
+        if "labels" in result:  # multi-label: the answer is every label over its threshold
+            over = [
+                f"{printable(p['class'])} {p['probability']:.2%} (≥ {p['threshold']:.3f})" for p in result["labels"]
+            ]
+            lines.append("  labels over their thresholds: " + (", ".join(over) if over else "none"))
         names = [printable(p["class"]) for p in result["predictions"]]
         width = max(len(name) for name in names)
         for rank, (name, p) in enumerate(zip(names, result["predictions"], strict=True), 1):

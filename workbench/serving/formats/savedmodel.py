@@ -27,6 +27,16 @@ SIGNATURES = {
     "serving_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], any H and W → the same outputs; "
     "resized inside the graph",
 }
+# A multi-label model's signatures (same inputs): each label answered on its own against its threshold, the
+# thresholds and label names being graph constants (`label_thresholds`, and the names as for class_name).
+MULTI_LABEL_SIGNATURES = {
+    "serving_default": "image_bytes: string (B,) of encoded JPEG/PNG/GIF/BMP → probabilities float32 (B, C) (one "
+    "sigmoid per label), over_threshold int32 (B, C) (1 where the probability reaches the label's threshold, tuned "
+    "on validation for F1), labels string (B, C) (the label's name where over its threshold, else ''), "
+    "thresholds float32 (B, C), class_index int32 (B,) and class_name string (B,) (the most probable label)",
+    "serving_rgb": "images: float32 (B, H, W, 3) RGB in [0, 255], any H and W → the same outputs; "
+    "resized inside the graph",
+}
 # Only with `tta`: the outputs of `serving_default` and `serving_rgb`, but the probabilities are the mean over the
 # image and its horizontal mirror (the `flip` mode of `workbench.evaluation.tta`), at twice the compute.
 TTA_MODE = "flip"
@@ -86,14 +96,30 @@ RESTORE_OPS = frozenset({"RestoreV2"})
 _DT_STRING = 7  # tensorflow.core.framework.types_pb2.DT_STRING
 
 
-def _classify_fn(outputs_of, class_names: list[str], calibration: Calibration | None = None):
+def _classify_fn(outputs_of, class_names: list[str], calibration: Calibration | None = None, thresholds=None):
     """The signatures' outputs from `outputs_of` (resized float images (B, R, R, 3) → (B, C)): the model's
-    probabilities, or with `calibration` its logits, scaled and thresholded (`workbench.serving.calibrated`)."""
+    probabilities, or with `calibration` its logits, scaled and thresholded (`workbench.serving.calibrated`);
+    with per-label `thresholds` (a multi-label model) the labels over them (`MULTI_LABEL_SIGNATURES`)."""
     import tensorflow as tf
 
     from workbench.serving.calibrated import calibrated_outputs, class_names_of
 
     def classify(images):
+        if thresholds is not None:
+            probabilities = tf.cast(outputs_of(images), tf.float32)
+            limits = tf.constant(thresholds, tf.float32, name="label_thresholds")
+            over = probabilities >= limits
+            names = tf.constant(class_names)
+            index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            return {
+                "probabilities": probabilities,
+                "over_threshold": tf.cast(over, tf.int32),
+                "labels": tf.where(over, names, tf.constant("")),
+                # Mul and AddV2 broadcast the row to (B, C) with ops SERVING_OPS already has (ZerosLike is not).
+                "thresholds": 0.0 * probabilities + limits,
+                "class_index": index,
+                "class_name": tf.gather(names, index),
+            }
         if calibration is None:  # as before calibration existed: the model's own softmax, its argmax
             probabilities = outputs_of(images)
             index = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -134,6 +160,7 @@ def write_saved_model(
     *,
     tta: bool = False,
     calibration: Calibration | None = None,
+    thresholds=None,
 ) -> Path:
     """Write a SavedModel with the two serving signatures of `SIGNATURES` into `directory`, and with `tta`
     the two of `TTA_SIGNATURES` besides them (`serving_default` stays the default either way).
@@ -162,7 +189,7 @@ def write_saved_model(
 
     def add_pair(bytes_name: str, images_name: str, outputs_of) -> None:
         # A function per pair: the endpoints' traced signatures must take their one input and nothing else.
-        classify = _classify_fn(outputs_of, class_names, calibration)
+        classify = _classify_fn(outputs_of, class_names, calibration, thresholds)
         archive.add_endpoint(
             bytes_name,
             lambda image_bytes: classify(decode_batch(image_bytes, resolution)),
@@ -337,13 +364,24 @@ class SavedModelFormat(ExportFormat):
 
     def write(self, run, directory: Path) -> dict:
         from workbench.evaluation.calibrate import read_calibration
+        from workbench.serving.multi_label import run_thresholds
 
         calibration = read_calibration(run.path)
-        write_saved_model(run.model, run.class_names, run.resolution, directory, tta=self.tta, calibration=calibration)
+        thresholds = run_thresholds(run)  # None for a single-label run
+        write_saved_model(
+            run.model,
+            run.class_names,
+            run.resolution,
+            directory,
+            tta=self.tta,
+            calibration=calibration,
+            thresholds=thresholds,
+        )
+        signatures = SIGNATURES if thresholds is None else MULTI_LABEL_SIGNATURES
         if not self.tta:
-            return {"signatures": SIGNATURES, "tta": None}
+            return {"signatures": signatures, "tta": None}
         tta = {"mode": TTA_MODE, "views": 2, "signatures": list(TTA_SIGNATURES)}
-        return {"signatures": SIGNATURES | TTA_SIGNATURES, "tta": tta}
+        return {"signatures": signatures | TTA_SIGNATURES, "tta": tta}
 
     def recognise(self, path: Path) -> Path | None:
         """A version directory, or a TF Serving base directory (its highest version holding a SavedModel)."""

@@ -437,6 +437,14 @@ class TFLiteFormat(ExportFormat):
         from pipelines.files import atomic_write_bytes
         from workbench.evaluation.calibrate import read_calibration
 
+        if self.mode == "int8":
+            from workbench.serving.multi_label import run_thresholds
+
+            if run_thresholds(run) is not None:
+                raise ValueError(
+                    f"{run.path} is a multi-label run: the int8 export's accuracy gate measures top-1 accuracy, "
+                    "which a multi-label model has none of; export --format tflite or tflite-fp16"
+                )
         calibration = representative_images(run, self.calibration_images) if self.mode == "int8" else None
         calibrated = read_calibration(run.path) if self.calibrated_graph else None
         model_path = directory / self.files[0]
