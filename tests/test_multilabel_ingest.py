@@ -67,6 +67,11 @@ def test_images_without_a_row_are_named_and_ignored(data, tmp_path):
     assert "images/img_038.png" in warning and "images/img_039.png" in warning
 
 
+def test_a_group_aware_split_of_multi_label_data_is_refused_not_silently_ignored(data, tmp_path):
+    with pytest.raises(DataError, match="not supported for multi-label"):
+        ingest(str(data), workdir=tmp_path / "run", group_by=r"^(img_\d\d)")
+
+
 def test_single_label_manifests_are_written_as_before(tmp_path):
     from PIL import Image
 
