@@ -147,3 +147,10 @@ def test_iterative_stratification_keeps_label_proportions_closer_than_a_random_s
 
     random_split = np.array(rng.permutation(["train"] * 180 + ["val"] * 60 + ["test"] * 60))
     assert deviation(splits) < deviation(random_split)
+
+
+def test_an_audit_of_multi_label_data_is_refused_with_what_to_do(data, tmp_path):
+    from workbench.audit import run_audit
+
+    with pytest.raises(ValueError, match="multi-label data .* cannot be audited yet"):
+        run_audit(str(data), tmp_path / "audit")

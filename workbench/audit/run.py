@@ -54,6 +54,12 @@ def run_audit(
     t = time.perf_counter()
     manifest = ingest(data, out, seed=seed, **ingest_options)
     timings["ingest"] = time.perf_counter() - t
+    if manifest.multi_label:
+        # Confident learning, the outliers' class distances and --apply's relabelling all take one label per image.
+        raise ValueError(
+            f"{data}: multi-label data (a labels file) cannot be audited yet; audit the images as class folders, "
+            "or check the label file's rows with `workbench inspect`"
+        )
     size = image_size or get_variant(variant).resolution
 
     say(f"reading {len(manifest.usable())} images (hashes, colour)")
