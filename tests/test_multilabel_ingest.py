@@ -152,5 +152,5 @@ def test_iterative_stratification_keeps_label_proportions_closer_than_a_random_s
 def test_an_audit_of_multi_label_data_is_refused_with_what_to_do(data, tmp_path):
     from workbench.audit import run_audit
 
-    with pytest.raises(ValueError, match="multi-label data .* cannot be audited yet"):
+    with pytest.raises(ValueError, match=r"multi-label data .* cannot be audited yet"):
         run_audit(str(data), tmp_path / "audit")
