@@ -1,11 +1,12 @@
-"""Augmentation presets `none | light | standard | strong`, applied to training batches only.
+"""Augmentation presets `none | light | standard | strong | autoaugment`, applied to training images only.
 
 Random-resized crop and the horizontal flip happen per image while decoding (see `dataset.py`: decoding only
 the crop window is much cheaper than decoding then cropping, and a per-image flip is nearly free where Keras'
 RandomFlip on a batch is not). The batch-level part is built from Keras 3 layers, which are safe inside tf.data:
 RandAugment, MixUp and CutMix. Keras 3.15 has all of them, so keras-cv is not needed. On a batch, Keras'
 RandAugment draws which operations to apply once per batch (their strengths per image); MixUp and CutMix pair
-images within the batch and mix their one-hot labels into soft labels that still sum to 1.
+images within the batch and mix their one-hot labels into soft labels that still sum to 1. The `autoaugment`
+preset applies the published AutoAugment policy per image, after the crop (`pipelines.autoaugment`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class AugmentPreset:
     mix: bool = False  # MixUp or CutMix (one of the two per batch, chosen at random): soft labels
     mixup_alpha: float = 0.2
     cutmix_factor: float = 1.0
+    autoaugment: bool = False  # the published ImageNet AutoAugment policy, per image (pipelines/autoaugment.py)
 
 
 AUGMENT_PRESETS: dict[str, AugmentPreset] = {
@@ -37,6 +39,8 @@ AUGMENT_PRESETS: dict[str, AugmentPreset] = {
     "strong": AugmentPreset(
         "strong", crop_scale=(0.08, 1.0), flip=True, rand_augment_ops=2, rand_augment_factor=0.5, mix=True
     ),
+    # AutoAugment replaces RandAugment (the paper applies it after the crop and flip); the crop as in standard.
+    "autoaugment": AugmentPreset("autoaugment", crop_scale=(0.25, 1.0), flip=True, autoaugment=True),
 }
 
 

@@ -37,7 +37,7 @@ CACHE_FEATURES = ("auto", "on", "off")
 # Augmentation presets of `pipelines.make_datasets` (pipelines.AUGMENT_PRESETS; a test keeps the
 # two lists equal without importing TensorFlow here). "none" needs no pixel work, so phase 1 can
 # train the head on backbone features computed once.
-AUGMENTS = ("none", "light", "standard", "strong")
+AUGMENTS = ("none", "light", "standard", "strong", "autoaugment")
 RECIPE_MODES = ("auto", "fixed")
 # The most `auto` plans for without --time-budget (`workbench.engine.auto.default_budget`: less for small data).
 DEFAULT_BUDGET_MINUTES = 10
