@@ -101,7 +101,7 @@ def test_bad_recipe_files_are_refused_with_the_file_named(tmp_path):
     with pytest.raises(ValueError, match="may not"):
         save_recipe(tmp_path / "y.yaml", {"data": "elsewhere"}, {})
     (tmp_path / "z.yaml").write_text("kind: workbench-recipe\noptions: {recipe.dropout: 2}\n")
-    with pytest.raises(ValueError, match="z.yaml.*dropout"):
+    with pytest.raises(ValueError, match=r"z\.yaml.*dropout"):
         load_recipe(tmp_path / "z.yaml")
     with pytest.raises(ValueError, match="cannot read recipe file"):
         apply_recipe_file(tmp_path / "missing.yaml", {})
