@@ -245,3 +245,33 @@ def test_multi_objective_genetic_search_returns_a_pareto_front(tiny_images, tmp_
     )
     assert all(r["latency_ms"] > 0 for r in result.rows)
     assert result.pareto and result.chosen in result.pareto
+
+
+def test_app_search_page_builds_the_command_and_the_live_trials_table(tmp_path):
+    from apps.search_section import search_command, search_dirs, trial_rows
+
+    argv = search_command("photos", tmp_path / "search-1", {"space": "augment", "time_budget": "5m"})
+    assert argv[3:] == [
+        "search",
+        "photos",
+        "--space",
+        "augment",
+        "--time-budget",
+        "5m",
+        "--search-dir",
+        str(tmp_path / "search-1"),
+    ]
+    events = [
+        {"type": "trial", "status": "start", "number": 0, "params": {"recipe.learning_rate": 0.001}},
+        {"type": "trial", "status": "trained", "number": 0, "val_accuracy": 0.81234, "params": {}},
+        {"type": "trial", "status": "start", "number": 1, "params": {"recipe.learning_rate": 0.01}},
+    ]
+    assert trial_rows(events) == [
+        {"trial": 0, "status": "trained", "learning_rate": 0.001, "val_accuracy": 0.8123},
+        {"trial": 1, "status": "running", "learning_rate": 0.01},
+    ]
+    (tmp_path / "search-2").mkdir()
+    (tmp_path / "search-2" / "search.json").write_text('{"space": "recipe"}')
+    (tmp_path / "search-3").mkdir()
+    (tmp_path / "search-3" / "search.json").write_text('{"strategy": "grid"}')  # a scale search: not listed
+    assert search_dirs(tmp_path) == [tmp_path / "search-2"]
