@@ -159,7 +159,8 @@ class _Search:
             sampler = optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(4, c.trials), multivariate=True)
         pruner = optuna.pruners.NopPruner()
         if not self.multi and c.pruner == "median":
-            pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+            # From the second epoch on: one epoch of a head at a high rate says little.
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
         elif not self.multi and c.pruner == "hyperband":
             pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=c.epochs + c.fine_tune_epochs)
         self.storage = optuna.storages.RDBStorage(f"sqlite:///{(self.dir / STUDY_FILE).resolve()}")
