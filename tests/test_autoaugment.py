@@ -108,20 +108,5 @@ def test_the_preset_applies_the_policy_per_image_deterministically(ramp):
     assert sum(not np.allclose(o, ramp) for o in outs) >= 6  # most draws change the image
 
 
-def test_training_pipeline_with_autoaugment(tmp_path):
-    from PIL import Image
-
-    from pipelines import ingest, make_datasets
-
-    rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / cls).mkdir(parents=True)
-        for i in range(6):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(
-                tmp_path / "data" / cls / f"{i}.png"
-            )
-    manifest = ingest(str(tmp_path / "data"), workdir=tmp_path / "run", val_fraction=0.3, test_fraction=0.0)
-    ds = make_datasets(manifest, image_size=16, batch_size=4, augment="autoaugment", cache="memory")
-    images, labels = next(iter(ds.train))
-    assert images.shape == (4, 16, 16, 3) and labels.shape == (4, 2)
-    assert float(images.numpy().min()) >= 0 and float(images.numpy().max()) <= 255
+# The preset in the training pipeline (after the crop and cache): tests/test_pipelines_dataset.py,
+# test_each_preset_changes_training_images_and_keeps_labels_valid[autoaugment].
