@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-SECTIONS = ("Data", "Model", "Train", "Evaluate", "Export", "Compare")
+SECTIONS = ("Data", "Model", "Train", "Evaluate", "Export", "Compare", "Search")
 
 
 def runs_root() -> Path:

@@ -89,6 +89,8 @@ def main() -> None:
         from apps import evaluate_section as page
     elif section == "Export":
         from apps import export_section as page
+    elif section == "Search":
+        from apps import search_section as page
     else:
         from apps import compare_section as page
     page.render()

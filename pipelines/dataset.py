@@ -383,6 +383,8 @@ def make_dataset(manifest: Manifest, split: str, config: DatasetConfig, *, train
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
+    if training and preset.autoaugment:
+        ds = _autoaugmented(ds, config, deterministic)
     return _batched(ds, preset, config, training, deterministic)
 
 
@@ -392,6 +394,20 @@ def _label_rows(manifest: Manifest, split: str) -> np.ndarray:
     if manifest.multi_label:
         return manifest.split_targets(split).reshape(-1, manifest.num_classes)
     return np.asarray(manifest.split_labels(split), np.int32)
+
+
+def _autoaugmented(ds: tf.data.Dataset, config: DatasetConfig, deterministic: bool) -> tf.data.Dataset:
+    """AutoAugment's policy on every training image, after the crop (and after any cache, so each epoch draws
+    new sub-policies). Its own map: the policy's ops are per image, unlike the batch-level RandAugment."""
+    from pipelines.autoaugment import autoaugmenter
+
+    augment = autoaugmenter()
+    seeds = tf.data.Dataset.random(seed=config.seed + 11, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, seeds)).map(
+        lambda element, seed: (augment(element[0], seed), element[1]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
 
 
 def _one_hot(num_classes: int, multi_label: bool = False):

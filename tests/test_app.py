@@ -19,7 +19,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "apps" / "workbench_app.py")
-SECTIONS = ("Data", "Model", "Train", "Evaluate", "Export", "Compare")
+SECTIONS = ("Data", "Model", "Train", "Evaluate", "Export", "Compare", "Search")
 
 
 @pytest.fixture

@@ -221,8 +221,8 @@ def distinct_batch(n: int = 8, size: int = 24, classes: int = 4):
     return images, labels
 
 
-def test_presets_are_the_documented_four():
-    assert list(AUGMENT_PRESETS) == ["none", "light", "standard", "strong"]
+def test_presets_are_the_documented_five():
+    assert list(AUGMENT_PRESETS) == ["none", "light", "standard", "strong", "autoaugment"]
     assert get_preset("none").crop_scale is None and not get_preset("none").flip
     assert batch_augmenter(get_preset("none")) is None and batch_augmenter(get_preset("light")) is None
 

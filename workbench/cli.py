@@ -37,6 +37,11 @@ COMMANDS: list[tuple[str, str, str]] = [
         "scale_search",
         "search width/depth/resolution coefficients (α, β, γ) for DATA and a budget; saves a family",
     ),
+    (
+        "search",
+        "search",
+        "search the fine-tuning recipe or an augmentation policy on DATA (bayes, genetic, grid); saves a recipe file",
+    ),
     ("app", "app", "start the Streamlit workbench app in the browser (Data, Model, Train, Evaluate, Export)"),
 ]
 

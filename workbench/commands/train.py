@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             f"--resume continues a run with its saved config; drop {', '.join(sorted(overrides))} "
             f"(or edit {args.resume}/config.yaml)"
         )
+    from workbench.hparam_search.recipe_file import apply_recipe_file, is_recipe_path
+
+    if is_recipe_path(overrides.get("recipe_mode")):  # --recipe FILE: a search's winner, the flags given win
+        overrides = apply_recipe_file(overrides["recipe_mode"], overrides)
     config = None if args.resume else with_overrides(RunConfig(), overrides).validate()
 
     from workbench.engine.progress import ProgressPrinter

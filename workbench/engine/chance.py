@@ -92,17 +92,20 @@ def train_warning(
     return f"{chance_message(best_val_accuracy, val_counts)}. Likely causes: " + "; ".join(causes) + "."
 
 
-def search_warning(val_accuracies: Sequence[float], val_counts: Sequence[int]) -> str | None:
+def search_warning(val_accuracies: Sequence[float], val_counts: Sequence[int], fix: str | None = None) -> str | None:
     """Why a scaling search's winner means nothing, or None when it is clearly the best.
 
     The best candidate must be clearly above chance, and ahead of the runner-up by more than the noise of
-    the difference of two accuracies on the validation images (one standard error of it).
+    the difference of two accuracies on the validation images (one standard error of it). `fix`: what the
+    caller's user can raise to tell them apart (default: the scaling search's options).
     """
     if not val_accuracies or sum(val_counts) == 0:
         return None
     ranked = sorted(val_accuracies, reverse=True)
     n = sum(val_counts)
-    raise_what = "raise --val-per-class and --train-per-class (more images per class), --epochs, or --base-resolution"
+    raise_what = fix or (
+        "raise --val-per-class and --train-per-class (more images per class), --epochs, or --base-resolution"
+    )
     if not clearly_above_chance(ranked[0], val_counts):
         return f"{chance_message(ranked[0], val_counts)}; the ranking of candidates is noise. To fix it, {raise_what}."
     if len(ranked) > 1 and ranked[0] - ranked[1] <= difference_noise(ranked[0], n):

@@ -34,11 +34,41 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
 CACHE_FEATURES = ("auto", "on", "off")
+
+
+class PresetNames(tuple):
+    """The named presets, as a tuple (help texts, the app's menu), whose `in` also admits a learned policy
+    `randaugment:N,M,S` (`pipelines.augment.parse_policy`; `workbench search --space augment` finds them), so
+    the one choices check of the configs and the CLI accepts both."""
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, str) and ":" in value:
+            from pipelines.augment import POLICY_PREFIX, parse_policy  # only for such a name: pipelines imports PIL
+
+            try:
+                return value.startswith(POLICY_PREFIX) and parse_policy(value) is not None
+            except ValueError:
+                return False
+        return tuple.__contains__(self, value)
+
+
 # Augmentation presets of `pipelines.make_datasets` (pipelines.AUGMENT_PRESETS; a test keeps the
 # two lists equal without importing TensorFlow here). "none" needs no pixel work, so phase 1 can
 # train the head on backbone features computed once.
-AUGMENTS = ("none", "light", "standard", "strong")
-RECIPE_MODES = ("auto", "fixed")
+AUGMENTS = PresetNames(("none", "light", "standard", "strong", "autoaugment"))
+
+
+class RecipeModes(tuple):
+    """auto and fixed, whose `in` also admits a recipe file (`workbench search` writes them), so the CLI's
+    `--recipe` takes one; `workbench.hparam_search.recipe_file.apply_recipe_file` turns it into options."""
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, str) and value.lower().endswith((".yaml", ".yml", ".json")):
+            return True
+        return tuple.__contains__(self, value)
+
+
+RECIPE_MODES = RecipeModes(("auto", "fixed"))
 # The most `auto` plans for without --time-budget (`workbench.engine.auto.default_budget`: less for small data).
 DEFAULT_BUDGET_MINUTES = 10
 
@@ -210,9 +240,14 @@ class RunConfig(Config):
         "auto",
         "auto = measure this machine and the data, then choose the resolution, epochs, phase-2 depth and "
         "learning rates (each choice and its reason is printed and saved in config.yaml); fixed = the "
-        "documented defaults. Options you give always win over auto",
+        "documented defaults; FILE = a recipe file of `workbench search` (its options, then auto for the rest). "
+        "Options you give always win",
         RECIPE_MODES,
         flag="--recipe",
+        metavar="auto|fixed|FILE",
+    )
+    recipe_source: str | None = option(  # a record: where a --recipe FILE came from
+        None, "the recipe file this run's options came from (a search's winner), if any", internal=True
     )
     time_budget: str | None = option(
         None,
@@ -244,6 +279,11 @@ class RunConfig(Config):
     def validate(self) -> RunConfig:
         """Raise `ValueError` naming the option, the problem and the fix; return self."""
         check_choices(self)
+        if self.recipe_mode not in ("auto", "fixed"):
+            raise ValueError(
+                f"recipe_mode={self.recipe_mode!r} is a recipe file: apply it with "
+                "workbench.hparam_search.apply_recipe_file (what `workbench train --recipe FILE` does)"
+            )
         r = self.recipe
         checks = {
             "batch_size": (self.batch_size, 1),

@@ -107,6 +107,7 @@ def build_context(
     writer: EventWriter,
     callbacks: Sequence[Any] = (),
     started: float | None = None,
+    manifest: Any = None,
 ) -> RunContext:
     """Everything the phases need, under the precision policy (the model is built inside it).
 
@@ -115,7 +116,7 @@ def build_context(
 
     # The manifest first: config.yaml marks a run as resumable, so a run interrupted during ingest
     # (minutes on real photos) leaves no config and can simply be started again (issue 11, B2).
-    manifest = _load_data(config, run_dir, resuming)
+    manifest = _load_data(config, run_dir, resuming, manifest)
     deadline = planned = None
     budgeted = frozenset({1, 2}) if config.time_budget else frozenset()
     if not resuming:  # a resumed run's config.yaml already holds the recipe chosen when it started
@@ -275,10 +276,14 @@ def _initial_state(config: RunConfig, run_dir: Path, resuming: bool) -> TrainSta
     return TrainState.load(run_dir) or TrainState()
 
 
-def _load_data(config: RunConfig, run_dir: Path, resuming: bool):
-    """The run's manifest: ingested into `run_dir` for a new run, reloaded for a resumed one."""
+def _load_data(config: RunConfig, run_dir: Path, resuming: bool, given: Any = None):
+    """The run's manifest: ingested into `run_dir` for a new run (or `given`, saved there), reloaded for a
+    resumed one."""
     from pipelines import Manifest, ingest
 
+    if given is not None and not resuming:
+        given.save(run_dir / MANIFEST_FILE)
+        return given
     if resuming:
         path = run_dir / MANIFEST_FILE
         if not path.exists():

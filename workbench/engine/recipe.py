@@ -85,6 +85,7 @@ def fine_tune(
     listeners: Iterable[Listener] = (),
     callbacks: Iterable[Any] = (),
     tensorboard: bool = True,
+    manifest: Any = None,
 ) -> RunResult:
     """Train a new run. `config` is a RunConfig or a dict for `RunConfig.from_dict`.
 
@@ -93,6 +94,8 @@ def fine_tune(
     `fit` (on cached features, phase 1 fits the head alone: `self.model` is that head model).
     `tensorboard`: also write the events as TensorBoard scalars under `run_dir/tb/`
     (`workbench.engine.tensorboard`).
+    `manifest`: train on this already ingested `pipelines.Manifest` (a search's trials share one subset of the
+    data, ingested once) instead of ingesting `config.data`; it is saved into the run like an ingested one.
     Raises `ValueError` (bad config or data; `pipelines.DataError` is one) or `TrainingError`;
     either is also written to `events.jsonl` as an `error` event once the run directory exists.
     """
@@ -105,7 +108,7 @@ def fine_tune(
         from pipelines.sources import check_local_source
 
         check_local_source(config.data)  # a typo is refused before a run directory is made
-    return _run(config, listeners=listeners, callbacks=callbacks, tensorboard=tensorboard)
+    return _run(config, listeners=listeners, callbacks=callbacks, tensorboard=tensorboard, manifest=manifest)
 
 
 def resume(
@@ -167,7 +170,9 @@ def recipe_phases(config: RunConfig) -> list[Phase]:
     return phases
 
 
-def _run(config: RunConfig, *, listeners, callbacks, tensorboard: bool, resume_dir: Path | None = None) -> RunResult:
+def _run(
+    config: RunConfig, *, listeners, callbacks, tensorboard: bool, resume_dir: Path | None = None, manifest: Any = None
+) -> RunResult:
     """build the context -> fit each phase -> save the best model."""
     import keras
 
@@ -200,6 +205,7 @@ def _run(config: RunConfig, *, listeners, callbacks, tensorboard: bool, resume_d
                 writer=writer,
                 callbacks=callbacks,
                 started=started,
+                manifest=manifest,
             )
             stopped, cached_features = False, None
             for index in itertools.count():

@@ -14,7 +14,7 @@ from typing import Any
 from workbench.config_fields import Config, check_choices, option
 from workbench.engine.config import AUGMENTS, DATA_HELP
 
-STRATEGIES = ("grid", "bayes")
+STRATEGIES = ("grid", "bayes", "genetic")
 COST_METRICS = ("flops", "params", "latency_ms")
 EXECUTIONS = ("auto", "graph", "eager")
 # Tracing the train and test functions of an EfficientNet costs ~15 s on 2 CPU cores; an eager step
@@ -156,7 +156,8 @@ class SearchConfig(Config):
     data: str | None = option(None, DATA_HELP)
     strategy: str = option(
         "grid",
-        "grid: every feasible (α, β, γ) in turn (Optuna GridSampler); bayes: Bayesian optimisation (Optuna TPESampler)",
+        "grid: every feasible (α, β, γ) in turn (Optuna GridSampler); bayes: Bayesian optimisation (Optuna "
+        "TPESampler); genetic: a genetic algorithm (Optuna NSGAIISampler, small generations)",
         STRATEGIES,
     )
     trials: int = option(8, "candidates to train; skipped ones do not count")

@@ -50,22 +50,35 @@ def choose(rows: list[dict]) -> dict | None:
     return max(trained, key=lambda r: (r["val_accuracy"], -r["flops"]), default=None)
 
 
-def write_table(rows: list[dict], directory: Path, extra: dict) -> tuple[Path, Path]:
+def write_table(
+    rows: list[dict], directory: Path, extra: dict, columns: tuple[str, ...] = COLUMNS
+) -> tuple[Path, Path]:
+    """results.csv (`columns`) and results.json (`extra` and every row) in `directory` (also `workbench search`'s)."""
     from workbench.engine.rundir import atomic_write_text
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     csv_path, json_path = directory / "results.csv", directory / "results.json"
     atomic_write_text(csv_path, buffer.getvalue())
     atomic_write_text(json_path, json.dumps({**extra, "trials": rows}, indent=2) + "\n")
     return csv_path, json_path
 
 
-def plot_pareto(rows: list[dict], metric: str, path: Path, chosen: dict | None, title: str) -> Path:
-    """Accuracy against cost: every trained candidate, the front joined by a line, the choice ringed."""
+def plot_pareto(
+    rows: list[dict],
+    metric: str,
+    path: Path,
+    chosen: dict | None,
+    title: str,
+    *,
+    label=None,
+    xlabel: str | None = None,
+) -> Path:
+    """Accuracy against cost: every trained candidate, the front joined by a line, the choice ringed.
+    `label(row)` names the front's points (default: the coefficients); `xlabel` the cost axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display; must precede pyplot
@@ -93,7 +106,7 @@ def plot_pareto(rows: list[dict], metric: str, path: Path, chosen: dict | None, 
     )
     for r in front:
         ax.annotate(
-            f"α{r['alpha']:g} β{r['beta']:g} γ{r['gamma']:g}",
+            label(r) if label else f"α{r['alpha']:g} β{r['beta']:g} γ{r['gamma']:g}",
             (r[metric], r["val_accuracy"]),
             textcoords="offset points",
             xytext=(4, 4),
@@ -110,7 +123,7 @@ def plot_pareto(rows: list[dict], metric: str, path: Path, chosen: dict | None, 
             label="chosen",
             zorder=4,
         )
-    ax.set_xlabel(METRIC_LABELS[metric])
+    ax.set_xlabel(xlabel or METRIC_LABELS[metric])
     ax.set_ylabel("validation accuracy (proxy)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

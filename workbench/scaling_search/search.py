@@ -171,6 +171,9 @@ class _Search:
             # The grid is the feasible set itself (one categorical choice per candidate), so no grid
             # trial is spent on a candidate that breaks the constraint.
             sampler = optuna.samplers.GridSampler({"candidate": [_label(x) for x in self.space]}, seed=c.seed)
+        elif c.strategy == "genetic":
+            # α and β are genes; γ completes them as for bayes. Small generations, so a few trials still evolve.
+            sampler = optuna.samplers.NSGAIISampler(population_size=max(4, min(10, c.trials // 2)), seed=c.seed)
         else:
             sampler = optuna.samplers.TPESampler(seed=c.seed, n_startup_trials=min(5, c.trials))
         self.storage = optuna.storages.RDBStorage(f"sqlite:///{(self.dir / STUDY_FILE).resolve()}")
