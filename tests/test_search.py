@@ -275,3 +275,29 @@ def test_app_search_page_builds_the_command_and_the_live_trials_table(tmp_path):
     (tmp_path / "search-3").mkdir()
     (tmp_path / "search-3" / "search.json").write_text('{"strategy": "grid"}')  # a scale search: not listed
     assert search_dirs(tmp_path) == [tmp_path / "search-2"]
+
+
+def test_a_search_of_multi_label_data_is_refused_with_what_to_do(tmp_path):
+    from helpers_multilabel import make_multilabel_data
+
+    from workbench.hparam_search import run_search
+
+    labels = make_multilabel_data(tmp_path / "data", n=40)
+    with pytest.raises(ValueError, match="multi-label data; `workbench search` ranks trials"):
+        run_search(_tiny_search(labels, tmp_path / "search", 1))
+
+
+def test_the_winner_must_beat_the_fixed_recipe_by_more_than_the_noise_or_the_fixed_recipe_is_kept():
+    from workbench.hparam_search.search import pick_winner
+
+    def trial(number, accuracy, seconds, baseline=False):
+        return {"number": number, "val_accuracy": accuracy, "trial_seconds": seconds, "baseline": baseline}
+
+    fixed = trial(0, 0.80, 30.0, baseline=True)
+    # on 100 images the noise of a difference near 0.85 is about 0.05
+    assert pick_winner([fixed, trial(1, 0.84, 10.0)], "trial_seconds", 100) is fixed
+    clearly = trial(2, 0.95, 50.0)
+    assert pick_winner([fixed, trial(1, 0.84, 10.0), clearly], "trial_seconds", 100) is clearly
+    # with many more validation images the same gap is real
+    assert pick_winner([fixed, trial(1, 0.84, 10.0)], "trial_seconds", 5000)["number"] == 1
+    assert pick_winner([], "trial_seconds", 100) is None
