@@ -221,7 +221,12 @@ def _cell_review(report: dict, run_dir: Path, selection) -> None:
     if pair is not None and pair != state.get("eval_cell_clicked"):
         state.put("eval_cell_clicked", pair)
         st.session_state["eval_cell_true"], st.session_state["eval_cell_predicted"] = pair
-    with st.expander("Images behind a cell (click one, or pick it here)", expanded=pair is not None):
+    st.subheader("Images behind a cell")
+    with st.container():
+        st.caption(
+            "Click a cell of the matrix, or pick it here."
+            + (f" Clicked: true {pair[0]}, predicted {pair[1]}." if pair is not None else "")
+        )
         cols = st.columns(2)
         true = cols[0].selectbox("True class", classes, key="eval_cell_true")
         predicted = cols[1].selectbox("Predicted as", classes, key="eval_cell_predicted")

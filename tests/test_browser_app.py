@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -191,6 +192,22 @@ def test_upload_train_evaluate_and_download_a_savedmodel_in_chromium(app_url, pa
     assert matrix.bounding_box()["height"] > 100
     page.get_by_text("Grad-CAM for").wait_for()
     shot(page, "6-evaluate")
+
+    # A click on a cell of the matrix opens the images behind it (each with keep / drop / relabel). The plot's
+    # place inside the chart depends on the axis labels' widths, so walk along the first row until a click lands.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    box = matrix.bounding_box()
+    clicked = page.get_by_text("Clicked: true")
+    for x in range(8, int(box["width"]), 16):
+        matrix.click(position={"x": x, "y": 30})
+        with contextlib.suppress(PlaywrightTimeout):
+            clicked.wait_for(timeout=2_000)
+            break
+    assert clicked.count() == 1, "no click on the confusion matrix selected a cell"
+    assert "Clicked: true blue," in clicked.inner_text()  # the first row is the first class
+    page.get_by_text(re.compile(r"image\(s\), most confident first|No blue image was predicted as")).wait_for()
+    shot(page, "6b-evaluate-cell")
 
     # 5. Export: a SavedModel lands in saved_models/ and downloads as a zip that TensorFlow loads.
     section(page, "5. Export")
