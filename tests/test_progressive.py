@@ -72,6 +72,8 @@ def test_progressive_is_for_phases_that_see_images_and_from_scratch_needs_random
     assert [p.progressive for p in recipe_phases(asked)] == [False, True]  # phase 2 only: phase 1 trains the head
 
 
+# A minute of training on 2 cores: with the suite near its 25-minute limit, it runs with `pytest -m slow`.
+@pytest.mark.slow
 def test_from_scratch_trains_every_layer_progressively_and_saves_a_model_at_the_target_size(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=16)
     config = tiny_config(
