@@ -236,3 +236,29 @@ def test_upload_train_evaluate_and_download_a_savedmodel_in_chromium(app_url, pa
     probabilities = loaded.signatures["serving_rgb"](images=tf.fill([1, 48, 48, 3], 128.0))["probabilities"]
     assert probabilities.shape == (1, 3)
     assert abs(float(tf.reduce_sum(probabilities)) - 1.0) < 1e-3
+
+    # 6. Data health: back on the Data page, the panel runs the backbone over the upload once and shows what it
+    # found, each image with keep / drop.
+    section(page, "1. Data")
+    page.get_by_role("button", name="Audit this dataset").click()
+    page.get_by_text("Duplicate groups").wait_for(timeout=240_000)
+    assert page.get_by_test_id("stException").count() == 0
+    assert page.get_by_role("button", name="Make a dataset version from these choices").count() == 1
+    shot(page, "8-data-health")
+
+
+def test_a_multi_label_labels_file_loads_with_its_label_counts_in_chromium(app_url, page, tmp_path):
+    from helpers_multilabel import LABELS, make_multilabel_data
+
+    labels_file = make_multilabel_data(tmp_path / "tagged", n=40)
+    page.goto(app_url)
+    page.get_by_test_id("stRadio").get_by_text("Local folder or zip", exact=True).click()
+    page.get_by_label("Path on this machine", exact=True).fill(str(labels_file))
+    page.get_by_role("button", name="Load folder").click()
+    loaded = page.get_by_text(f"usable images in {len(LABELS)} labels (multi-label")
+    loaded.wait_for()
+    assert "40 usable images" in loaded.inner_text()
+    page.get_by_text("iterative stratification").wait_for()
+    assert page.get_by_test_id("stException").count() == 0
+    assert page.get_by_test_id("stAlertContentError").count() == 0
+    shot(page, "9-multi-label-data")
