@@ -152,6 +152,8 @@ def test_nan_loss_stops_with_an_error_event_and_keeps_the_last_good_checkpoint(t
     assert (run_dir / "checkpoints" / state["last_weights"]).exists()
 
 
+# ~30 s of two-phase training; with the suite near 25 minutes it runs with `pytest -m slow`.
+@pytest.mark.slow
 def test_user_listener_and_keras_callback_see_every_phase(tmp_path):
     """`fine_tune(listeners=[...], callbacks=[...])`: the hooks a TensorBoard writer or a user's own
     callback plugs into. The listener hears exactly the events written to events.jsonl; the Keras

@@ -165,6 +165,8 @@ def test_sigterm_asks_for_a_stop_only_while_installed_and_a_second_one_interrupt
     assert seen == [before]  # signal handlers belong to the main thread: nothing installed there
 
 
+# ~40 s of a real training subprocess on 2 cores; with the suite near 25 minutes it runs with `pytest -m slow`.
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
     data = make_image_folder(tmp_path / "data", per_class=12)  # 27 train images: 14 steps per epoch
     run_dir = tmp_path / "run"
