@@ -191,27 +191,9 @@ class _Search:
 
     def _recover_interrupted(self) -> None:
         """Trials left RUNNING by a killed process: marked failed, their parameters queued again."""
-        import optuna
-        from optuna.trial import TrialState
+        from workbench.scaling_search.search import requeue_interrupted
 
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running:
-            return
-        # A hook-less sampler records the failure alone (GridSampler's hook may call study.stop() outside optimize).
-        recorder = optuna.load_study(
-            study_name=STUDY_NAME, storage=self.storage, sampler=optuna.samplers.RandomSampler()
-        )
-        for trial in running:
-            recorder.tell(trial.number, state=TrialState.FAIL)
-            if trial.params:
-                self.study.enqueue_trial(dict(trial.params))
-            self.writer.emit(
-                "trial",
-                status="interrupted",
-                number=trial.number,
-                params=dict(trial.params),
-                message="the process stopped during this trial; its parameters are queued again",
-            )
+        requeue_interrupted(self.study, self.storage, STUDY_NAME, self.writer, "its parameters are queued again")
 
     # ------------------------------------------------------------------ trials
     def _finished(self) -> int:

@@ -183,29 +183,7 @@ class _Search:
 
     def _recover_interrupted(self) -> None:
         """Trials left RUNNING by a killed process: mark them failed, queue their candidates again."""
-        import optuna
-        from optuna.trial import TrialState
-
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if not running:
-            return
-        # `tell` runs the sampler's after_trial hook, and GridSampler's calls `study.stop()`, which raises
-        # outside `optimize`, when the grid looks used up. A study opened with a hook-less sampler records
-        # the failure alone.
-        recorder = optuna.load_study(
-            study_name=STUDY_NAME, storage=self.storage, sampler=optuna.samplers.RandomSampler()
-        )
-        for trial in running:
-            recorder.tell(trial.number, state=TrialState.FAIL)
-            if trial.params:
-                self.study.enqueue_trial(dict(trial.params))
-            self.writer.emit(
-                "trial",
-                status="interrupted",
-                number=trial.number,
-                params=dict(trial.params),
-                message="the process stopped during this trial; its candidate is queued again",
-            )
+        requeue_interrupted(self.study, self.storage, STUDY_NAME, self.writer, "its candidate is queued again")
 
     # ------------------------------------------------------------------ trials
     def _count(self, status: str) -> int:
@@ -491,3 +469,29 @@ def _parse_label(label: str) -> tuple[float, float, float]:
 
 def _coefficients(attrs: dict) -> tuple:
     return attrs.get("alpha"), attrs.get("beta"), attrs.get("gamma")
+
+
+def requeue_interrupted(study, storage, study_name: str, writer, queued: str) -> None:
+    """Trials of `study` left RUNNING by a killed process: marked failed, their parameters queued again, and an
+    `interrupted` trial event each (`queued` ends its message). Shared by the scaling and hyperparameter searches."""
+    import optuna
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return
+    # `tell` runs the sampler's after_trial hook, and GridSampler's calls `study.stop()`, which raises
+    # outside `optimize`, when the grid looks used up. A study opened with a hook-less sampler records
+    # the failure alone.
+    recorder = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler())
+    for trial in running:
+        recorder.tell(trial.number, state=TrialState.FAIL)
+        if trial.params:
+            study.enqueue_trial(dict(trial.params))
+        writer.emit(
+            "trial",
+            status="interrupted",
+            number=trial.number,
+            params=dict(trial.params),
+            message=f"the process stopped during this trial; {queued}",
+        )
