@@ -83,7 +83,8 @@ def _render_kind(findings: dict, kind: str) -> None:
         for g in groups[:MAX_SHOWN]:
             leak = " · **across splits (leakage)**" if g["leakage"] else ""
             found_by = ", ".join(g.get("evidence", []))
-            st.markdown(f"`{g['id']}` {g['kind']} (found by {found_by}){leak}")
+            match = f", pixels {g['min_correlation']:.2f} correlated" if g.get("min_correlation") is not None else ""
+            st.markdown(f"`{g['id']}` {g['kind']} (found by {found_by}{match}){leak}")
             cols = st.columns(max(len(g["members"]), 3))
             for k, (col, m) in enumerate(zip(cols, g["members"], strict=False)):
                 _image_choice(col, m | {"id": f"{g['id']}-{k}"}, kind, f"{m['file']} [{m['split']}]", thumbnail)
@@ -96,7 +97,8 @@ def _render_kind(findings: dict, kind: str) -> None:
         if kind == "label_errors":
             caption = f"{item['file']}: labelled {item['label']}, looks like {item['suggested']}"
         else:
-            caption = f"{item['file']} [{item['label']}]: distance {item['score']:.2f}"
+            why = " (blank)" if item.get("blank") else " (noise-like)" if item.get("noise_like") else ""
+            caption = f"{item['file']} [{item['label']}]: distance {item['score']:.2f}{why}"
         _image_choice(cols[n % 4], item, kind, caption, thumbnail)
     if len(items) > MAX_SHOWN:
         st.caption(f"…and {len(items) - MAX_SHOWN} more in findings.json")

@@ -63,57 +63,88 @@ def test_hamming_pairs_do_not_depend_on_the_chunk_size():
     assert dup.hamming_pairs(hashes, 3, chunk=4) == pairs
 
 
-def test_cosine_pairs_are_chunked_and_thresholded():
+def test_each_image_proposes_its_k_most_similar_images_whatever_the_chunk_size():
     x, _ = blobs(per_class=5, classes=4, dim=16)
     x[19] = x[2] * 1.01  # a scaled copy: cosine 1 after centring
     unit = dup.centred_unit(x)
     assert np.allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
-    pairs = dup.cosine_pairs(unit, 0.99, chunk=3)
-    assert [(a, b) for a, b, _ in pairs] == [(2, 19)]
-    assert pairs == dup.cosine_pairs(unit, 0.99, chunk=1000)
+    similarity = lambda i, j: unit[i:j] @ unit.T  # noqa: E731
+    pairs = dup.top_k_pairs(similarity, len(unit), 1, chunk=3)
+    assert (2, 19) in pairs and all(a < b for a, b in pairs)
+    assert pairs == dup.top_k_pairs(similarity, len(unit), 1, chunk=1000)
+    assert dup.top_k_pairs(similarity, len(unit), 3) >= pairs
 
 
-def test_the_perceptual_hash_finds_re_encoded_resized_and_mirrored_copies_but_not_other_pictures():
-    original = picture(1)
-    copies = [
-        jpeg(original, 60),
-        jpeg(original.resize((48, 48)), 80),
-        ImageOps.mirror(jpeg(original, 90)),
-    ]
-    others = [picture(seed) for seed in range(2, 12)]
-    images = [original, *copies, *others]
-    hashes = dup.ImageHashes(
-        sha256=[str(i) for i in range(len(images))],  # all bytes differ
-        phash=np.array([dup.phash_bits(im) for im in images], dtype=np.uint64),
-        phash_mirror=np.array([dup.phash_bits(ImageOps.mirror(im)) for im in images], dtype=np.uint64),
-    )
-    groups = dup.find_duplicates(hashes, None)
-    assert [g.members for g in groups] == [[0, 1, 2, 3]]
-    assert groups[0].kind == "near" and groups[0].max_hamming <= dup.DEFAULT_MAX_HAMMING
+def _small(images) -> np.ndarray:
+    """Images as the scan keeps them for the pixel check: box-filtered to SOURCE x SOURCE."""
+    from workbench.audit.align import SOURCE
+
+    return np.stack([np.asarray(Image.fromarray(np.asarray(im)).resize((SOURCE, SOURCE), Image.BOX)) for im in images])
 
 
-def test_a_cropped_re_encoded_mirror_copy_is_its_originals_mutual_nearest_thumbnail(tmp_path):
+def test_the_pixel_check_aligns_a_cropped_mirrored_copy_and_measures_brightness():
+    from workbench.audit import align
+
+    # Area resampling keeps a flat image flat; so does the blur.
+    assert np.allclose(align.area_matrix(32, 24, 0, 32).sum(axis=1), 1.0)
+    assert np.allclose(align.blur_matrix().sum(axis=1), 1.0)
+    original = picture(1, 96)
+    copy = ImageOps.mirror(jpeg(original.crop((5, 3, 93, 94)).resize((70, 70)), 70))
+    brighter = np.clip(np.asarray(original).astype(int) + 40, 0, 255).astype(np.uint8)
+    scores = align.verify_pairs(_small([original, copy, brighter, picture(2, 96)]), [(1, 0), (0, 2), (0, 3)])
+    assert scores.pairs.tolist() == [[0, 1], [0, 2], [0, 3]]  # each pair once, i < j
+    (copy_corr, bright_corr, other_corr), (copy_rms, bright_rms, _) = scores.correlation, scores.rms
+    assert copy_corr > 0.97 and copy_rms < 5  # aligned through the crop and the mirror
+    assert bright_corr > 0.97 and bright_rms > 30  # the same shapes, another brightness: not a copy
+    assert other_corr < 0.6
+
+
+def test_re_encoded_resized_cropped_and_mirrored_copies_are_one_group_and_other_pictures_are_not(tmp_path):
     from workbench.audit.scan import scan_images
 
-    def save(name, image):
-        image.save(tmp_path / name)
-        return str(tmp_path / name)
-
     original = picture(1, size=96)
-    copy = ImageOps.mirror(jpeg(original.crop((4, 2, 92, 93)).resize((70, 70)), 70))
-    paths = [save("a.png", original), save("b.jpg", copy), *(save(f"o{s}.png", picture(s, 96)) for s in range(2, 14))]
-    scan = scan_images(paths)
-    pairs = dup.mutual_thumbnail_pairs(scan.thumbs, dup.DEFAULT_MIN_THUMB, chunk=5)
-    assert [(a, b) for a, b, _ in pairs] == [(0, 1)]
-    groups = dup.find_duplicates(scan.hashes, None, scan.thumbs)
-    assert [(g.members, g.evidence) for g in groups] == [([0, 1], ("thumbnail",))]
+    images = {
+        "a.png": original,
+        "b.jpg": jpeg(original, 60),
+        "c.jpg": jpeg(original.resize((64, 64)), 80),
+        "d.jpg": ImageOps.mirror(jpeg(original.crop((4, 2, 92, 93)).resize((70, 70)), 70)),
+        **{f"o{seed}.png": picture(seed, 96) for seed in range(2, 14)},
+    }
+    for name, image in images.items():
+        image.save(tmp_path / name)
+    scan = scan_images([str(tmp_path / name) for name in images])
+    groups = dup.find_duplicates(scan.hashes, scan.pixels, None, scan.thumbs)
+    assert [g.members for g in groups] == [[0, 1, 2, 3]]
+    g = groups[0]
+    assert g.kind == "near" and "thumbnail" in g.evidence and g.evidence[-1] == "pixels"
+    assert g.min_correlation >= dup.DEFAULT_MIN_CORRELATION and g.max_rms <= dup.DEFAULT_MAX_RMS
+
+
+def test_among_look_alikes_only_a_copy_that_stands_out_is_linked():
+    from workbench.audit.align import verify_pairs
+
+    # Twelve variations of one picture, each within the correlation and RMS bounds of the others (plain shirts on
+    # black, say), and a near-exact copy of the first: only the copy is a duplicate.
+    rng = np.random.default_rng(0)
+    base = np.asarray(picture(1, 32), dtype=np.float32)
+    looks = [base + (np.asarray(picture(100 + i, 32), dtype=np.float32) - 128) * 0.12 for i in range(12)]
+    copy = looks[0] + rng.normal(0, 1.0, base.shape)
+    pixels = np.clip(np.stack([*looks, copy]), 0, 255).astype(np.uint8)
+    n = len(pixels)
+    scores = verify_pairs(pixels, [(i, j) for i in range(12) for j in range(i + 1, 12)])
+    assert (scores.correlation >= dup.DEFAULT_MIN_CORRELATION).all() and (scores.rms <= dup.DEFAULT_MAX_RMS).all()
+    assert (scores.rms > dup.SURE_RMS).all()  # none is near-exact
+    same_hash = np.zeros(n, np.uint64)  # so that every pair is proposed
+    groups = dup.find_duplicates(dup.ImageHashes([str(i) for i in range(n)], same_hash, same_hash), pixels)
+    assert [g.members for g in groups] == [[0, 12]]
 
 
 def test_equal_bytes_are_an_exact_group_and_a_group_spanning_splits_is_leakage():
     far = np.array([0, 0xFFFF_FFFF_0000_0000, 0, 0x0000_FFFF_FFFF_0000], dtype=np.uint64)  # 32 bits apart
     hashes = dup.ImageHashes(sha256=["a", "b", "a", "c"], phash=far, phash_mirror=far)
-    groups = dup.find_duplicates(hashes, None)
-    assert [(g.members, g.kind, g.evidence) for g in groups] == [([0, 2], "exact", ("bytes", "hash"))]
+    groups = dup.find_duplicates(hashes, _small([picture(s, 32) for s in (1, 2, 1, 3)]))
+    assert [(g.members, g.kind, g.evidence) for g in groups] == [([0, 2], "exact", ("bytes",))]
+    assert groups[0].min_correlation is None  # no near link
     assert dup.spans_splits(["train", "test"]) and not dup.spans_splits(["train", "train"])
 
 
@@ -147,6 +178,24 @@ def test_the_image_far_from_every_other_is_the_first_outlier():
     blank = np.zeros(len(x), bool)
     blank[3] = True  # a flat image is reported even where its features look ordinary, and first
     assert [o.index for o in outl.find_outliers(unit, y, 3, blank=blank)[0]][:2] == [3, len(x) - 1]
+    noisy = np.zeros(len(x), bool)
+    noisy[5] = True  # so is a noise-like one, after the blank ones
+    assert [o.index for o in outl.find_outliers(unit, y, 3, blank=blank, noisy=noisy)[0]][:3] == [3, 5, len(x) - 1]
+
+
+def test_static_and_fine_stripes_look_like_noise_and_pictures_flat_or_not_do_not():
+    rng = np.random.default_rng(0)
+    static = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[:, ::3] = (40, 200, 120)
+    flat = np.full((32, 32, 3), 90, np.uint8)
+    pictures = [np.asarray(picture(s, 32)) for s in range(5)]
+    pixels = np.stack([static, stripes, flat, *pictures])
+    correlation = outl.neighbour_correlation(pixels)
+    assert correlation[0] < 0.1 and correlation[1] < 0.1 and correlation[2] == 0.0
+    assert (correlation[3:] > 0.5).all()
+    blank = np.array([False, False, True] + [False] * 5)
+    assert outl.noise_like(pixels, blank).tolist() == [True, True] + [False] * 6
 
 
 # ----------------------------------------------------------------------------------------------------- stats

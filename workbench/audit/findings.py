@@ -6,13 +6,16 @@ One JSON object, written by `workbench audit` and read back by `workbench audit 
   `manifest` (the ingest's manifest.json, relative to the findings file), `classes`, `settings` (variant,
   weights, image size, thresholds), `features` (`file`, `cached`, `dim`), `timings` (seconds per stage),
   `summary` (counts: see `summary`), `stats` (`stats.dataset_stats`).
-* `duplicates`: a list of groups, `{id, kind: exact|near, leakage, splits, max_hamming, min_cosine, evidence,
-  members}` (`evidence`: the cues that linked them, of bytes, hash, features, thumbnail);
+* `duplicates`: a list of groups, `{id, kind: exact|near, leakage, splits, max_hamming, min_cosine,
+  min_correlation, max_rms, evidence, members}` (`evidence`: what proposed the links, of bytes, hash, features,
+  thumbnail, and pixels when the pixel check confirmed near links; the last two fields, added in the same version,
+  are absent from older files and None for exact groups);
   each member `{file, path, label, split, action, suggested_action}`.
 * `label_errors`: `{status: ok|skipped, message, items}`; each item `{id, file, path, label, split, suggested,
   quality, suggested_probability, relabel_to, action, suggested_action}`, most suspicious first.
 * `outliers`: `{threshold, k, items}`; each item `{id, file, path, label, split, score, nearest_class,
-  class_distance, blank, action, suggested_action}`, farthest first.
+  class_distance, blank, noise_like, action, suggested_action}`, blank ones first, then noise-like ones (absent
+  from older files), then farthest first.
 
 `action` is what `--apply` does with an image: `keep` (the default everywhere: the audit changes nothing by
 itself), `drop`, or `relabel` (to `relabel_to`, label errors only). `suggested_action` is the audit's advice;
@@ -129,7 +132,7 @@ def format_text(findings: dict[str, Any], limit: int = 10) -> str:
     lines.append(f"outliers: {s['outliers']} (score > {findings['outliers']['threshold']:.3f})")
     for it in findings["outliers"]["items"][:limit]:
         lines.append(
-            f"  {it['id']} {it['file']} [{it['label']}]: score {it['score']:.3f}{' (blank)' if it['blank'] else ''}"
+            f"  {it['id']} {it['file']} [{it['label']}]: score {it['score']:.3f}{' (blank)' if it['blank'] else ''}{' (noise-like)' if it.get('noise_like') else ''}"
         )
     lines.append(
         f"images: width {st['width']['min']:.0f}-{st['width']['max']:.0f} (median {st['width']['median']:.0f}), "

@@ -32,8 +32,8 @@ def run_audit(
     image_size: int | None = None,
     batch_size: int = 64,
     max_hamming: int = dup.DEFAULT_MAX_HAMMING,
-    min_cosine: float = dup.DEFAULT_MIN_COSINE,
-    min_thumb: float = dup.DEFAULT_MIN_THUMB,
+    min_correlation: float = dup.DEFAULT_MIN_CORRELATION,
+    max_rms: float = dup.DEFAULT_MAX_RMS,
     outlier_k: int = out_mod.DEFAULT_K,
     outlier_mads: float = out_mod.DEFAULT_MADS,
     label_c: float = le.DEFAULT_C,
@@ -79,7 +79,13 @@ def run_audit(
     say("duplicates")
     t = time.perf_counter()
     groups = dup.find_duplicates(
-        scan.hashes, unit, scan.thumbs, max_hamming=max_hamming, min_cosine=min_cosine, min_thumb=min_thumb
+        scan.hashes,
+        scan.pixels,
+        unit,
+        scan.thumbs,
+        max_hamming=max_hamming,
+        min_correlation=min_correlation,
+        max_rms=max_rms,
     )
     timings["duplicates"] = time.perf_counter() - t
 
@@ -95,8 +101,9 @@ def run_audit(
 
     say("outliers")
     t = time.perf_counter()
+    noisy = out_mod.noise_like(scan.pixels, scan.blank)
     outliers, _scores = out_mod.find_outliers(
-        unit, labels, manifest.num_classes, k=outlier_k, mads=outlier_mads, blank=scan.blank
+        unit, labels, manifest.num_classes, k=outlier_k, mads=outlier_mads, blank=scan.blank, noisy=noisy
     )
     threshold = out_mod.robust_threshold(_scores, outlier_mads)
     timings["outliers"] = time.perf_counter() - t
@@ -118,8 +125,10 @@ def run_audit(
             "weights": weights,
             "image_size": size,
             "max_hamming": max_hamming,
-            "min_cosine": min_cosine,
-            "min_thumb": min_thumb,
+            "candidates_k": dup.DEFAULT_K,
+            "min_correlation": min_correlation,
+            "max_rms": max_rms,
+            "margin": dup.DEFAULT_MARGIN,
             "outlier_k": outlier_k,
             "outlier_mads": outlier_mads,
             "label_folds": le.FOLDS,
@@ -153,6 +162,7 @@ def run_audit(
                     "nearest_class": manifest.classes[o.nearest_class],
                     "class_distance": round(o.class_distance, 5),
                     "blank": bool(scan.blank[o.index]),
+                    "noise_like": bool(noisy[o.index]),
                     "action": "keep",
                     "suggested_action": "drop",
                 }
@@ -186,6 +196,8 @@ def _group(g: dup.DuplicateGroup, entry, records) -> dict[str, Any]:
         "splits": sorted(set(splits)),
         "max_hamming": g.max_hamming,
         "min_cosine": g.min_cosine,
+        "min_correlation": g.min_correlation,
+        "max_rms": g.max_rms,
         "evidence": list(g.evidence),
         "members": [
             entry(i) | {"action": "keep", "suggested_action": "keep" if k == keep else "drop"}
