@@ -125,7 +125,6 @@ def _suggest(findings: dict) -> None:
 def _apply(findings: dict, path: Path) -> None:
     """Write the page's choices into findings.json, then the dataset version they describe."""
     from pipelines.files import atomic_write_text
-    from workbench.audit.apply import apply_findings
 
     for kind in ("label_errors", "outliers"):
         for item in findings[kind]["items"]:
@@ -134,20 +133,31 @@ def _apply(findings: dict, path: Path) -> None:
         for k, m in enumerate(g["members"]):
             m["action"] = st.session_state.get(_key(m | {"id": f"{g['id']}-{k}"}), m["action"])
     atomic_write_text(path, json.dumps(findings, indent=1, ensure_ascii=False))
+    make_version(
+        path,
+        path.parent / "versions" / stamp(),
+        "under 'Local folder or zip' to train on it; the run records the version",
+    )
+
+
+def make_version(findings: Path, dest: Path, how_to_use: str) -> None:
+    """`apply_findings` into `dest`, said on the page: the version's counts and folder, or why it was refused."""
+    from workbench.audit.apply import apply_findings
+
     try:
-        version = apply_findings(path, path.parent / "versions" / _stamp())
+        version = apply_findings(findings, dest)
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         return
     info = version.info
     st.success(
         f"Dataset version {info['id']}: {info['images']} images ({info['dropped']} dropped, {info['relabelled']} "
-        f"relabelled), links to your files in {version.path}. Load that folder under 'Local folder or zip' to "
-        "train on it; the run records the version."
+        f"relabelled), links to your files in {version.path}. Load that folder {how_to_use}."
     )
 
 
-def _stamp() -> str:
+def stamp() -> str:
+    """A folder name for something made now (a dataset version, a review): sorts by time."""
     import datetime
 
     return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

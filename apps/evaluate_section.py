@@ -268,24 +268,16 @@ def _cell_review(report: dict, run_dir: Path, selection) -> None:
 
 
 def _write_review(report: dict, run_dir: Path, images: list[dict], actions: dict) -> None:
-    import datetime
-
-    from workbench.audit.apply import apply_findings
+    from apps.audit_panel import make_version, stamp
     from workbench.audit.review import review_findings
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(run_dir) / "eval" / "reviews" / stamp
+    folder = Path(run_dir) / "eval" / "reviews" / stamp()
     try:
         path = review_findings(Path(run_dir) / "manifest.json", report["classes"], images, actions, folder)
-        version = apply_findings(path, folder / "version")
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         return
-    info = version.info
-    st.success(
-        f"Dataset version {info['id']}: {info['images']} images ({info['dropped']} dropped, {info['relabelled']} "
-        f"relabelled), links to your files in {version.path}. Load that folder in **1 · Data** to train on it."
-    )
+    make_version(path, folder / "version", "in **1 · Data** to train on it")
 
 
 def per_class_rows(report: dict) -> list[dict]:

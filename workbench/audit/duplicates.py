@@ -239,10 +239,12 @@ def find_duplicates(
         if corr >= min_correlation and rms <= max_rms and (sure or stands_out):
             links[(a, b)] = (float(corr), float(rms))
     groups = groups_from_pairs(n, links)
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    links_of: list[dict[tuple[int, int], tuple[float, float] | None]] = [{} for _ in groups]
+    for pair, value in links.items():
+        links_of[group_of[pair[0]]][pair] = value
     out = []
-    for members in groups:
-        inside = set(members)
-        mine = {p: v for p, v in links.items() if p[0] in inside}
+    for members, mine in zip(groups, links_of, strict=True):
         near = [v for v in mine.values() if v is not None]
         cues = {"bytes"} if any(v is None for v in mine.values()) else set()
         for p, v in mine.items():

@@ -32,7 +32,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -140,6 +141,20 @@ class EventWriter:
 
     def error(self, message: str, **extra: Any) -> dict:
         return self.emit("error", message=message, **extra)
+
+
+@contextmanager
+def errors_as_events(writer: EventWriter, expected: tuple[type[BaseException], ...] = (ValueError,)) -> Iterator[None]:
+    """A failure inside is also an `error` event (then raised again), so the folder tells why its run or search
+    ended: an `expected` one by its message, anything else with its type too."""
+    try:
+        yield
+    except expected as exc:
+        writer.error(message=str(exc))
+        raise
+    except Exception as exc:  # unexpected: still leave a readable trace
+        writer.error(message=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def _ends_torn(fh) -> bool:

@@ -25,8 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from workbench.engine.context import (
     open_run,
     replan_fine_tune,
 )
-from workbench.engine.events import EVENTS_FILE, EventWriter, Listener
+from workbench.engine.events import EVENTS_FILE, EventWriter, Listener, errors_as_events
 from workbench.engine.phases import Phase, TrainingError, fit_phase, restore_drop_rates
 from workbench.engine.rundir import CHECKPOINTS_DIR, CONFIG_FILE, MODEL_FILE, pid_file
 from workbench.engine.strategy import strategy_label
@@ -192,7 +191,7 @@ def _run(
             pid_file(run_dir),
             stop_on_sigterm(run_dir) as termination,
             precision_policy(config.precision) as policy,
-            _errors_as_events(writer),
+            errors_as_events(writer, (ValueError, TrainingError)),
         ):
             keras.utils.set_random_seed(config.seed)
             ctx = build_context(
@@ -235,19 +234,6 @@ def _chief_listeners(config: RunConfig, run_dir: Path, listeners, tensorboard: b
         planned = None if unset_paths(config) else {p.number: p.epochs for p in recipe_phases(config)}
         chosen.append(TensorBoardListener(run_dir, planned))
     return chosen
-
-
-@contextmanager
-def _errors_as_events(writer: EventWriter) -> Iterator[None]:
-    """A failure is also an `error` event, so the run directory tells why it ended."""
-    try:
-        yield
-    except (ValueError, TrainingError) as exc:
-        writer.error(message=str(exc))
-        raise
-    except Exception as exc:  # unexpected: still leave a readable trace in the run
-        writer.error(message=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def _finish(ctx: RunContext, stopped: bool, *, cached_features: bool) -> RunResult:

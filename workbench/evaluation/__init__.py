@@ -95,7 +95,6 @@ def evaluate(
         `calibration` (temperature, ECE before and after, reliability bins), `rejection` (threshold, share
         accepted, accuracy on accepted images; None without a threshold) and `unknown` (see `unknown_dir`).
     """
-    from pipelines.files import atomic_write_text
     from workbench.serving.model_files import open_run
 
     if split not in EVAL_SPLITS:
@@ -121,17 +120,27 @@ def evaluate(
     if record and record.get("unknown") and Path(record["unknown"]["dir"]).is_dir():
         unknown_dir = record["unknown"]["dir"]  # the images the threshold was set on, as calibration.json says
     report = _score(run, manifest, records, used, batch_size=batch_size, top_k=top_k, tta=tta, unknown_dir=unknown_dir)
-    report.update(
-        {
-            "run": str(run.path.resolve()),
-            "data": str(data) if data is not None else manifest.source,
-            "split": split,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
-    )
+    report.update(provenance(run, manifest, data, split))
     files = {"report": str(eval_dir / "report.json")}
     if plots:
         files.update(_write_plots(report, eval_dir, run.path, own_test=data is None and split == "test"))
+    return write_report(report, files, eval_dir)
+
+
+def provenance(run, manifest, data, split: str) -> dict:
+    """What a report was made from, and when: the run, the data, the split."""
+    return {
+        "run": str(run.path.resolve()),
+        "data": str(data) if data is not None else manifest.source,
+        "split": split,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_report(report: dict, files: dict, eval_dir: Path) -> dict:
+    """`report` with its `files`, written to eval_dir/report.json; returned."""
+    from pipelines.files import atomic_write_text
+
     report["files"] = files
     atomic_write_text(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
     return report

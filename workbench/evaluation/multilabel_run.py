@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,7 @@ def predict_split(run, manifest, used: list[str], batch_size: int) -> np.ndarray
 
 def evaluate_multi_label(run, manifest, records, used, eval_dir: Path, data, split: str, batch_size: int, plots: bool):
     """Write `report.json` and the PNGs of a multi-label run's evaluation into `eval_dir`; return the report."""
-    from pipelines.files import atomic_write_text
+    from workbench.evaluation import provenance, write_report
     from workbench.evaluation.multilabel import DEFAULT_THRESHOLD, multilabel_report, read_thresholds
 
     thresholds = read_thresholds(run.path, run.class_names)
@@ -47,15 +45,7 @@ def evaluate_multi_label(run, manifest, records, used, eval_dir: Path, data, spl
     y_true = targets_for(records, run.class_names, data or run.manifest_path)
     probabilities = predict_split(run, manifest, used, batch_size)
     report = multilabel_report(y_true, probabilities, thresholds, run.class_names, [r.path for r in records])
-    report.update(
-        {
-            "thresholds_tuned": tuned,
-            "run": str(run.path.resolve()),
-            "data": str(data) if data is not None else manifest.source,
-            "split": split,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        }
-    )
+    report.update({"thresholds_tuned": tuned} | provenance(run, manifest, data, split))
     files = {"report": str(eval_dir / "report.json")}
     if plots:
         from workbench.evaluation.multilabel_plots import (
@@ -69,6 +59,4 @@ def evaluate_multi_label(run, manifest, records, used, eval_dir: Path, data, spl
         files["label_matrices"] = str(plot_label_matrices(report, eval_dir / "label_matrices.png"))
         files["cooccurrence"] = str(plot_cooccurrence(report, eval_dir / "cooccurrence.png"))
         files["mistakes"] = str(plot_mistakes(report, eval_dir / "mistakes.png"))
-    report["files"] = files
-    atomic_write_text(eval_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    return report
+    return write_report(report, files, eval_dir)

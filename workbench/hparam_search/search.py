@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from workbench.engine.events import EVENTS_FILE, EventWriter
+from workbench.engine.events import EVENTS_FILE, EventWriter, errors_as_events
 from workbench.hparam_search import space as spaces
 from workbench.hparam_search.config import HParamSearchConfig
 from workbench.scaling_search.search import new_search_dir
@@ -84,14 +84,8 @@ def run_search(config: HParamSearchConfig, *, listeners: Iterable[Callable[[dict
     config = dataclasses.replace(config, search_dir=str(search_dir))
     config.save(saved_path)
     writer = EventWriter(search_dir / EVENTS_FILE, listeners)
-    try:
+    with errors_as_events(writer):
         return _Search(config, search_dir, writer, resuming).run()
-    except ValueError as exc:
-        writer.error(message=str(exc))
-        raise
-    except Exception as exc:
-        writer.error(message=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 class _Search:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from workbench.engine.events import EVENTS_FILE, EventWriter
+from workbench.engine.events import EVENTS_FILE, EventWriter, errors_as_events
 from workbench.scaling_search.candidates import Candidate, complete, constraint_error, feasible_grid, grid_values
 from workbench.scaling_search.config import SearchConfig
 
@@ -82,14 +82,8 @@ def run_search(config: SearchConfig, *, listeners: Iterable[Callable[[dict], Non
     config.validate()
     config, search_dir, resuming = prepare_dir(config)
     writer = EventWriter(search_dir / EVENTS_FILE, listeners)
-    try:
+    with errors_as_events(writer):
         return _Search(config, search_dir, writer, resuming).run()
-    except ValueError as exc:
-        writer.error(message=str(exc))
-        raise
-    except Exception as exc:
-        writer.error(message=f"{type(exc).__name__}: {exc}")
-        raise
 
 
 class _Search:
